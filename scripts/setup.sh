@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One-command setup on a machine without a ROS install (Debian 12, Python 3.11):
+#   1. create the project venv (.venv) and install the ROS 2 Kilted wheels and the Python dependencies;
+#   2. make the wheels' CMake exports usable on this machine;
+#   3. build the package with colcon, exactly as on a robot (messages included), into build/ and install/.
+# Idempotent: a second run reinstalls nothing unless a requirements file changed, and colcon rebuilds only
+# what changed. Afterwards `source scripts/env.sh` gives a shell where rclpy and robovision_ros.msg import.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The venv lives outside the source tree: CMake refuses exported include dirs (numpy's, from the wheels)
+# that lie inside the source directory of the package being built.
+venv=${ROBOVISION_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/robovision_ros/venv}
+python=${PYTHON:-python3}
+cd "$root"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating venv $venv"
+  "$python" -m venv "$venv"
+fi
+
+# The stamp holds a hash of everything that decides what is installed; unchanged, the install is skipped.
+stamp="$venv/.robovision-install-stamp"
+want=$(cat requirements-ros.txt requirements.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing ROS 2 Kilted wheels and Python dependencies (first run: a few minutes)"
+  # torch first and alone, so that pip takes the local CPU build before anything else can ask for torch.
+  pip_install() {
+    # pip warns once per package about this machine's unused local index paths; keep the rest of stderr.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt "$@" \
+      2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  }
+  pip_install 'torch==2.13.0'
+  pip_install -r requirements-ros.txt -r requirements.txt
+
+  # The wheels were built under /opt/python/cp311-cp311; their generated CMake exports name that
+  # interpreter's include dirs, which don't exist here and stop CMake's generate step. Point them at this
+  # venv's interpreter and numpy.
+  py_include=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  np_include=$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')
+  { grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" || true; } | while read -r f; do
+    sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_include#g" \
+           -e "s#/opt/python/cp311-cp311/include/python3.11#$py_include#g" "$f"
+  done
+  echo "$want" > "$stamp"
+else
+  log "dependencies up to date ($venv)"
+fi
+
+# shellcheck source=env.sh
+ROBOVISION_SKIP_INSTALL_SPACE=1 source "$root/scripts/env.sh"
+
+mkdir -p "$root/log"
+log "colcon build"
+colcon --log-base "$root/log" build \
+  --base-paths "$root" \
+  --build-base "$root/build" \
+  --install-base "$root/install" \
+  --symlink-install \
+  --event-handlers console_cohesion- summary- status- \
+  --cmake-args -DBUILD_TESTING=OFF "-DPython3_EXECUTABLE=$venv/bin/python" -Wno-dev \
+  > "$root/log/colcon-build.out" 2>&1 || { cat "$root/log/colcon-build.out" >&2; exit 1; }
+log "ready: source scripts/env.sh"
