@@ -41,10 +41,13 @@ export ROS_PYTHON_VERSION=3
 
 if [ -z "${ROBOVISION_SKIP_INSTALL_SPACE:-}" ]; then
   if [ -f "$_rv_root/install/setup.bash" ]; then
+    # colcon's setup scripts read unset variables; allow that even when the caller runs under `set -u`.
+    case $- in *u*) _rv_nounset=1; set +u ;; *) _rv_nounset= ;; esac
     # shellcheck disable=SC1091
     source "$_rv_root/install/setup.bash"
+    [ -n "$_rv_nounset" ] && set -u
   else
     echo "robovision_ros: no colcon install at $_rv_root/install; run scripts/setup.sh" >&2
   fi
 fi
-unset _rv_root _rv_venv _rv_site _rv_libs _rv_d
+unset _rv_root _rv_venv _rv_site _rv_libs _rv_d _rv_nounset

@@ -1,0 +1,104 @@
+"""Helpers for tests that run real rclpy nodes over Fast DDS.
+
+Discovery takes up to a few seconds, so every wait polls with a deadline; nothing queries once and hopes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+TEST_DIR = Path(__file__).resolve().parent
+
+
+def unique_name(prefix: str) -> str:
+    """A topic or node name no other test uses."""
+    return f'{prefix}_{uuid.uuid4().hex[:8]}'
+
+
+def spin_until(
+    executor: SingleThreadedExecutor,
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    step_s: float = 0.05,
+) -> bool:
+    """Spin `executor` until `predicate()` is true or `timeout_s` passes; return the predicate's last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=step_s)
+    return predicate()
+
+
+def wait_for_subscribers(executor: SingleThreadedExecutor, publisher, count: int = 1,
+                         timeout_s: float = 15.0) -> bool:
+    """Wait until `publisher` has matched at least `count` subscriptions."""
+    return spin_until(executor, lambda: publisher.get_subscription_count() >= count, timeout_s)
+
+
+def wait_for_publishers(executor: SingleThreadedExecutor, subscription, count: int = 1,
+                        timeout_s: float = 15.0) -> bool:
+    """Wait until `subscription` has matched at least `count` publishers."""
+    return spin_until(executor, lambda: subscription.get_publisher_count() >= count, timeout_s)
+
+
+class RosTestContext:
+    """An rclpy context with one test node and a single-threaded executor, torn down on close."""
+
+    def __init__(self, node_name: str = 'test_node') -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node(unique_name(node_name), context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        return spin_until(self.executor, predicate, timeout_s)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+class NodeProcess:
+    """A node (or any Python entry point) in its own process, with its output captured to a log file."""
+
+    def __init__(self, args: Iterable[str], log_path: Path, env: Optional[dict[str, str]] = None) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, 'wb')
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env['PYTHONUNBUFFERED'] = '1'
+        self.process = subprocess.Popen(
+            [sys.executable, *args], stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+            start_new_session=True)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGINT (as Ctrl-C would), then SIGKILL if it does not end in time; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout_s)
+        self._log.close()
+        return self.process.returncode
