@@ -12,3 +12,51 @@ if 'ROBOVISION_TEST_DOMAIN_ID' not in os.environ:
 os.environ['ROS_DOMAIN_ID'] = os.environ['ROBOVISION_TEST_DOMAIN_ID']
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
+
+
+import pytest  # noqa: E402
+
+TINY_CORPUS = ['a photo of a red cup', 'a photo of a blue bottle', 'a green ball', 'a yellow box on a table',
+               'a white plate']
+
+
+@pytest.fixture(scope='session')
+def tiny_clip_dir(tmp_path_factory):
+    """A randomly initialised CLIP model directory (HF format, own tokenizer and preprocessor config)."""
+    from robovision_ros.tiny_models import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp('tiny_clip'), TINY_CORPUS, image_size=64, patch_size=8)
+
+
+@pytest.fixture(scope='session')
+def tiny_vit_dir(tmp_path_factory):
+    """A randomly initialised ViT model directory."""
+    from robovision_ros.tiny_models import make_tiny_vit
+
+    return make_tiny_vit(tmp_path_factory.mktemp('tiny_vit'), image_size=64, patch_size=8)
+
+
+@pytest.fixture(scope='session')
+def model_cache(tmp_path_factory):
+    """ONNX/engine cache directory shared by the tests of one run."""
+    return tmp_path_factory.mktemp('robovision_cache')
+
+
+def structured_images(count: int, size: tuple[int, int] = (96, 128), seed: int = 0):
+    """Images with shapes and colour regions (not noise), for accuracy checks of reduced precisions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        h, w = size
+        image = np.empty((h, w, 3), np.uint8)
+        image[:] = rng.integers(60, 200, 3)
+        for _ in range(3):
+            y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
+            dy, dx = rng.integers(10, h // 2), rng.integers(10, w // 2)
+            image[y:y + dy, x:x + dx] = rng.integers(0, 256, 3)
+        yy, xx = np.mgrid[0:h, 0:w]
+        image[..., 2] = np.clip(image[..., 2].astype(int) + (xx * 40 // w), 0, 255)
+        images.append(image)
+    return images

@@ -1,0 +1,89 @@
+"""ONNX Runtime backend: CPU EP (fp32, int8), CUDA EP (fp32, fp16) and TensorRT EP where installed."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.models import ModelInfo
+from robovision_ros.onnx_export import cached_export, precision_variant
+
+LOG = logging.getLogger(__name__)
+
+# Which precisions each device runs here: int8 is ONNX Runtime's dynamic quantization (CPU kernels); fp16
+# needs a GPU execution provider.
+_PRECISIONS = {'cpu': ('fp32', 'int8'), 'cuda': ('fp32', 'fp16')}
+
+
+def providers_for(device: str, precision: str, available: list[str]) -> list[str]:
+    """Execution providers for `device`, best first; raises if the device has none here."""
+    if precision not in _PRECISIONS.get(device, ()):
+        raise BackendUnavailableError(
+            f"onnxruntime on {device} runs {', '.join(_PRECISIONS.get(device, ()))}, not '{precision}'")
+    if device == 'cpu':
+        return ['CPUExecutionProvider']
+    gpu = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in available]
+    if not gpu:
+        raise BackendUnavailableError(
+            f'device cuda requested but onnxruntime has no GPU execution provider (available: {available}); '
+            'install onnxruntime-gpu')
+    return gpu
+
+
+class OnnxRuntimeBackend(EncoderBackend):
+    name = 'onnxruntime'
+
+    def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
+                 threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        super().__init__(device, precision)
+        self.info = info
+        self.providers = providers_for(device, precision, ort.get_available_providers())
+        self.exported = cached_export(info, cache_dir)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry('session.intra_op.allow_spinning', '1')
+        image_path = precision_variant(self.exported, self.exported.image_path, precision)
+        self.image_session = ort.InferenceSession(str(image_path), options, providers=self.providers)
+        self.text_session: Any = None
+        if self.exported.text_path is not None:
+            text_path = precision_variant(self.exported, self.exported.text_path, precision)
+            self.text_session = ort.InferenceSession(str(text_path), options, providers=self.providers)
+        LOG.info('onnxruntime %s %s with providers %s', device, precision, self.image_session.get_providers())
+
+    @property
+    def logit_scale(self) -> float:
+        return self.exported.logit_scale
+
+    @property
+    def text_length(self) -> int:
+        return self.exported.text_length
+
+    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+        pixels = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        if pixels.shape[-2:] != (self.exported.input_size, self.exported.input_size):
+            raise BackendUnavailableError(
+                f'onnxruntime engine takes {self.exported.input_size}x{self.exported.input_size} inputs; '
+                f'got {pixels.shape[-2]}x{pixels.shape[-1]} (multi-scale runs on the torch backend)')
+        patches, pooled = self.image_session.run(None, {'pixel_values': pixels})
+        grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
+        return ImageEncoding(patches, pooled, grid)
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.text_session is None:
+            raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
+        (text,) = self.text_session.run(None, {'input_ids': input_ids.astype(np.int64),
+                                               'attention_mask': attention_mask.astype(np.int64)})
+        return text
+
+    def close(self) -> None:
+        self.image_session = None
+        self.text_session = None

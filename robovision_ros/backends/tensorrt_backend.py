@@ -1,0 +1,180 @@
+"""TensorRT backend (native Python API, TensorRT 10 and 11). UNVERIFIED: no TensorRT exists where this was
+written; only the engine-cache key logic (robovision_ros.engine_cache) is tested.
+
+Engines are built from the ONNX export as strongly typed networks: precision comes from the ONNX file itself
+(fp32, or the fp16 variant), which is what TensorRT 11 requires (it drops the FP16/INT8 builder flags) and
+works the same on TensorRT 10. int8 needs a Q/DQ ONNX (static quantization with calibration images), which the
+export CLI does not make yet, so it is refused with that reason. Buffers are torch CUDA tensors.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
+from robovision_ros.models import ModelInfo
+from robovision_ros.onnx_export import cached_export, default_cache_dir, precision_variant
+
+LOG = logging.getLogger(__name__)
+
+
+def _import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as error:
+        raise BackendUnavailableError(f'backend tensorrt requested but the tensorrt module is missing ({error})')
+    major = int(trt.__version__.split('.')[0])
+    if major < 10:
+        raise BackendUnavailableError(f'TensorRT {trt.__version__} found; robovision_ros needs 10 or 11')
+    return trt
+
+
+class _Engine:
+    """One deserialised engine with its execution context and torch output buffers."""
+
+    def __init__(self, trt: Any, engine_bytes: bytes, logger: Any) -> None:
+        self.runtime = trt.Runtime(logger)
+        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise BackendUnavailableError('TensorRT could not deserialise the cached engine')
+        self.context = self.engine.create_execution_context()
+        self.trt = trt
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        import torch
+
+        stream = torch.cuda.current_stream()
+        for name, tensor in feeds.items():
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = []
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = torch.float16 if self.engine.get_tensor_dtype(name) == self.trt.DataType.HALF else torch.float32
+            out = torch.empty(shape, dtype=dtype, device='cuda')
+            self.context.set_tensor_address(name, out.data_ptr())
+            outputs.append(out)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError('TensorRT execution failed')
+        return outputs
+
+
+class TensorRTBackend(EncoderBackend):
+    name = 'tensorrt'
+
+    def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
+                 max_batch: int = 4, force_rebuild: bool = False) -> None:
+        super().__init__(device, precision)
+        if device != 'cuda':
+            raise BackendUnavailableError('backend tensorrt needs device cuda')
+        if precision not in ('fp32', 'fp16'):
+            raise BackendUnavailableError(
+                f"tensorrt precision '{precision}' not supported here: int8 needs a Q/DQ ONNX export "
+                '(static quantization), which is not implemented; use fp16, or onnxruntime int8 on CPU')
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError('device cuda requested but no CUDA GPU is visible')
+        trt = _import_tensorrt()
+        self.trt = trt
+        self.info = info
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        cache_root = cache_dir or default_cache_dir()
+        self.exported = cached_export(info, cache_root)
+        self.cache = EngineCache(cache_root / 'tensorrt')
+        size = self.exported.input_size
+        image_profile = (('pixel_values', (1, 3, size, size), (1, 3, size, size), (max_batch, 3, size, size)),)
+        self.image_engine, self._image_key = self._engine(
+            'image_encoder', precision_variant(self.exported, self.exported.image_path, precision),
+            image_profile, force_rebuild)
+        self.text_engine = None
+        if self.exported.text_path is not None:
+            length = self.exported.text_length
+            text_profile = tuple((name, (1, length), (8, length), (64, length))
+                                 for name in ('input_ids', 'attention_mask'))
+            self.text_engine, _ = self._engine(
+                'text_encoder', precision_variant(self.exported, self.exported.text_path, precision),
+                text_profile, force_rebuild)
+
+    def _key(self, onnx_path: Path, profile: tuple) -> EngineKey:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability()
+        return EngineKey(onnx_sha256=file_sha256(onnx_path), tensorrt_version=self.trt.__version__,
+                         gpu_name=torch.cuda.get_device_name(), compute_capability=f'{major}.{minor}',
+                         precision=self.precision, profile=profile)
+
+    def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
+        key = self._key(onnx_path, profile)
+        engine_bytes = None if force_rebuild else self.cache.load(key, stem)
+        if engine_bytes is None:
+            LOG.info('building TensorRT engine %s (%s); this takes minutes', stem, self.precision)
+            engine_bytes = self._build(onnx_path, profile)
+            path = self.cache.store(key, stem, engine_bytes)
+            LOG.info('cached TensorRT engine at %s', path)
+        return _Engine(self.trt, engine_bytes, self.logger), key
+
+    def _build(self, onnx_path: Path, profile: tuple) -> bytes:
+        trt = self.trt
+        builder = trt.Builder(self.logger)
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BackendUnavailableError(f'TensorRT could not parse {onnx_path}: {errors}')
+        config = builder.create_builder_config()
+        optimization_profile = builder.create_optimization_profile()
+        for name, minimum, optimum, maximum in profile:
+            optimization_profile.set_shape(name, minimum, optimum, maximum)
+        config.add_optimization_profile(optimization_profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise BackendUnavailableError(f'TensorRT failed to build an engine from {onnx_path}')
+        return bytes(serialized)
+
+    @property
+    def cache_key(self) -> Optional[str]:
+        return self._image_key.digest
+
+    @property
+    def logit_scale(self) -> float:
+        return self.exported.logit_scale
+
+    @property
+    def text_length(self) -> int:
+        return self.exported.text_length
+
+    def encode_image(self, pixel_values: Any) -> ImageEncoding:
+        import torch
+
+        pixels = torch.as_tensor(pixel_values).to('cuda', torch.float32).contiguous()
+        patches, pooled = self.image_engine.run({'pixel_values': pixels})
+        torch.cuda.current_stream().synchronize()
+        grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
+        return ImageEncoding(patches.float().cpu().numpy(), pooled.float().cpu().numpy(), grid)
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.text_engine is None:
+            raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
+        feeds = {'input_ids': torch.as_tensor(input_ids, dtype=torch.int64, device='cuda'),
+                 'attention_mask': torch.as_tensor(attention_mask, dtype=torch.int64, device='cuda')}
+        (text,) = self.text_engine.run(feeds)
+        torch.cuda.current_stream().synchronize()
+        return text.float().cpu().numpy()
+
+    def close(self) -> None:
+        import torch
+
+        self.image_engine = None
+        self.text_engine = None
+        torch.cuda.empty_cache()

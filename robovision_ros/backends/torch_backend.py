@@ -1,0 +1,92 @@
+"""PyTorch backend: the reference implementation, fp32 on CPU/CUDA, bf16 on CPU/CUDA, fp16 on CUDA."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.models import ModelInfo, load_torch_model, text_encoder_module, vision_encoder_module
+
+
+class TorchBackend(EncoderBackend):
+    name = 'torch'
+
+    def __init__(self, info: ModelInfo, device: str, precision: str, cuda_graphs: bool = False) -> None:
+        import torch
+
+        super().__init__(device, precision)
+        if device == 'cuda' and not torch.cuda.is_available():
+            raise BackendUnavailableError('device cuda requested but torch finds no CUDA GPU')
+        dtypes = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+        if precision not in dtypes:
+            raise BackendUnavailableError(
+                f"torch backend does not run precision '{precision}'; use onnxruntime or tensorrt for int8")
+        if precision == 'fp16' and device != 'cuda':
+            raise BackendUnavailableError('torch fp16 needs device cuda; on cpu use fp32 or bf16')
+        self.info = info
+        self.dtype = dtypes[precision]
+        self.model = load_torch_model(info).to(device=device, dtype=self.dtype)
+        self.vision = vision_encoder_module(self.model, info)
+        self.vision_interpolating = vision_encoder_module(self.model, info, interpolate_pos_encoding=True)
+        self.text = text_encoder_module(self.model) if info.has_text else None
+        self.cuda_graphs = cuda_graphs and device == 'cuda'
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().float().exp()) if self.info.has_text else 1.0
+
+    def encode_image(self, pixel_values: Any) -> ImageEncoding:
+        """Accepts a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
+        import torch
+
+        with torch.inference_mode():
+            pixels = torch.as_tensor(pixel_values).to(self.device, self.dtype)
+            native = tuple(pixels.shape[-2:]) == (self.info.image_size, self.info.image_size)
+            if self.cuda_graphs and native:
+                patches, pooled = self._run_graph(pixels)
+            else:
+                patches, pooled = (self.vision if native else self.vision_interpolating)(pixels)
+            grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
+            return ImageEncoding(patches.float().cpu().numpy(), pooled.float().cpu().numpy(), grid)
+
+    def _run_graph(self, pixels: Any) -> tuple[Any, Any]:
+        """Replay a captured CUDA graph for this input shape (captured on first use)."""
+        import torch
+
+        key = tuple(pixels.shape)
+        if key not in self._graphs:
+            static_in = pixels.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    self.vision(static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.vision(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(pixels)
+        graph.replay()
+        return static_out[0].clone(), static_out[1].clone()
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.text is None:
+            raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
+        with torch.inference_mode():
+            ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device)
+            mask = torch.as_tensor(attention_mask, dtype=torch.long, device=self.device)
+            return self.text(ids, mask).float().cpu().numpy()
+
+    def close(self) -> None:
+        import torch
+
+        self._graphs.clear()
+        self.model = self.vision = self.vision_interpolating = self.text = None
+        if self.device == 'cuda':
+            torch.cuda.empty_cache()

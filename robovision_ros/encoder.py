@@ -1,0 +1,127 @@
+"""The encoder engine: frames in, patch features, embeddings and CLIP scores out. No ROS needed.
+
+`PerceptionEncoder` ties together the model directory (`models`), its preprocessing (`preprocessing`), one
+backend (`backends`) and the text vocabulary (`vocabulary`). The ROS nodes are thin wrappers over it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from robovision_ros.backends import BackendUnavailableError, create_backend
+from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info
+from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
+from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Features of one image at one scale."""
+
+    patch_tokens: np.ndarray  # [grid_h * grid_w, D]
+    global_embedding: np.ndarray  # [D_global]
+    grid_hw: tuple[int, int]
+    geometry: PreprocessGeometry  # model-input pixels -> source-image pixels
+    scale: float
+    normalized: bool
+
+    @property
+    def grid(self) -> np.ndarray:
+        return self.patch_tokens.reshape(self.grid_hw[0], self.grid_hw[1], -1)
+
+
+@dataclass(frozen=True)
+class EncodeTiming:
+    preprocess_ms: float
+    inference_ms: float
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+
+
+class PerceptionEncoder:
+    """One loaded model on one backend, with its preprocessing, tokenizer and vocabulary cache."""
+
+    def __init__(self, model_id: str, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
+                 cache_dir: Optional[Path] = None, force_rebuild: bool = False) -> None:
+        self.info: ModelInfo = read_model_info(model_id)
+        self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(self.info.path))
+        self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild)
+        self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
+        self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
+        self._device_preprocessing = device == 'cuda' and self.backend.name in ('torch', 'tensorrt')
+
+    @property
+    def logit_scale(self) -> float:
+        return float(getattr(self.backend, 'logit_scale', 1.0))
+
+    def _text_length(self) -> int:
+        length = getattr(self.backend, 'text_length', 0)
+        if length:
+            return int(length)
+        return int(min(self.tokenizer.model_max_length,
+                       self.backend.model.config.text_config.max_position_embeddings))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> unnormalised text embeddings [T, D] (fixed-length padding, as exported)."""
+        if self.tokenizer is None:
+            raise BackendUnavailableError(f'{self.info.model_id} is a {self.info.model_type} model: no text')
+        tokens = self.tokenizer(list(texts), padding='max_length', max_length=self._text_length(),
+                                truncation=True, return_tensors='np')
+        return self.backend.encode_text(tokens['input_ids'], tokens['attention_mask'])
+
+    def build_vocabulary(self, labels: Sequence[str], templates: Sequence[str], version: int,
+                         allow_empty: bool = False) -> VocabularyEmbeddings:
+        if self.vocabulary is None:
+            raise BackendUnavailableError(f'{self.info.model_id} has no text encoder for a vocabulary')
+        return self.vocabulary.build(labels, templates, version, allow_empty)
+
+    def encode_images(self, images: Sequence[np.ndarray], scale: float = 1.0,
+                      normalize: bool = False) -> tuple[list[ImageFeatures], EncodeTiming]:
+        """RGB uint8 images (one batch; sizes may differ) -> features per image, and the stage timings."""
+        start = time.perf_counter()
+        cropped = np.stack([self.preprocessor.resize_and_crop(image, scale) for image in images])
+        if self._device_preprocessing:
+            import torch
+
+            pixels = self.preprocessor.torch_normalize(cropped, 'cuda', torch.float32)
+        else:
+            pixels = self.preprocessor.normalize(cropped)
+        prepared = time.perf_counter()
+        encoding = self.backend.encode_image(pixels)
+        done = time.perf_counter()
+        patches, pooled = encoding.patch_tokens, encoding.global_embedding
+        if normalize:
+            patches, pooled = _l2_normalize(patches), _l2_normalize(pooled)
+        features = [ImageFeatures(patches[i], pooled[i], encoding.grid_hw,
+                                  self.preprocessor.geometry(image.shape[:2], scale), scale, normalize)
+                    for i, image in enumerate(images)]
+        return features, EncodeTiming((prepared - start) * 1e3, (done - prepared) * 1e3)
+
+    def similarities(self, global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings) -> np.ndarray:
+        """Cosine similarity [B, L] of image embeddings to the vocabulary's label embeddings."""
+        return _l2_normalize(np.atleast_2d(global_embeddings)) @ vocabulary.embeddings.T
+
+    def zero_shot(self, global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings) -> np.ndarray:
+        """Softmax over labels of logit_scale * cosine similarity: [B, L] probabilities summing to 1."""
+        logits = self.logit_scale * self.similarities(global_embeddings, vocabulary)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def warm_up(self, iterations: int = 2) -> None:
+        size = self.info.image_size
+        dummy = np.zeros((size, size, 3), np.uint8)
+        for _ in range(iterations):
+            self.encode_images([dummy])
+
+    def close(self) -> None:
+        self.backend.close()

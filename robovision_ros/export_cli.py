@@ -1,0 +1,66 @@
+"""robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/fp16 ONNX -> TensorRT engine.
+
+    robovision_export MODEL --out DIR [--int8] [--fp16] [--tensorrt fp16|fp32] [--force-rebuild]
+
+Every ONNX file is verified with onnx.checker and parity-checked against PyTorch fp32 (max abs difference
+printed). The TensorRT step needs tensorrt and a CUDA GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _progress(message: str) -> None:
+    print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.split('\n')[0])
+    parser.add_argument('model', help='model directory, hub id, or embedded:<name>')
+    parser.add_argument('--out', type=Path, required=True, help='output directory')
+    parser.add_argument('--int8', action='store_true', help='also write dynamic-int8 ONNX files')
+    parser.add_argument('--fp16', action='store_true', help='also write fp16 ONNX files (for GPU providers)')
+    parser.add_argument('--tensorrt', choices=('fp32', 'fp16'), help='also build a TensorRT engine')
+    parser.add_argument('--force-rebuild', action='store_true', help='rebuild the TensorRT engine')
+    args = parser.parse_args(argv)
+
+    from robovision_ros.backends import BackendUnavailableError
+    from robovision_ros.models import ModelLoadError, read_model_info
+    from robovision_ros.onnx_export import ExportError, export_onnx, parity_check, precision_variant
+
+    try:
+        info = read_model_info(args.model)
+        _progress(f'model {info.model_id}: {info.model_type}, {info.image_size}px, patch {info.patch_size}')
+        exported = export_onnx(info, args.out, progress=_progress)
+        _progress('onnx.checker passed')
+        precisions = ['fp32'] + (['int8'] if args.int8 else []) + (['fp16'] if args.fp16 else [])
+        for precision in precisions:
+            for path in (exported.image_path, exported.text_path):
+                if path is not None and precision != 'fp32':
+                    _progress(f'writing {precision} variant of {path.name}')
+                    precision_variant(exported, path, precision)
+            if precision == 'fp16':
+                continue  # fp16 graphs are for GPU providers; the CPU parity check would not be meaningful
+            diffs = parity_check(info, exported, precision)
+            _progress(f'parity vs PyTorch fp32 ({precision}): ' +
+                      ', '.join(f'{name} max abs diff {value:.3g}' for name, value in diffs.items()))
+        if args.tensorrt:
+            from robovision_ros.backends.tensorrt_backend import TensorRTBackend
+
+            _progress(f'building TensorRT {args.tensorrt} engine (minutes)')
+            backend = TensorRTBackend(info, 'cuda', args.tensorrt, cache_dir=args.out,
+                                      force_rebuild=args.force_rebuild)
+            _progress(f'TensorRT engine ready, key {backend.cache_key}')
+    except (ModelLoadError, ExportError, BackendUnavailableError) as error:
+        print(f'robovision_export: error: {error}', file=sys.stderr)
+        return 2
+    _progress(f'done: {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

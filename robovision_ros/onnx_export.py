@@ -1,0 +1,180 @@
+"""Hugging Face model -> ONNX image and text encoders, fp16 and int8 variants, cached by model fingerprint.
+
+Layout of an export directory:
+    image_encoder.onnx          pixel_values [B,3,H,W] -> patch_tokens [B,N,D], global_embedding [B,Dg]
+    text_encoder.onnx           input_ids, attention_mask [B,L] (L fixed) -> text_embedding [B,D]   (CLIP)
+    *.fp16.onnx / *.int8.onnx   precision variants, made on demand
+    export.json                 model fingerprint, logit scale, text length, input size
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from robovision_ros.models import ModelInfo, load_tokenizer, load_torch_model, text_encoder_module, \
+    vision_encoder_module
+
+LOG = logging.getLogger(__name__)
+OPSET = 17
+IMAGE_FILE = 'image_encoder.onnx'
+TEXT_FILE = 'text_encoder.onnx'
+METADATA_FILE = 'export.json'
+
+
+class ExportError(RuntimeError):
+    """Export or conversion of an ONNX model failed."""
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    directory: Path
+    image_path: Path
+    text_path: Optional[Path]
+    logit_scale: float
+    text_length: int
+    input_size: int
+
+    def variant(self, path: Optional[Path], precision: str) -> Optional[Path]:
+        """Path of `path`'s precision variant (fp32 is the file itself)."""
+        if path is None or precision == 'fp32':
+            return path
+        return path.with_suffix(f'.{precision}.onnx')
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get('ROBOVISION_CACHE', Path.home() / '.cache' / 'robovision_ros'))
+
+
+def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] = LOG.info) -> ExportedModel:
+    """Export the image (and text) encoder of `info` to ONNX in `out_dir`, checked with `onnx.checker`."""
+    import onnx
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_torch_model(info)
+    size = info.image_size
+    image_path = out_dir / IMAGE_FILE
+    progress(f'exporting image encoder ({size}x{size}) to {image_path}')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # tracer and deprecation chatter from the TorchScript exporter
+        torch.onnx.export(
+            vision_encoder_module(model, info), (torch.zeros(1, 3, size, size),), str(image_path),
+            input_names=['pixel_values'], output_names=['patch_tokens', 'global_embedding'],
+            dynamic_axes={'pixel_values': {0: 'batch'}, 'patch_tokens': {0: 'batch'},
+                          'global_embedding': {0: 'batch'}},
+            opset_version=OPSET, dynamo=False)
+    onnx.checker.check_model(str(image_path))
+    text_path = None
+    text_length = 0
+    logit_scale = 1.0
+    if info.has_text:
+        tokenizer = load_tokenizer(info)
+        text_length = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+        tokens = tokenizer(['a photo'], padding='max_length', max_length=text_length, truncation=True,
+                           return_tensors='pt')
+        text_path = out_dir / TEXT_FILE
+        progress(f'exporting text encoder (length {text_length}) to {text_path}')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            torch.onnx.export(
+                text_encoder_module(model), (tokens['input_ids'], tokens['attention_mask']), str(text_path),
+                input_names=['input_ids', 'attention_mask'], output_names=['text_embedding'],
+                dynamic_axes={'input_ids': {0: 'batch'}, 'attention_mask': {0: 'batch'},
+                              'text_embedding': {0: 'batch'}},
+                opset_version=OPSET, dynamo=False)
+        onnx.checker.check_model(str(text_path))
+        logit_scale = float(model.logit_scale.detach().exp())
+    metadata = {'fingerprint': info.fingerprint, 'model_id': info.model_id, 'logit_scale': logit_scale,
+                'text_length': text_length, 'input_size': size, 'opset': OPSET}
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    return load_export(out_dir)
+
+
+def load_export(out_dir: Path) -> ExportedModel:
+    metadata_path = out_dir / METADATA_FILE
+    if not metadata_path.is_file():
+        raise ExportError(f'{out_dir} holds no ONNX export ({METADATA_FILE} missing)')
+    metadata = json.loads(metadata_path.read_text())
+    text_path = out_dir / TEXT_FILE
+    return ExportedModel(out_dir, out_dir / IMAGE_FILE, text_path if text_path.is_file() else None,
+                         float(metadata['logit_scale']), int(metadata['text_length']), int(metadata['input_size']))
+
+
+def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> ExportedModel:
+    """The ONNX export of `info` from the cache, exported first if the model's fingerprint is new."""
+    directory = (cache_dir or default_cache_dir()) / 'onnx' / info.fingerprint
+    if (directory / METADATA_FILE).is_file():
+        return load_export(directory)
+    return export_onnx(info, directory)
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
+    """Dynamic int8 quantization (signed int8 weights) after ONNX Runtime's quantization pre-processing."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = out_path.with_suffix('.prep.onnx')
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=True)
+    prepared.unlink(missing_ok=True)
+    return out_path
+
+
+def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
+    """fp16 weights and compute, fp32 inputs and outputs (for the CUDA and TensorRT providers)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    onnx.save(model, str(out_path))
+    return out_path
+
+
+def precision_variant(exported: ExportedModel, path: Optional[Path], precision: str) -> Optional[Path]:
+    """Path of the ONNX file for `precision`, made from the fp32 file if it does not exist yet."""
+    target = exported.variant(path, precision)
+    if path is None or target is None or target.is_file():
+        return target
+    if precision == 'int8':
+        return quantize_int8(path, target)
+    if precision == 'fp16':
+        return convert_fp16(path, target)
+    raise ExportError(f"no ONNX variant for precision '{precision}'; supported: fp32, fp16, int8")
+
+
+def parity_check(info: ModelInfo, exported: ExportedModel, precision: str = 'fp32', seed: int = 0) -> dict[str, float]:
+    """Max abs difference between ONNX Runtime (CPU) and PyTorch fp32 on random inputs, per output."""
+    import onnxruntime as ort
+    import torch
+
+    model = load_torch_model(info)
+    rng = np.random.default_rng(seed)
+    pixels = rng.standard_normal((2, 3, exported.input_size, exported.input_size)).astype(np.float32)
+    image_path = precision_variant(exported, exported.image_path, precision)
+    session = ort.InferenceSession(str(image_path), providers=['CPUExecutionProvider'])
+    patches, pooled = session.run(None, {'pixel_values': pixels})
+    with torch.inference_mode():
+        ref_patches, ref_pooled = vision_encoder_module(model, info)(torch.from_numpy(pixels))
+    result = {'patch_tokens': float(np.abs(patches - ref_patches.numpy()).max()),
+              'global_embedding': float(np.abs(pooled - ref_pooled.numpy()).max())}
+    if exported.text_path is not None:
+        tokenizer = load_tokenizer(info)
+        tokens = tokenizer(['a photo of a red cup', 'blue bottle'], padding='max_length',
+                           max_length=exported.text_length, truncation=True, return_tensors='np')
+        text_path = precision_variant(exported, exported.text_path, precision)
+        session = ort.InferenceSession(str(text_path), providers=['CPUExecutionProvider'])
+        ids = tokens['input_ids'].astype(np.int64)
+        mask = tokens['attention_mask'].astype(np.int64)
+        (text,) = session.run(None, {'input_ids': ids, 'attention_mask': mask})
+        with torch.inference_mode():
+            ref_text = text_encoder_module(model)(torch.from_numpy(ids), torch.from_numpy(mask))
+        result['text_embedding'] = float(np.abs(text - ref_text.numpy()).max())
+    return result

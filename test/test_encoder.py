@@ -1,0 +1,183 @@
+"""Encoder engine on tiny models: loading, backend parity, precisions, vocabulary cache, multi-scale."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import structured_images
+from robovision_ros.backends import BackendUnavailableError, choose_backend, create_backend
+from robovision_ros.encoder import PerceptionEncoder
+from robovision_ros.models import ModelLoadError, read_model_info
+from robovision_ros.vocabulary import VocabularyError
+
+
+def _cosine(a, b):
+    a = a.reshape(len(a), -1)
+    b = b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope='module')
+def torch_clip(tiny_clip_dir, model_cache):
+    encoder = PerceptionEncoder(str(tiny_clip_dir), 'torch', 'cpu', 'fp32', model_cache)
+    yield encoder
+    encoder.close()
+
+
+def test_model_info_comes_from_the_directory(tiny_clip_dir, tiny_vit_dir):
+    clip = read_model_info(str(tiny_clip_dir))
+    vit = read_model_info(str(tiny_vit_dir))
+    assert (clip.model_type, clip.image_size, clip.patch_size, clip.patch_dim) == ('clip', 64, 8, 64)
+    assert (vit.model_type, vit.has_text) == ('vit', False)
+
+
+def test_missing_models_fail_naming_the_path_or_id(tmp_path, monkeypatch):
+    with pytest.raises(ModelLoadError, match=str(tmp_path / 'nope')):
+        read_model_info(str(tmp_path / 'nope'))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(ModelLoadError, match="'openai/clip-vit-base-patch32'"):
+        read_model_info('openai/clip-vit-base-patch32')
+    with pytest.raises(ModelLoadError, match="embedded model 'nothing'"):
+        read_model_info('embedded:nothing')
+
+
+def test_patch_features_shapes_and_grid(tiny_vit_dir, model_cache):
+    encoder = PerceptionEncoder(str(tiny_vit_dir), 'torch', 'cpu', 'fp32', model_cache)
+    features, timing = encoder.encode_images(structured_images(2), normalize=True)
+    assert len(features) == 2
+    assert features[0].grid_hw == (8, 8) and features[0].patch_tokens.shape == (64, 64)
+    assert features[0].grid.shape == (8, 8, 64)
+    np.testing.assert_allclose(np.linalg.norm(features[0].patch_tokens, axis=1), 1.0, rtol=1e-5)
+    assert timing.inference_ms > 0
+    with pytest.raises(BackendUnavailableError, match='no text'):
+        encoder.encode_texts(['x'])
+
+
+def test_multi_scale_reports_each_grid(tiny_vit_dir, model_cache):
+    encoder = PerceptionEncoder(str(tiny_vit_dir), 'torch', 'cpu', 'fp32', model_cache)
+    image = structured_images(1)[0]
+    grids = {scale: encoder.encode_images([image], scale=scale)[0][0].grid_hw for scale in (0.5, 1.0, 1.5)}
+    assert grids == {0.5: (4, 4), 1.0: (8, 8), 1.5: (12, 12)}
+
+
+def test_torch_matches_hf_clip_reference(torch_clip, tiny_clip_dir):
+    """Our global embedding is HF's image feature; our text embedding is HF's text feature."""
+    import torch
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(str(tiny_clip_dir)).eval()
+    images = structured_images(2)
+    features, _ = torch_clip.encode_images(images)
+    pixels = torch_clip.preprocessor(images)
+    with torch.inference_mode():
+        vision = model.vision_model(pixel_values=torch.from_numpy(pixels))
+        reference = model.visual_projection(vision.pooler_output).numpy()
+        tokens = torch_clip.tokenizer(['a red cup'], padding='max_length', max_length=16, return_tensors='pt')
+        text_reference = model.text_projection(model.text_model(**tokens).pooler_output).numpy()
+    np.testing.assert_allclose(np.stack([f.global_embedding for f in features]), reference, atol=1e-5)
+    np.testing.assert_allclose(torch_clip.encode_texts(['a red cup']), text_reference, atol=1e-5)
+
+
+def test_onnxruntime_fp32_parity_with_torch(torch_clip, tiny_clip_dir, model_cache):
+    ort_clip = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'fp32', model_cache)
+    images = structured_images(3)
+    ours, _ = ort_clip.encode_images(images)
+    reference, _ = torch_clip.encode_images(images)
+    for a, b in zip(ours, reference):
+        assert np.abs(a.patch_tokens - b.patch_tokens).max() <= 1e-4
+        assert np.abs(a.global_embedding - b.global_embedding).max() <= 1e-4
+    texts = ['a photo of a red cup', 'blue bottle', 'a green ball on a white plate']
+    assert np.abs(ort_clip.encode_texts(texts) - torch_clip.encode_texts(texts)).max() <= 1e-4
+    assert ort_clip.logit_scale == pytest.approx(torch_clip.logit_scale)
+
+
+def test_onnxruntime_int8_cosine_on_structured_images(torch_clip, tiny_clip_dir, model_cache):
+    int8 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'int8', model_cache)
+    images = structured_images(8, seed=3)
+    ours, _ = int8.encode_images(images)
+    reference, _ = torch_clip.encode_images(images)
+    cosine = _cosine(np.stack([f.global_embedding for f in ours]), np.stack([f.global_embedding for f in reference]))
+    assert cosine.min() >= 0.99, cosine
+    texts = ['a photo of a red cup', 'a yellow box']
+    assert _cosine(int8.encode_texts(texts), torch_clip.encode_texts(texts)).min() >= 0.99
+
+
+def test_torch_bf16_on_cpu_is_close(torch_clip, tiny_clip_dir, model_cache):
+    bf16 = PerceptionEncoder(str(tiny_clip_dir), 'torch', 'cpu', 'bf16', model_cache)
+    images = structured_images(4, seed=5)
+    ours, _ = bf16.encode_images(images)
+    reference, _ = torch_clip.encode_images(images)
+    cosine = _cosine(np.stack([f.global_embedding for f in ours]), np.stack([f.global_embedding for f in reference]))
+    assert cosine.min() >= 0.99, cosine
+
+
+@pytest.mark.parametrize('backend,device,precision,message', [
+    ('torch', 'cpu', 'int8', 'use onnxruntime or tensorrt for int8'),
+    ('torch', 'cpu', 'fp16', 'fp16 needs device cuda'),
+    ('onnxruntime', 'cpu', 'fp16', "not 'fp16'"),
+    ('tensorrt', 'cpu', 'fp16', 'needs device cuda'),
+    ('torch', 'gpu', 'fp32', "device 'gpu' not supported"),
+    ('torch', 'cpu', 'fp64', "precision 'fp64' not supported"),
+])
+def test_unavailable_combinations_fail_at_load(tiny_clip_dir, model_cache, backend, device, precision, message):
+    with pytest.raises(BackendUnavailableError, match=message):
+        create_backend(read_model_info(str(tiny_clip_dir)), backend, device, precision, model_cache)
+
+
+def test_cuda_without_gpu_is_an_error_not_a_fallback(tiny_clip_dir, model_cache):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('a CUDA GPU is present')
+    for backend in ('torch', 'onnxruntime', 'auto'):
+        with pytest.raises(BackendUnavailableError, match='cuda'):
+            create_backend(read_model_info(str(tiny_clip_dir)), backend, 'cuda', 'fp32', model_cache)
+
+
+def test_auto_choice():
+    assert choose_backend('cpu', 'fp32') == 'onnxruntime'
+    assert choose_backend('cpu', 'bf16') == 'torch'
+
+
+def test_vocabulary_change_encodes_only_new_labels(torch_clip):
+    templates = ['a photo of a {}.', 'a {} on a table']
+    first = torch_clip.build_vocabulary(['red cup', 'blue bottle', 'green ball'], templates, 1)
+    encoded = torch_clip.vocabulary.texts_encoded
+    second = torch_clip.build_vocabulary(['red cup', 'blue bottle', 'white plate'], templates, 2)
+    assert torch_clip.vocabulary.texts_encoded - encoded == len(templates)  # only 'white plate'
+    np.testing.assert_array_equal(first.embeddings[:2], second.embeddings[:2])
+    assert second.labels == ('red cup', 'blue bottle', 'white plate') and second.version == 2
+    np.testing.assert_allclose(np.linalg.norm(second.embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_vocabulary_validation(torch_clip):
+    for labels, message in (([], 'must not be empty'), (['a', 'a'], 'unique'), (['a', '  '], 'blank'),
+                            (['x' * 200], 'longer than')):
+        with pytest.raises(VocabularyError, match=message):
+            torch_clip.build_vocabulary(labels, ['a {}'], 1)
+    with pytest.raises(VocabularyError, match="exactly one '{}'"):
+        torch_clip.build_vocabulary(['cup'], ['a photo'], 1)
+
+
+def test_zero_shot_scores_are_probabilities(torch_clip):
+    vocabulary = torch_clip.build_vocabulary(['red cup', 'blue bottle', 'green ball'], ['a photo of a {}.'], 1)
+    features, _ = torch_clip.encode_images(structured_images(2))
+    probs = torch_clip.zero_shot(np.stack([f.global_embedding for f in features]), vocabulary)
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    similarities = torch_clip.similarities(features[0].global_embedding, vocabulary)
+    assert np.all(np.abs(similarities) <= 1.0 + 1e-6)
+    # softmax of logit_scale * cosine, in the same order as the similarities
+    assert np.argmax(probs[0]) == np.argmax(similarities[0])
+
+
+@pytest.mark.skipif(os.environ.get('ROBOVISION_TENSORRT_TESTS') != '1',
+                    reason='TensorRT tests need tensorrt and a CUDA GPU; set ROBOVISION_TENSORRT_TESTS=1 there')
+def test_tensorrt_parity_with_torch(torch_clip, tiny_clip_dir, model_cache):
+    trt = PerceptionEncoder(str(tiny_clip_dir), 'tensorrt', 'cuda', 'fp32', model_cache)
+    images = structured_images(2)
+    ours, _ = trt.encode_images(images)
+    reference, _ = torch_clip.encode_images(images)
+    assert np.abs(ours[0].global_embedding - reference[0].global_embedding).max() <= 1e-3
