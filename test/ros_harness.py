@@ -82,7 +82,9 @@ class NodeProcess:
         full_env['PYTHONUNBUFFERED'] = '1'
         self.process = subprocess.Popen(
             [sys.executable, *args], stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-            start_new_session=True)
+            start_new_session=True,
+            # Not the source tree: `python -m` would import the uninstalled package, which has no `msg`.
+            cwd=log_path.parent)
 
     def output(self) -> str:
         self._log.flush()
@@ -102,3 +104,46 @@ class NodeProcess:
                 self.process.wait(timeout=timeout_s)
         self._log.close()
         return self.process.returncode
+
+
+def call_service(ros: RosTestContext, srv_type, name: str, request, timeout_s: float = 60.0):
+    """Call a service as the `ros2` CLI does: wait for it (discovery), call, wait for the response."""
+    client = ros.node.create_client(srv_type, name)
+    try:
+        if not ros.spin_until(client.service_is_ready, 15.0):
+            raise AssertionError(f'service {name} not available')
+        future = client.call_async(request)
+        if not ros.spin_until(future.done, timeout_s):
+            raise AssertionError(f'service {name} did not answer in {timeout_s} s')
+        return future.result()
+    finally:
+        ros.node.destroy_client(client)
+
+
+def change_state(ros: RosTestContext, node: str, transition: str, timeout_s: float = 120.0) -> bool:
+    """`ros2 lifecycle set <node> <transition>` through /<node>/change_state."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    ids = {'configure': Transition.TRANSITION_CONFIGURE, 'activate': Transition.TRANSITION_ACTIVATE,
+           'deactivate': Transition.TRANSITION_DEACTIVATE, 'cleanup': Transition.TRANSITION_CLEANUP,
+           'shutdown': Transition.TRANSITION_UNCONFIGURED_SHUTDOWN}
+    request = ChangeState.Request()
+    request.transition.id = ids[transition]
+    return call_service(ros, ChangeState, f'/{node}/change_state', request, timeout_s).success
+
+
+def get_state(ros: RosTestContext, node: str) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    return call_service(ros, GetState, f'/{node}/get_state', GetState.Request()).current_state.label
+
+
+def set_parameters(ros: RosTestContext, node: str, values: dict):
+    """`ros2 param set` through /<node>/set_parameters; returns the list of SetParametersResult."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request()
+    request.parameters = [Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+    return call_service(ros, SetParameters, f'/{node}/set_parameters', request).results

@@ -1,0 +1,162 @@
+"""clip_perception: camera images -> ZeroShotLabels (~/zero_shot_labels) and ObjectPresenceArray
+(~/object_presence), with a vocabulary that changes live through `ros2 param set`."""
+from __future__ import annotations
+
+import array
+import threading
+import time
+from typing import Any, Optional
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+from sensor_msgs.msg import RegionOfInterest
+
+from robovision_ros.localization import localize, similarity_heatmap
+from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabels
+from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
+from robovision_ros.vocabulary import VocabularyEmbeddings, VocabularyError, validate_labels, validate_templates
+
+VOCABULARY_PARAMETERS = ('labels', 'prompt_templates', 'presence_queries')
+
+
+class ClipPerceptionNode(PerceptionNode):
+    default_model = 'embedded:tiny_clip'
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Set before the parameters are declared: declaring runs the parameter callbacks, which use them.
+        self._labels_vocab: Optional[VocabularyEmbeddings] = None
+        self._queries_vocab: Optional[VocabularyEmbeddings] = None
+        self._pending: Optional[tuple[VocabularyEmbeddings, VocabularyEmbeddings]] = None
+        self._vocab_lock = threading.Lock()
+        self.vocabulary_version = 0
+        self._labels_pub: Any = None
+        self._presence_pub: Any = None
+        super().__init__('clip_perception', **kwargs)
+        live = ' Changes live.'
+        self.declare_parameter('labels', ['cup', 'bottle', 'box'],
+                               ParameterDescriptor(description='Zero-shot label vocabulary.' + live))
+        self.declare_parameter('prompt_templates', ['a photo of a {}.'],
+                               ParameterDescriptor(description="Prompt templates, each with one '{}'." + live))
+        self.declare_parameter('presence_queries', ['cup'],
+                               ParameterDescriptor(description='Object-presence text queries (may be empty).'
+                                                   + live))
+        self.declare_parameter('presence_threshold', 0.25,
+                               ParameterDescriptor(description='Cosine-similarity threshold for presence.' + live))
+        self.declare_parameter('localize', True,
+                               ParameterDescriptor(description='Localise each presence query on the patch grid.'
+                                                   + live))
+
+    # --- vocabulary -----------------------------------------------------------------------------------------
+    def _build(self, labels: list[str], templates: list[str], queries: list[str],
+               version: int) -> tuple[VocabularyEmbeddings, VocabularyEmbeddings]:
+        assert self.encoder is not None
+        return (self.encoder.build_vocabulary(labels, templates, version),
+                self.encoder.build_vocabulary(queries, templates, version, allow_empty=True))
+
+    def _prepare(self) -> None:
+        self.vocabulary_version += 1
+        self._labels_vocab, self._queries_vocab = self._build(
+            list(self._param('labels')), list(self._param('prompt_templates')),
+            list(self._param('presence_queries')), self.vocabulary_version)
+
+    def _current(self, params: dict[str, Any], name: str) -> Any:
+        """The value `name` will have after this set (None while it is still being declared)."""
+        if name in params:
+            return params[name]
+        return self.get_parameter(name).value if self.has_parameter(name) else None
+
+    def _validate_live(self, params: dict[str, Any]) -> Optional[str]:
+        values = {name: self._current(params, name) for name in VOCABULARY_PARAMETERS}
+        try:
+            labels = validate_labels(values['labels']) if values['labels'] is not None else None
+            templates = validate_templates(values['prompt_templates']) \
+                if values['prompt_templates'] is not None else None
+            queries = validate_labels(values['presence_queries'], 'presence_queries', allow_empty=True) \
+                if values['presence_queries'] is not None else None
+        except VocabularyError as error:
+            return str(error)
+        except TypeError:
+            return 'labels, prompt_templates and presence_queries must be string arrays'
+        threshold = params.get('presence_threshold')
+        if threshold is not None and not -1.0 <= float(threshold) <= 1.0:
+            return 'presence_threshold must lie in [-1, 1]'
+        if self.encoder is not None and any(name in params for name in VOCABULARY_PARAMETERS):
+            assert labels is not None and templates is not None and queries is not None
+            # Encoded here, in the parameter service, never on the inference thread; swapped in after the set.
+            with self._vocab_lock:
+                self._pending = self._build(labels, templates, queries, self.vocabulary_version + 1)
+        return None
+
+    def _apply_live(self, params: dict[str, Any]) -> None:
+        with self._vocab_lock:
+            if self._pending is not None and any(name in params for name in VOCABULARY_PARAMETERS):
+                self._labels_vocab, self._queries_vocab = self._pending  # one reference swap per vocabulary
+                self.vocabulary_version = self._pending[0].version
+                self.get_logger().info(f'vocabulary v{self.vocabulary_version}: {list(self._pending[0].labels)}')
+            self._pending = None
+
+    # --- outputs --------------------------------------------------------------------------------------------
+    def _create_outputs(self) -> None:
+        self._labels_pub = self.create_lifecycle_publisher(ZeroShotLabels, '~/zero_shot_labels', 10)
+        self._presence_pub = self.create_lifecycle_publisher(ObjectPresenceArray, '~/object_presence', 10)
+
+    def _destroy_outputs(self) -> None:
+        for publisher in (self._labels_pub, self._presence_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._labels_pub = self._presence_pub = None
+
+    def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
+        assert self.encoder is not None
+        with self._vocab_lock:
+            labels_vocab, queries_vocab = self._labels_vocab, self._queries_vocab  # one consistent snapshot
+        assert labels_vocab is not None and queries_vocab is not None
+        features, timing = self.encoder.encode_images(images)
+        start = time.perf_counter()
+        embeddings = np.stack([f.global_embedding for f in features])
+        probs = self.encoder.zero_shot(embeddings, labels_vocab)
+        presence = self.encoder.similarities(embeddings, queries_vocab) if queries_vocab.labels else None
+        threshold = float(self._param('presence_threshold'))
+        do_localize = bool(self._param('localize'))
+        model_id = self._param('model')
+        for i, frame in enumerate(frames):
+            best = int(np.argmax(probs[i]))
+            msg = ZeroShotLabels(header=frame.msg.header, model_id=model_id, labels=list(labels_vocab.labels),
+                                 scores=array.array('f', probs[i].astype(np.float32).tobytes()),
+                                 best_label=labels_vocab.labels[best], best_score=float(probs[i, best]),
+                                 prompt_templates=list(labels_vocab.templates),
+                                 vocabulary_version=labels_vocab.version)
+            results = []
+            for q, query in enumerate(queries_vocab.labels):
+                similarity = float(presence[i, q])
+                result = ObjectPresence(query=query, similarity=similarity, threshold=threshold,
+                                        present=similarity >= threshold)
+                if do_localize:
+                    heatmap = similarity_heatmap(features[i].patch_tokens, queries_vocab.embeddings[q],
+                                                 features[i].grid_hw)
+                    loc = localize(heatmap, self.encoder.info.patch_size, features[i].geometry)
+                    x, y, w, h = loc.roi_xywh
+                    result.has_location = True
+                    result.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
+                    result.peak_x, result.peak_y = loc.peak_xy
+                    result.peak_score = loc.peak_score
+                results.append(result)
+            total_ms = (time.monotonic() - received[i]) * 1e3
+            msg.preprocess_ms, msg.inference_ms, msg.total_ms = timing.preprocess_ms, timing.inference_ms, total_ms
+            self._labels_pub.publish(msg)
+            self._presence_pub.publish(ObjectPresenceArray(
+                header=frame.msg.header, model_id=model_id, vocabulary_version=queries_vocab.version,
+                results=results, total_ms=total_ms))
+        self.stages['preprocess_ms'].add(timing.preprocess_ms)
+        self.stages['inference_ms'].add(timing.inference_ms)
+        self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    return run_node(ClipPerceptionNode, args)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale."""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+
+from robovision_ros.message_conversions import fill_patch_features
+from robovision_ros.msg import PatchFeatures
+from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
+
+OUTPUT_DTYPES = {'float32': np.float32, 'float16': np.float16}
+
+
+class FeatureExtractorNode(PerceptionNode):
+    default_model = 'embedded:tiny_vit'
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('feature_extractor', **kwargs)
+        self.declare_parameter('scales', [1.0], ParameterDescriptor(
+            description='Input scales relative to the native size; one PatchFeatures per scale (torch backend '
+                        'for scales other than 1.0).'))
+        self.declare_parameter('normalize', False,
+                               ParameterDescriptor(description='L2-normalise patch and global features.'))
+        self.declare_parameter('output_dtype', 'float32',
+                               ParameterDescriptor(description='float32 or float16 feature tensors.'))
+        self._publisher: Any = None
+
+    def _validate_live(self, params: dict[str, Any]) -> Optional[str]:
+        if 'output_dtype' in params and params['output_dtype'] not in OUTPUT_DTYPES:
+            return f"output_dtype '{params['output_dtype']}' not supported; supported: float32, float16"
+        if 'scales' in params and (not params['scales'] or any(not 0.1 <= s <= 4.0 for s in params['scales'])):
+            return 'scales must be a non-empty list of values in [0.1, 4.0]'
+        return None
+
+    def _create_outputs(self) -> None:
+        self._publisher = self.create_lifecycle_publisher(PatchFeatures, '~/patch_features', 10)
+
+    def _destroy_outputs(self) -> None:
+        if self._publisher is not None:
+            self.destroy_lifecycle_publisher(self._publisher)
+        self._publisher = None
+
+    def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
+        assert self.encoder is not None
+        normalize = bool(self._param('normalize'))
+        dtype = OUTPUT_DTYPES[self._param('output_dtype')]
+        model_id = self._param('model')
+        for scale in self._param('scales'):
+            features, timing = self.encoder.encode_images(images, scale=float(scale), normalize=normalize)
+            start = time.perf_counter()
+            for frame, feature, arrival in zip(frames, features, received):
+                msg = fill_patch_features(PatchFeatures(), feature.patch_tokens.astype(dtype), *feature.grid_hw,
+                                          feature.global_embedding)
+                msg.header = frame.msg.header
+                msg.model_id = model_id
+                msg.patch_size = self.encoder.info.patch_size
+                msg.scale = float(scale)
+                msg.normalized = normalize
+                msg.preprocess_ms, msg.inference_ms = timing.preprocess_ms, timing.inference_ms
+                msg.total_ms = (time.monotonic() - arrival) * 1e3
+                self._publisher.publish(msg)
+            self.stages['preprocess_ms'].add(timing.preprocess_ms)
+            self.stages['inference_ms'].add(timing.inference_ms)
+            self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)
+
+
+def main(args: Optional[list[str]] = None) -> int:
+    return run_node(FeatureExtractorNode, args)
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())

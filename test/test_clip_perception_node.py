@@ -1,0 +1,173 @@
+"""clip_perception in its own process, driven as `ros2 lifecycle set` / `ros2 param set` drive it."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from conftest import structured_images
+from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
+from robovision_ros.preprocessing import encode_raw_image
+from ros_harness import NodeProcess, RosTestContext, change_state, get_state, set_parameters, unique_name
+
+NODE = 'clip_perception'
+
+
+def _image(rgb, encoding='bgr8', stamp=(100, 5), frame_id='camera'):
+    data, step = encode_raw_image(rgb, encoding)
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=step, data=data)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+@pytest.fixture(scope='module')
+def graph(tiny_clip_dir, model_cache, tmp_path_factory):
+    namespace = unique_name('/rv')
+    topic = namespace + '/camera/image_raw'
+    log = tmp_path_factory.mktemp('clip_node') / 'node.log'
+    process = NodeProcess(
+        ['-m', 'robovision_ros.nodes.clip_perception', '--ros-args', '-r', f'__ns:={namespace}',
+         '-p', f'model:={tiny_clip_dir}', '-p', 'backend:=onnxruntime', '-p', f'engine_cache_dir:={model_cache}',
+         '-p', f'image_topics:=["{topic}"]', '-p', 'labels:=["red cup", "blue bottle", "green ball"]',
+         '-p', 'presence_queries:=["red cup"]', '-p', 'presence_threshold:=-1.0'], log)
+    ros = RosTestContext('clip_test')
+    node = f'{namespace.lstrip("/")}/{NODE}'
+    received = {'labels': [], 'presence': [], 'diagnostics': []}
+    ros.node.create_subscription(ZeroShotLabels, f'{namespace}/{NODE}/zero_shot_labels',
+                                 received['labels'].append, 10)
+    ros.node.create_subscription(ObjectPresenceArray, f'{namespace}/{NODE}/object_presence',
+                                 received['presence'].append, 10)
+    ros.node.create_subscription(DiagnosticArray, '/diagnostics', received['diagnostics'].append, 10)
+    publisher = ros.node.create_publisher(Image, topic, qos_profile_sensor_data)
+    yield ros, node, publisher, received, process
+    ros.close()
+    process.stop()
+
+
+def _send_until(ros, publisher, received, key, make_msg, count=1, timeout_s=20.0):
+    """Publish frames (best effort) until `count` new outputs arrive; returns them."""
+    before = len(received[key])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(received[key]) < before + count:
+        publisher.publish(make_msg())
+        ros.spin_until(lambda: len(received[key]) >= before + count, 0.3)
+    assert len(received[key]) >= before + count, f'no {key} output'
+    return received[key][before:]
+
+
+def test_lifecycle_parameters_and_outputs(graph):
+    ros, node, publisher, received, process = graph
+    image = structured_images(1, (48, 64))[0]
+
+    # Unconfigured: the first service answers once discovery finds the node.
+    assert get_state(ros, node) == 'unconfigured', process.output()
+    assert change_state(ros, node, 'configure'), process.output()
+    assert get_state(ros, node) == 'inactive'
+
+    # Fixed parameters are rejected with the reason while configured.
+    (result,) = set_parameters(ros, node, {'precision': 'int8'})
+    assert not result.successful and 'cleanup' in result.reason
+
+    assert change_state(ros, node, 'activate')
+    out = _send_until(ros, publisher, received, 'labels', lambda: _image(image))[-1]
+    assert list(out.labels) == ['red cup', 'blue bottle', 'green ball']
+    assert abs(sum(out.scores) - 1.0) < 1e-4 and out.best_label in out.labels
+    assert out.best_score == pytest.approx(max(out.scores))
+    assert (out.header.stamp.sec, out.header.stamp.nanosec, out.header.frame_id) == (100, 5, 'camera')
+    assert out.prompt_templates == ['a photo of a {}.']
+    version = out.vocabulary_version
+
+    presence = _send_until(ros, publisher, received, 'presence', lambda: _image(image))[-1]
+    assert [r.query for r in presence.results] == ['red cup']
+    first = presence.results[0]
+    assert first.present and first.threshold == pytest.approx(-1.0) and first.has_location
+    assert 0 <= first.peak_x < 64 and 0 <= first.peak_y < 48
+    assert first.roi.width >= 1 and first.roi.x_offset + first.roi.width <= 64
+
+    # Live vocabulary: the set returns once the new embeddings are in; the next frames use them.
+    (result,) = set_parameters(ros, node, {'labels': ['white plate', 'yellow box']})
+    assert result.successful, result.reason
+    received['labels'].clear()
+    fresh = _send_until(ros, publisher, received, 'labels', lambda: _image(image, stamp=(200, 0)))
+    latest = [m for m in fresh if m.header.stamp.sec == 200]
+    assert latest and all(list(m.labels) == ['white plate', 'yellow box'] for m in latest)
+    assert all(m.vocabulary_version == version + 1 for m in latest)
+
+    # Invalid vocabularies are rejected with a reason and change nothing.
+    for bad, why in ((['a', 'a'], 'unique'), (['ok', ' '], 'blank')):
+        (result,) = set_parameters(ros, node, {'labels': bad})
+        assert not result.successful and why in result.reason
+    (result,) = set_parameters(ros, node, {'prompt_templates': ['no placeholder']})
+    assert not result.successful and "'{}'" in result.reason
+
+    # A frame with an unsupported encoding is logged; the node keeps serving good frames.
+    bad = Image(height=2, width=2, encoding='yuv422', step=4, data=bytes(8))
+    deadline = time.monotonic() + 15.0
+    while "encoding 'yuv422' not supported" not in process.output() and time.monotonic() < deadline:
+        publisher.publish(bad)  # best effort, newest frame only: resend until one is processed
+        ros.spin_until(lambda: False, 0.3)
+    assert "encoding 'yuv422' not supported; supported: rgb8" in process.output()
+    out = _send_until(ros, publisher, received, 'labels', lambda: _image(image, stamp=(300, 0)))
+    assert any(m.header.stamp.sec == 300 for m in out)
+
+    # Diagnostics about once a second with rates, drops and stage percentiles.
+    assert ros.spin_until(lambda: any(s.name.endswith(': perception') and 'clip' in s.name
+                                      for d in received['diagnostics'] for s in d.status), 5.0)
+    status = [s for d in received['diagnostics'] for s in d.status if 'clip' in s.name][-1]
+    values = {kv.key: kv.value for kv in status.values}
+    for key in ('input_rate_hz', 'output_rate_hz', 'dropped_superseded', 'dropped_too_old',
+                'inference_ms_p50', 'inference_ms_p95', 'backend', 'precision', 'frame_age_ms_p50'):
+        assert key in values, key
+    assert values['backend'] == 'onnxruntime' and int(values['rejected_frames']) >= 1
+
+    # deactivate -> cleanup -> configure works repeatedly; fixed parameters change while unconfigured.
+    assert change_state(ros, node, 'deactivate')
+    for _ in range(2):
+        assert change_state(ros, node, 'cleanup')
+        assert get_state(ros, node) == 'unconfigured'
+        assert change_state(ros, node, 'configure')
+    assert change_state(ros, node, 'cleanup')
+    (result,) = set_parameters(ros, node, {'precision': 'int8'})
+    assert result.successful
+    assert change_state(ros, node, 'configure')
+    assert change_state(ros, node, 'activate')
+    received['labels'].clear()
+    out = _send_until(ros, publisher, received, 'labels', lambda: _image(image, 'rgb8', stamp=(400, 0)))
+    assert list(out[-1].labels) == ['white plate', 'yellow box']
+    assert process.alive()
+
+
+def test_configure_failure_is_clear_and_recoverable(tiny_clip_dir, model_cache, tmp_path):
+    namespace = unique_name('/rvfail')
+    process = NodeProcess(['-m', 'robovision_ros.nodes.clip_perception', '--ros-args', '-r', f'__ns:={namespace}',
+                           '-p', f'model:={tmp_path / "missing_model"}', '-p', f'engine_cache_dir:={model_cache}'],
+                          tmp_path / 'node.log')
+    ros = RosTestContext('clip_fail_test')
+    node = f'{namespace.lstrip("/")}/{NODE}'
+    try:
+        assert not change_state(ros, node, 'configure')
+        assert get_state(ros, node) == 'unconfigured'
+        assert ros.spin_until(lambda: 'missing_model' in process.output() and 'does not exist' in process.output(),
+                              5.0)
+        results = set_parameters(ros, node, {'model': str(tiny_clip_dir), 'backend': 'torch'})
+        assert all(r.successful for r in results)
+        assert change_state(ros, node, 'configure')
+        (result,) = set_parameters(ros, node, {'device': 'cuda'})
+        assert not result.successful
+        assert change_state(ros, node, 'cleanup')
+        (result,) = set_parameters(ros, node, {'device': 'cuda'})
+        assert result.successful
+        import torch
+
+        if not torch.cuda.is_available():
+            assert not change_state(ros, node, 'configure')
+            assert ros.spin_until(lambda: 'no CUDA GPU' in process.output(), 5.0)
+        assert process.alive()
+    finally:
+        ros.close()
+        process.stop()

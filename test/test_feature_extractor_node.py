@@ -1,0 +1,55 @@
+"""feature_extractor in its own process: PatchFeatures with the grid, dtype and header of each frame."""
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import structured_images
+from robovision_ros.message_conversions import patch_features_to_numpy
+from robovision_ros.msg import PatchFeatures
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from robovision_ros.preprocessing import encode_raw_image
+from ros_harness import NodeProcess, RosTestContext, change_state, set_parameters, unique_name
+
+
+def test_patch_features_multi_scale_fp16(tiny_vit_dir, model_cache, tmp_path):
+    namespace = unique_name('/rvfe')
+    topic = namespace + '/image'
+    process = NodeProcess(['-m', 'robovision_ros.nodes.feature_extractor', '--ros-args', '-r', f'__ns:={namespace}',
+                           '-p', f'model:={tiny_vit_dir}', '-p', 'backend:=torch', '-p', f'image_topics:=["{topic}"]',
+                           '-p', f'engine_cache_dir:={model_cache}', '-p', 'scales:=[1.0, 1.5]',
+                           '-p', 'output_dtype:=float16', '-p', 'normalize:=true'], tmp_path / 'node.log')
+    ros = RosTestContext('fe_test')
+    node = f'{namespace.lstrip("/")}/feature_extractor'
+    received = []
+    ros.node.create_subscription(PatchFeatures, f'{namespace}/feature_extractor/patch_features', received.append, 10)
+    publisher = ros.node.create_publisher(Image, topic, qos_profile_sensor_data)
+    rgb = structured_images(1, (48, 64))[0]
+    data, step = encode_raw_image(rgb, 'rgb8')
+    msg = Image(height=48, width=64, encoding='rgb8', step=step, data=data)
+    msg.header.frame_id = 'cam_left'
+    msg.header.stamp.sec = 42
+    try:
+        assert change_state(ros, node, 'configure'), process.output()
+        (result,) = set_parameters(ros, node, {'model': '/elsewhere'})
+        assert not result.successful and 'cleanup' in result.reason
+        assert change_state(ros, node, 'activate')
+        for _ in range(100):
+            if len({m.scale for m in received}) >= 2:
+                break
+            publisher.publish(msg)
+            ros.spin_until(lambda: False, 0.2)
+        by_scale = {m.scale: m for m in received}
+        assert set(by_scale) == {1.0, 1.5}, process.output()
+        for scale, grid in ((1.0, 8), (1.5, 12)):
+            out = by_scale[scale]
+            assert (out.grid_h, out.grid_w, out.dim, out.dtype) == (grid, grid, 64, 'float16')
+            assert out.header.frame_id == 'cam_left' and out.header.stamp.sec == 42
+            assert out.normalized and out.patch_size == 8
+            tensor = patch_features_to_numpy(out)
+            assert tensor.features.shape == (grid * grid, 64)
+            np.testing.assert_allclose(np.linalg.norm(tensor.features.astype(np.float32), axis=1), 1.0, atol=2e-3)
+        assert change_state(ros, node, 'deactivate') and change_state(ros, node, 'cleanup')
+    finally:
+        ros.close()
+        process.stop()
