@@ -31,5 +31,5 @@ def generate_test_description():
 class TestNodesActive(unittest.TestCase):
 
     def test_nodes_reach_active(self, proc_output):
-        for name in ('clip_perception', 'feature_extractor'):
-            proc_output.assertWaitFor(f'configured', timeout=120, stream='stderr')
+        proc_output.assertWaitFor('configured clip', timeout=120, stream='stderr')
+        proc_output.assertWaitFor('configured vit', timeout=120, stream='stderr')
