@@ -61,20 +61,13 @@ class PerceptionEncoder:
 
     @property
     def logit_scale(self) -> float:
-        return float(getattr(self.backend, 'logit_scale', 1.0))
-
-    def _text_length(self) -> int:
-        length = getattr(self.backend, 'text_length', 0)
-        if length:
-            return int(length)
-        return int(min(self.tokenizer.model_max_length,
-                       self.backend.model.config.text_config.max_position_embeddings))
+        return self.backend.logit_scale
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> unnormalised text embeddings [T, D] (fixed-length padding, as exported)."""
         if self.tokenizer is None:
             raise BackendUnavailableError(f'{self.info.model_id} is a {self.info.model_type} model: no text')
-        tokens = self.tokenizer(list(texts), padding='max_length', max_length=self._text_length(),
+        tokens = self.tokenizer(list(texts), padding='max_length', max_length=self.backend.text_length,
                                 truncation=True, return_tensors='np')
         return self.backend.encode_text(tokens['input_ids'], tokens['attention_mask'])
 

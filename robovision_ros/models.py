@@ -126,6 +126,11 @@ def load_tokenizer(info: ModelInfo) -> Any:
         raise ModelLoadError(f'no usable tokenizer in {info.path}: {error}') from error
 
 
+def clip_text_length(tokenizer: Any, model: Any) -> int:
+    """Fixed token length of the text encoder input: the tokenizer's limit, capped by the position table."""
+    return int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+
+
 def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding: bool = False) -> Any:
     """An nn.Module: pixel_values [B,3,H,W] -> (patch_tokens [B,N,D], global_embedding [B,Dg])."""
     import torch

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from robovision_ros.models import ModelInfo, load_tokenizer, load_torch_model, text_encoder_module, \
+from robovision_ros.models import ModelInfo, clip_text_length, load_tokenizer, load_torch_model, text_encoder_module, \
     vision_encoder_module
 
 LOG = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
     logit_scale = 1.0
     if info.has_text:
         tokenizer = load_tokenizer(info)
-        text_length = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+        text_length = clip_text_length(tokenizer, model)
         tokens = tokenizer(['a photo'], padding='max_length', max_length=text_length, truncation=True,
                            return_tensors='pt')
         text_path = out_dir / TEXT_FILE

@@ -29,6 +29,8 @@ class EncoderBackend(ABC):
     """Runs a model's vision (and, for CLIP, text) encoder on preprocessed inputs."""
 
     name: str = ''
+    logit_scale: float = 1.0  # CLIP: multiplier of cosine similarities in zero-shot logits
+    text_length: int = 0  # fixed token length of the text encoder input (0: the tokenizer decides)
 
     def __init__(self, device: str, precision: str) -> None:
         self.device = device

@@ -45,6 +45,8 @@ class OnnxRuntimeBackend(EncoderBackend):
         self.info = info
         self.providers = providers_for(device, precision, ort.get_available_providers())
         self.exported = cached_export(info, cache_dir)
+        self.logit_scale = self.exported.logit_scale
+        self.text_length = self.exported.text_length
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -58,14 +60,6 @@ class OnnxRuntimeBackend(EncoderBackend):
             text_path = precision_variant(self.exported, self.exported.text_path, precision)
             self.text_session = ort.InferenceSession(str(text_path), options, providers=self.providers)
         LOG.info('onnxruntime %s %s with providers %s', device, precision, self.image_session.get_providers())
-
-    @property
-    def logit_scale(self) -> float:
-        return self.exported.logit_scale
-
-    @property
-    def text_length(self) -> int:
-        return self.exported.text_length
 
     def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
         pixels = np.ascontiguousarray(pixel_values, dtype=np.float32)

@@ -88,6 +88,8 @@ class TensorRTBackend(EncoderBackend):
         self.logger = trt.Logger(trt.Logger.WARNING)
         cache_root = cache_dir or default_cache_dir()
         self.exported = cached_export(info, cache_root)
+        self.logit_scale = self.exported.logit_scale
+        self.text_length = self.exported.text_length
         self.cache = EngineCache(cache_root / 'tensorrt')
         size = self.exported.input_size
         image_profile = (('pixel_values', (1, 3, size, size), (1, 3, size, size), (max_batch, 3, size, size)),)
@@ -143,14 +145,6 @@ class TensorRTBackend(EncoderBackend):
     @property
     def cache_key(self) -> Optional[str]:
         return self._image_key.digest
-
-    @property
-    def logit_scale(self) -> float:
-        return self.exported.logit_scale
-
-    @property
-    def text_length(self) -> int:
-        return self.exported.text_length
 
     def encode_image(self, pixel_values: Any) -> ImageEncoding:
         import torch

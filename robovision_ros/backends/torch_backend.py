@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 
 from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
-from robovision_ros.models import ModelInfo, load_torch_model, text_encoder_module, vision_encoder_module
+from robovision_ros.models import ModelInfo, clip_text_length, load_tokenizer, load_torch_model, \
+    text_encoder_module, vision_encoder_module
 
 
 class TorchBackend(EncoderBackend):
@@ -30,12 +31,11 @@ class TorchBackend(EncoderBackend):
         self.vision = vision_encoder_module(self.model, info)
         self.vision_interpolating = vision_encoder_module(self.model, info, interpolate_pos_encoding=True)
         self.text = text_encoder_module(self.model) if info.has_text else None
+        if info.has_text:
+            self.logit_scale = float(self.model.logit_scale.detach().float().exp())
+            self.text_length = clip_text_length(load_tokenizer(info), self.model)
         self.cuda_graphs = cuda_graphs and device == 'cuda'
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
-
-    @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.detach().float().exp()) if self.info.has_text else 1.0
 
     def encode_image(self, pixel_values: Any) -> ImageEncoding:
         """Accepts a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
