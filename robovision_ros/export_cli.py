@@ -1,6 +1,7 @@
 """robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/fp16 ONNX -> TensorRT engine.
 
-    robovision_export MODEL --out DIR [--int8] [--fp16] [--tensorrt fp16|fp32] [--force-rebuild]
+    robovision_export MODEL --out DIR [--int8] [--fp16] [--int8-qdq [--calibration-images DIR]]
+                      [--tensorrt fp32|fp16|int8] [--force-rebuild]
 
 Every ONNX file is verified with onnx.checker and parity-checked against PyTorch fp32 (max abs difference
 printed). The TensorRT step needs tensorrt and a CUDA GPU.
@@ -18,18 +19,46 @@ def _progress(message: str) -> None:
     print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
+def _write_qdq(info, exported, calibration_dir: Optional[Path]) -> None:
+    """Static int8 Q/DQ variants, calibrated on a folder of images or on generated scenes."""
+    from robovision_ros.frame_sources import open_source
+    from robovision_ros.onnx_export import calibration_feeds, quantize_qdq_int8
+    from robovision_ros.scenes import LABELS, SceneGenerator
+    from robovision_ros.training import TEMPLATES
+
+    if calibration_dir is not None:
+        source = open_source(str(calibration_dir), loop=False)
+        images = [frame for frame in iter(source.next_frame, None)][:256]
+        _progress(f'calibrating int8 Q/DQ on {len(images)} images from {calibration_dir}')
+    else:
+        generator = SceneGenerator(seed=4242)
+        images = [generator.scene(i).image for i in range(64)]
+        _progress('calibrating int8 Q/DQ on 64 generated scenes (pass --calibration-images for your cameras)')
+    texts = [t.format(label) for t in TEMPLATES for label in LABELS]
+    image_feeds, text_feeds = calibration_feeds(info, exported, images, texts)
+    quantize_qdq_int8(exported.image_path, exported.variant(exported.image_path, 'qdq'), image_feeds)
+    if exported.text_path is not None:
+        quantize_qdq_int8(exported.text_path, exported.variant(exported.text_path, 'qdq'), text_feeds)
+    _progress('wrote int8 Q/DQ ONNX files')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.split('\n')[0])
     parser.add_argument('model', help='model directory, hub id, or embedded:<name>')
     parser.add_argument('--out', type=Path, required=True, help='output directory')
     parser.add_argument('--int8', action='store_true', help='also write dynamic-int8 ONNX files')
     parser.add_argument('--fp16', action='store_true', help='also write fp16 ONNX files (for GPU providers)')
-    parser.add_argument('--tensorrt', choices=('fp32', 'fp16'), help='also build a TensorRT engine')
+    parser.add_argument('--int8-qdq', action='store_true',
+                        help='also write static int8 Q/DQ ONNX files (what TensorRT int8 engines are built from)')
+    parser.add_argument('--calibration-images', type=Path,
+                        help='folder of representative images for --int8-qdq (default: 64 generated scenes)')
+    parser.add_argument('--tensorrt', choices=('fp32', 'fp16', 'int8'), help='also build a TensorRT engine')
     parser.add_argument('--force-rebuild', action='store_true', help='rebuild the TensorRT engine')
     args = parser.parse_args(argv)
 
     from robovision_ros.backends import BackendUnavailableError
     from robovision_ros.models import ModelLoadError, read_model_info
+    from robovision_ros.frame_sources import FrameSourceError
     from robovision_ros.onnx_export import ExportError, export_onnx, parity_check, precision_variant
 
     try:
@@ -48,6 +77,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             diffs = parity_check(info, exported, precision)
             _progress(f'parity vs PyTorch fp32 ({precision}): ' +
                       ', '.join(f'{name} max abs diff {value:.3g}' for name, value in diffs.items()))
+        if args.int8_qdq:
+            _write_qdq(info, exported, args.calibration_images)
+            diffs = parity_check(info, exported, 'qdq')
+            _progress('parity vs PyTorch fp32 (qdq): ' +
+                      ', '.join(f'{name} max abs diff {value:.3g}' for name, value in diffs.items()))
         if args.tensorrt:
             from robovision_ros.backends.tensorrt_backend import TensorRTBackend
 
@@ -55,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             backend = TensorRTBackend(info, 'cuda', args.tensorrt, cache_dir=args.out,
                                       force_rebuild=args.force_rebuild)
             _progress(f'TensorRT engine ready, key {backend.cache_key}')
-    except (ModelLoadError, ExportError, BackendUnavailableError) as error:
+    except (ModelLoadError, ExportError, BackendUnavailableError, FrameSourceError) as error:
         print(f'robovision_export: error: {error}', file=sys.stderr)
         return 2
     _progress(f'done: {args.out}')

@@ -13,7 +13,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -128,6 +128,53 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
     return out_path
 
 
+class _CalibrationReader:
+    """Feeds calibration batches to onnxruntime's static quantizer."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        return next(self._feeds, None)
+
+
+def quantize_qdq_int8(fp32_path: Path, out_path: Path, calibration: Sequence[dict[str, np.ndarray]]) -> Path:
+    """Static int8 quantization in Q/DQ form (symmetric int8 activations and per-channel weights), the explicit
+    quantization TensorRT builds int8 engines from. `calibration` holds representative input feeds."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise ExportError('int8 Q/DQ quantization needs calibration inputs')
+    prepared = out_path.with_suffix('.prep.onnx')
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(out_path), _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=['MatMul', 'Gemm', 'Conv'],
+                    extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True})
+    prepared.unlink(missing_ok=True)
+    return out_path
+
+
+def calibration_feeds(info: ModelInfo, exported: ExportedModel, images: Sequence[np.ndarray],
+                      texts: Sequence[str], batch: int = 8) -> tuple[list[dict[str, np.ndarray]],
+                                                                     list[dict[str, np.ndarray]]]:
+    """Image and text feeds for calibration, preprocessed exactly as at run time."""
+    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+
+    preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(info.path))
+    image_feeds = [{'pixel_values': preprocessor(images[i:i + batch])} for i in range(0, len(images), batch)]
+    text_feeds: list[dict[str, np.ndarray]] = []
+    if exported.text_path is not None and texts:
+        tokenizer = load_tokenizer(info)
+        for i in range(0, len(texts), batch):
+            tokens = tokenizer(list(texts[i:i + batch]), padding='max_length', max_length=exported.text_length,
+                               truncation=True, return_tensors='np')
+            text_feeds.append({'input_ids': tokens['input_ids'].astype(np.int64),
+                               'attention_mask': tokens['attention_mask'].astype(np.int64)})
+    return image_feeds, text_feeds
+
+
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     """fp16 weights and compute, fp32 inputs and outputs (for the CUDA and TensorRT providers)."""
     import onnx
@@ -147,7 +194,10 @@ def precision_variant(exported: ExportedModel, path: Optional[Path], precision: 
         return quantize_int8(path, target)
     if precision == 'fp16':
         return convert_fp16(path, target)
-    raise ExportError(f"no ONNX variant for precision '{precision}'; supported: fp32, fp16, int8")
+    if precision == 'qdq':
+        raise ExportError(f'{target} missing: make the int8 Q/DQ model with calibration images first '
+                          '(robovision_export MODEL --out DIR --int8-qdq [--calibration-images DIR])')
+    raise ExportError(f"no ONNX variant for precision '{precision}'; supported: fp32, fp16, int8, qdq")
 
 
 def parity_check(info: ModelInfo, exported: ExportedModel, precision: str = 'fp32', seed: int = 0) -> dict[str, float]:

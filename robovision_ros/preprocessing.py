@@ -212,6 +212,12 @@ class PreprocessGeometry:
         sx = (x + self.crop_x) / self.scale_x
         return (min(max(sy, 0.0), self.source_hw[0]), min(max(sx, 0.0), self.source_hw[1]))
 
+    def visible_box(self, input_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the part of the source image that a model input of `input_hw` shows."""
+        y0, x0 = self.to_source(0, 0)
+        y1, x1 = self.to_source(*input_hw)
+        return (int(x0), int(y0), int(round(x1)), int(round(y1)))
+
 
 def resized_hw(config: PreprocessConfig, source_hw: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
     """Size after the resize step (HF's shortest-edge rule: the long side is int(short_target * long / short))."""

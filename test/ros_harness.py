@@ -87,7 +87,8 @@ class NodeProcess:
             cwd=log_path.parent)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')
 
     def alive(self) -> bool:

@@ -116,9 +116,9 @@ def test_lifecycle_parameters_and_outputs(graph):
     assert any(m.header.stamp.sec == 300 for m in out)
 
     # Diagnostics about once a second with rates, drops and stage percentiles.
-    assert ros.spin_until(lambda: any(s.name.endswith(': perception') and 'clip' in s.name
-                                      for d in received['diagnostics'] for s in d.status), 5.0)
-    status = [s for d in received['diagnostics'] for s in d.status if 'clip' in s.name][-1]
+    name = f'/{node}: perception'
+    assert ros.spin_until(lambda: any(s.name == name for d in received['diagnostics'] for s in d.status), 5.0)
+    status = [s for d in received['diagnostics'] for s in d.status if s.name == name][-1]
     values = {kv.key: kv.value for kv in status.values}
     for key in ('input_rate_hz', 'output_rate_hz', 'dropped_superseded', 'dropped_too_old',
                 'inference_ms_p50', 'inference_ms_p95', 'backend', 'precision', 'frame_age_ms_p50'):
@@ -168,6 +168,61 @@ def test_configure_failure_is_clear_and_recoverable(tiny_clip_dir, model_cache, 
             assert not change_state(ros, node, 'configure')
             assert ros.spin_until(lambda: 'no CUDA GPU' in process.output(), 5.0)
         assert process.alive()
+    finally:
+        ros.close()
+        process.stop()
+
+
+def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir, model_cache, tmp_path):
+    """batch=true runs both cameras' newest frames in one inference, each output keeping its own header;
+    frames older than max_frame_age_ms are dropped and counted; the debug image appears when subscribed."""
+    namespace = unique_name('/rvbatch')
+    left, right = namespace + '/left/image_raw', namespace + '/right/image_raw'
+    process = NodeProcess(['-m', 'robovision_ros.nodes.clip_perception', '--ros-args', '-r', f'__ns:={namespace}',
+                           '-p', f'model:={tiny_clip_dir}', '-p', 'backend:=onnxruntime',
+                           '-p', f'engine_cache_dir:={model_cache}', '-p', f'image_topics:=["{left}", "{right}"]',
+                           '-p', 'batch:=true', '-p', 'max_frame_age_ms:=2000.0', '-p', 'debug_image:=true'],
+                          tmp_path / 'node.log')
+    ros = RosTestContext('batch_test')
+    node = f'{namespace.lstrip("/")}/{NODE}'
+    labels, debug, diagnostics = [], [], []
+    ros.node.create_subscription(ZeroShotLabels, f'{namespace}/{NODE}/zero_shot_labels', labels.append, 20)
+    ros.node.create_subscription(Image, f'{namespace}/{NODE}/debug_image', debug.append, 5)
+    ros.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 20)
+    publishers = {name: ros.node.create_publisher(Image, topic, qos_profile_sensor_data)
+                  for name, topic in (('left', left), ('right', right))}
+    image = structured_images(1, (48, 64))[0]
+    try:
+        assert change_state(ros, node, 'configure'), process.output()
+        assert change_state(ros, node, 'activate')
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not ({'left', 'right'} <= {m.header.frame_id for m in labels}
+                                                    and debug):
+            now = ros.node.get_clock().now().to_msg()
+            for name, publisher in publishers.items():
+                msg = _image(image, frame_id=name)
+                msg.header.stamp = now
+                publisher.publish(msg)
+            ros.spin_until(lambda: False, 0.3)
+        assert {'left', 'right'} <= {m.header.frame_id for m in labels}, process.output()
+        assert debug and debug[-1].encoding == 'rgb8' and (debug[-1].width, debug[-1].height) == (64, 48)
+        assert debug[-1].header.frame_id in ('left', 'right')
+
+        # Stale frames (stamped 60 s ago) are dropped, never published, and counted in /diagnostics.
+        before = len(labels)
+        old = ros.node.get_clock().now().nanoseconds - 60 * 10**9
+        for _ in range(10):
+            msg = _image(image, stamp=(old // 10**9, old % 10**9), frame_id='stale')
+            publishers['left'].publish(msg)
+            ros.spin_until(lambda: False, 0.2)
+        assert not [m for m in labels[before:] if m.header.frame_id == 'stale']
+
+        def dropped_too_old() -> int:
+            values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
+                      if s.name == f'{namespace}/{NODE}: perception']
+            return max((int(v.get('dropped_too_old', 0)) for v in values), default=0)
+
+        assert ros.spin_until(lambda: dropped_too_old() >= 1, 5.0)
     finally:
         ros.close()
         process.stop()

@@ -22,3 +22,28 @@ def test_export_clip_with_int8(tiny_clip_dir, tmp_path, capsys):
 def test_export_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / 'missing'), '--out', str(tmp_path / 'o')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_int8_qdq_export_for_tensorrt(tiny_clip_dir, tmp_path, capsys):
+    """Static int8 Q/DQ files (TensorRT's int8 input) run in ONNX Runtime close to fp32 on structured images."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from conftest import structured_images
+    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+
+    out = tmp_path / 'export'
+    assert main([str(tiny_clip_dir), '--out', str(out), '--int8-qdq']) == 0
+    printed = capsys.readouterr().out
+    assert 'calibrating int8 Q/DQ on 64 generated scenes' in printed and 'parity vs PyTorch fp32 (qdq)' in printed
+    qdq = out / 'image_encoder.qdq.onnx'
+    ops = {node.op_type for node in onnx.load(str(qdq)).graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear'} <= ops
+    pixels = ImagePreprocessor(PreprocessConfig.from_model_dir(tiny_clip_dir))(structured_images(6, seed=11))
+    (_, reference), (_, quantized) = (
+        ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'pixel_values': pixels})
+        for path in (out / 'image_encoder.onnx', qdq))
+    cosine = (reference * quantized).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(quantized, axis=1))
+    assert cosine.min() >= 0.99, cosine
+    assert (out / 'text_encoder.qdq.onnx').is_file()

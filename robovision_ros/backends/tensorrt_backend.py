@@ -2,9 +2,9 @@
 written; only the engine-cache key logic (robovision_ros.engine_cache) is tested.
 
 Engines are built from the ONNX export as strongly typed networks: precision comes from the ONNX file itself
-(fp32, or the fp16 variant), which is what TensorRT 11 requires (it drops the FP16/INT8 builder flags) and
-works the same on TensorRT 10. int8 needs a Q/DQ ONNX (static quantization with calibration images), which the
-export CLI does not make yet, so it is refused with that reason. Buffers are torch CUDA tensors.
+(fp32, the fp16 variant, or for int8 the Q/DQ variant made by `robovision_export --int8-qdq` with calibration
+images), which is what TensorRT 11 requires (it drops the FP16/INT8 builder flags) and works the same on
+TensorRT 10. Buffers are torch CUDA tensors.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import numpy as np
 from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
 from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
 from robovision_ros.models import ModelInfo
-from robovision_ros.onnx_export import cached_export, default_cache_dir, precision_variant
+from robovision_ros.onnx_export import ExportError, cached_export, default_cache_dir, precision_variant
 
 LOG = logging.getLogger(__name__)
+# Which ONNX file each precision's engine is built from (strongly typed: the file's types decide).
+_ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
 
 
 def _import_tensorrt() -> Any:
@@ -74,10 +76,9 @@ class TensorRTBackend(EncoderBackend):
         super().__init__(device, precision)
         if device != 'cuda':
             raise BackendUnavailableError('backend tensorrt needs device cuda')
-        if precision not in ('fp32', 'fp16'):
+        if precision not in _ONNX_VARIANT:
             raise BackendUnavailableError(
-                f"tensorrt precision '{precision}' not supported here: int8 needs a Q/DQ ONNX export "
-                '(static quantization), which is not implemented; use fp16, or onnxruntime int8 on CPU')
+                f"tensorrt precision '{precision}' not supported; supported: {', '.join(_ONNX_VARIANT)}")
         import torch
 
         if not torch.cuda.is_available():
@@ -94,7 +95,7 @@ class TensorRTBackend(EncoderBackend):
         size = self.exported.input_size
         image_profile = (('pixel_values', (1, 3, size, size), (1, 3, size, size), (max_batch, 3, size, size)),)
         self.image_engine, self._image_key = self._engine(
-            'image_encoder', precision_variant(self.exported, self.exported.image_path, precision),
+            'image_encoder', self._onnx(self.exported.image_path),
             image_profile, force_rebuild)
         self.text_engine = None
         if self.exported.text_path is not None:
@@ -102,8 +103,16 @@ class TensorRTBackend(EncoderBackend):
             text_profile = tuple((name, (1, length), (8, length), (64, length))
                                  for name in ('input_ids', 'attention_mask'))
             self.text_engine, _ = self._engine(
-                'text_encoder', precision_variant(self.exported, self.exported.text_path, precision),
+                'text_encoder', self._onnx(self.exported.text_path),
                 text_profile, force_rebuild)
+
+    def _onnx(self, fp32_path: Optional[Path]) -> Path:
+        try:
+            path = precision_variant(self.exported, fp32_path, _ONNX_VARIANT[self.precision])
+        except ExportError as error:
+            raise BackendUnavailableError(str(error)) from error
+        assert path is not None
+        return path
 
     def _key(self, onnx_path: Path, profile: tuple) -> EngineKey:
         import torch

@@ -9,11 +9,14 @@ from typing import Any, Optional
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
-from sensor_msgs.msg import RegionOfInterest
+from sensor_msgs.msg import Image, RegionOfInterest
+
+from robovision_ros.debug_view import render_debug_image
 
 from robovision_ros.localization import localize, similarity_heatmap
 from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabels
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
+from robovision_ros.preprocessing import encode_raw_image
 from robovision_ros.vocabulary import VocabularyEmbeddings, VocabularyError, validate_labels, validate_templates
 
 VOCABULARY_PARAMETERS = ('labels', 'prompt_templates', 'presence_queries')
@@ -31,17 +34,22 @@ class ClipPerceptionNode(PerceptionNode):
         self.vocabulary_version = 0
         self._labels_pub: Any = None
         self._presence_pub: Any = None
+        self._debug_pub: Any = None
         super().__init__('clip_perception', **kwargs)
         live = ' Changes live.'
-        self.declare_parameter('labels', ['cup', 'bottle', 'box'],
+        self.declare_parameter('labels', ['red cup', 'blue cup', 'red bottle', 'blue bottle', 'green ball',
+                                          'yellow box'],
                                ParameterDescriptor(description='Zero-shot label vocabulary.' + live))
         self.declare_parameter('prompt_templates', ['a photo of a {}.'],
                                ParameterDescriptor(description="Prompt templates, each with one '{}'." + live))
-        self.declare_parameter('presence_queries', ['cup'],
+        self.declare_parameter('presence_queries', ['red cup', 'blue bottle'],
                                ParameterDescriptor(description='Object-presence text queries (may be empty).'
                                                    + live))
         self.declare_parameter('presence_threshold', 0.25,
                                ParameterDescriptor(description='Cosine-similarity threshold for presence.' + live))
+        self.declare_parameter('debug_image', False, ParameterDescriptor(
+            description='Publish ~/debug_image (frame, best label, heatmap and box of the top query) while '
+                        'someone subscribes.' + live))
         self.declare_parameter('localize', True,
                                ParameterDescriptor(description='Localise each presence query on the patch grid.'
                                                    + live))
@@ -99,12 +107,13 @@ class ClipPerceptionNode(PerceptionNode):
     def _create_outputs(self) -> None:
         self._labels_pub = self.create_lifecycle_publisher(ZeroShotLabels, '~/zero_shot_labels', 10)
         self._presence_pub = self.create_lifecycle_publisher(ObjectPresenceArray, '~/object_presence', 10)
+        self._debug_pub = self.create_lifecycle_publisher(Image, '~/debug_image', 1)
 
     def _destroy_outputs(self) -> None:
-        for publisher in (self._labels_pub, self._presence_pub):
+        for publisher in (self._labels_pub, self._presence_pub, self._debug_pub):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
-        self._labels_pub = self._presence_pub = None
+        self._labels_pub = self._presence_pub = self._debug_pub = None
 
     def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
         assert self.encoder is not None
@@ -119,6 +128,7 @@ class ClipPerceptionNode(PerceptionNode):
         threshold = float(self._param('presence_threshold'))
         do_localize = bool(self._param('localize'))
         model_id = self._param('model')
+        debug = bool(self._param('debug_image')) and self._debug_pub.get_subscription_count() > 0
         for i, frame in enumerate(frames):
             best = int(np.argmax(probs[i]))
             msg = ZeroShotLabels(header=frame.msg.header, model_id=model_id, labels=list(labels_vocab.labels),
@@ -147,9 +157,31 @@ class ClipPerceptionNode(PerceptionNode):
             self._presence_pub.publish(ObjectPresenceArray(
                 header=frame.msg.header, model_id=model_id, vocabulary_version=queries_vocab.version,
                 results=results, total_ms=total_ms))
+            if debug:
+                self._publish_debug(frame, images[i], features[i], msg, queries_vocab,
+                                    presence[i] if presence is not None else None)
         self.stages['preprocess_ms'].add(timing.preprocess_ms)
         self.stages['inference_ms'].add(timing.inference_ms)
         self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)
+
+
+    def _publish_debug(self, frame: Frame, image: np.ndarray, feature: Any, labels: ZeroShotLabels,
+                       queries: VocabularyEmbeddings, similarities: Optional[np.ndarray]) -> None:
+        """Only computed when enabled and subscribed: the top query's heatmap and box over the frame."""
+        assert self.encoder is not None
+        title = f'{labels.best_label} {labels.best_score:.2f}'
+        heatmap = roi = None
+        query = ''
+        if similarities is not None and len(similarities):
+            top = int(np.argmax(similarities))
+            query = f'{queries.labels[top]} {similarities[top]:.2f}'
+            heatmap = similarity_heatmap(feature.patch_tokens, queries.embeddings[top], feature.grid_hw)
+            roi = localize(heatmap, self.encoder.info.patch_size, feature.geometry).roi_xywh
+        overlay = render_debug_image(image, title, heatmap, roi,
+                                     feature.geometry.visible_box(self.encoder.preprocessor.config.input_hw), query)
+        data, step = encode_raw_image(overlay, 'rgb8')
+        self._debug_pub.publish(Image(header=frame.msg.header, height=overlay.shape[0], width=overlay.shape[1],
+                                      encoding='rgb8', step=step, data=data))
 
 
 def main(args: Optional[list[str]] = None) -> int:

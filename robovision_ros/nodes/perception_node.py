@@ -94,7 +94,7 @@ class PerceptionNode(LifecycleNode):
                                _descriptor('Drop frames whose header stamp is older than this (0 = off).',
                                            float_range=(0.0, 60000.0)))
         self.encoder: Optional[PerceptionEncoder] = None
-        self._subscriptions: list[Any] = []
+        self._image_subscriptions: list[Any] = []
         self._mailbox: dict[str, Frame] = {}
         self._mailbox_cv = threading.Condition()
         self._worker: Optional[threading.Thread] = None
@@ -181,7 +181,7 @@ class PerceptionNode(LifecycleNode):
         qos = self._image_qos()
         for topic in self._param('image_topics'):
             msg_type = CompressedImage if topic.rstrip('/').endswith('compressed') else Image
-            self._subscriptions.append(self.create_subscription(
+            self._image_subscriptions.append(self.create_subscription(
                 msg_type, topic, lambda msg, topic=topic: self._on_image(msg, topic), qos))
         self._running = True
         self._worker = threading.Thread(target=self._work, name='inference', daemon=True)
@@ -190,9 +190,9 @@ class PerceptionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        for subscription in self._subscriptions:
+        for subscription in self._image_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._image_subscriptions = []
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -201,9 +201,9 @@ class PerceptionNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        for subscription in self._subscriptions:
+        for subscription in self._image_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._image_subscriptions = []
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
@@ -336,7 +336,8 @@ class PerceptionNode(LifecycleNode):
             p50, p95 = stats.percentiles()
             values[f'{name}_p50'] = round(p50, 3)
             values[f'{name}_p95'] = round(p95, 3)
-        status = DiagnosticStatus(name=f'{self.get_name()}: perception', hardware_id=self.encoder.backend.device)
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: perception',
+                                  hardware_id=self.encoder.backend.device)
         active = self._running
         status.level = DiagnosticStatus.WARN if self.frames_bad and active else DiagnosticStatus.OK
         status.message = 'active' if active else 'inactive'

@@ -1,0 +1,72 @@
+"""image_source in its own process: generated frames, a folder of images, compressed output, bad sources."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CompressedImage, Image
+
+from robovision_ros.preprocessing import decode_compressed_image, decode_image_msg
+from ros_harness import NodeProcess, RosTestContext, unique_name
+
+
+def _run_source(tmp_path, params, count, compressed=False, timeout_s=30.0):
+    namespace = unique_name('/rvsrc')
+    args = ['-m', 'robovision_ros.nodes.image_source', '--ros-args', '-r', f'__ns:={namespace}',
+            '-p', 'qos:=reliable', '-p', 'wait_for_subscribers:=1']
+    for name, value in params.items():
+        args += ['-p', f'{name}:={value}']
+    process = NodeProcess(args, tmp_path / 'source.log')
+    ros = RosTestContext('source_test')
+    frames, jpegs = [], []
+    ros.node.create_subscription(Image, f'{namespace}/image_raw', frames.append, QoSProfile(depth=50))
+    if compressed:
+        ros.node.create_subscription(CompressedImage, f'{namespace}/image_raw/compressed', jpegs.append,
+                                     QoSProfile(depth=50))
+    try:
+        ros.spin_until(lambda: len(frames) >= count and (not compressed or len(jpegs) >= count), timeout_s)
+        ros.spin_until(lambda: False, 0.5)  # anything beyond `count` would arrive now
+        return frames, jpegs, process.output()
+    finally:
+        ros.close()
+        process.stop()
+
+
+def test_generated_frames(tmp_path):
+    frames, jpegs, log = _run_source(tmp_path, {'source': 'generator', 'rate_hz': 20.0, 'max_frames': 4,
+                                                'encoding': 'rgb8', 'frame_id': 'table_cam', 'width': 160,
+                                                'height': 120, 'publish_compressed': 'true'}, 4, compressed=True)
+    assert len(frames) == 4, log
+    from robovision_ros.scenes import SceneGenerator
+
+    for i, frame in enumerate(frames):
+        assert (frame.width, frame.height, frame.encoding, frame.header.frame_id) == (160, 120, 'rgb8', 'table_cam')
+        np.testing.assert_array_equal(decode_image_msg(frame), SceneGenerator(0, 120, 160).scene(i).image)
+    assert len(jpegs) == 4 and jpegs[0].format == 'jpeg'
+    assert np.abs(decode_compressed_image(jpegs[0].data, 'jpeg').astype(int)
+                  - decode_image_msg(frames[0]).astype(int)).mean() < 8
+
+
+def test_folder_without_loop_publishes_each_image_once(tmp_path):
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    images = []
+    for i in range(3):
+        rgb = np.full((24, 32, 3), (i * 80, 30, 200 - i * 60), np.uint8)
+        cv2.imwrite(str(folder / f'{i:02d}.png'), rgb[..., ::-1])
+        images.append(rgb)
+    frames, _, log = _run_source(tmp_path, {'source': str(folder), 'rate_hz': 20.0, 'loop': 'false',
+                                            'encoding': 'bgr8'}, 3, timeout_s=20.0)
+    assert len(frames) == 3, log
+    for frame, rgb in zip(frames, images):
+        assert frame.encoding == 'bgr8'
+        np.testing.assert_array_equal(decode_image_msg(frame), rgb)
+    assert 'source finished after 3 frames' in log
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    process = NodeProcess(['-m', 'robovision_ros.nodes.image_source', '--ros-args', '-p',
+                           f'source:={tmp_path / "nothing"}'], tmp_path / 'bad.log')
+    assert process.process.wait(timeout=30) == 2
+    process.stop()
+    assert "neither 'generator', a folder of images, nor a video file" in process.output()

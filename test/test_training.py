@@ -1,0 +1,18 @@
+"""Training is seeded and reproducible (a short run twice gives identical weights)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_clip_training_is_reproducible(tmp_path):
+    from safetensors.numpy import load_file
+
+    from robovision_ros.training import train_clip
+
+    runs = [train_clip(tmp_path / str(i), steps=12, seed=5, scenes=64, batch=16, log=lambda _: None)
+            for i in range(2)]
+    first, second = (load_file(str(run / 'model.safetensors')) for run in runs)
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+    assert (runs[0] / 'vocab.json').read_text() == (runs[1] / 'vocab.json').read_text()
