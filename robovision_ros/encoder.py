@@ -81,13 +81,12 @@ class PerceptionEncoder:
                       normalize: bool = False) -> tuple[list[ImageFeatures], EncodeTiming]:
         """RGB uint8 images (one batch; sizes may differ) -> features per image, and the stage timings."""
         start = time.perf_counter()
-        cropped = np.stack([self.preprocessor.resize_and_crop(image, scale) for image in images])
         if self._device_preprocessing:
             import torch
 
-            pixels = self.preprocessor.torch_normalize(cropped, 'cuda', torch.float32)
+            pixels = self.preprocessor.torch_preprocess(images, 'cuda', torch.float32, scale)
         else:
-            pixels = self.preprocessor.normalize(cropped)
+            pixels = self.preprocessor(images, scale)
         prepared = time.perf_counter()
         encoding = self.backend.encode_image(pixels)
         done = time.perf_counter()

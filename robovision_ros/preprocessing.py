@@ -255,6 +255,7 @@ class ImagePreprocessor:
         # (x * rescale - mean) / std == x * gain + bias
         self._gain = (config.rescale_factor / std).astype(np.float32)
         self._bias = (-mean / std).astype(np.float32)
+        self._device_constants: dict[tuple[str, Any], tuple[Any, Any]] = {}
 
     def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
         rh, rw = resized_hw(self.config, source_hw, scale)
@@ -288,11 +289,28 @@ class ImagePreprocessor:
         """RGB uint8 images (any sizes) -> float32 ``[B, 3, H, W]``."""
         return self.normalize(np.stack([self.resize_and_crop(image, scale) for image in images]))
 
-    def torch_normalize(self, batch_uint8: Any, device: str, dtype: Any) -> Any:
-        """Upload uint8 ``[B, H, W, 3]`` once and normalise on `device` (the GPU path)."""
+    def torch_preprocess(self, images: Sequence[np.ndarray], device: str, dtype: Any, scale: float = 1.0) -> Any:
+        """The GPU path: upload each uint8 frame once, then resize (antialiased, the model's filter), crop and
+        normalise on `device`. Matches the PIL path to within resampling differences (tested)."""
         import torch
+        import torch.nn.functional as F
 
-        tensor = torch.from_numpy(np.ascontiguousarray(batch_uint8)).to(device, non_blocking=True)
-        gain = torch.as_tensor(self._gain, device=device).view(1, 3, 1, 1)
-        bias = torch.as_tensor(self._bias, device=device).view(1, 3, 1, 1)
-        return (tensor.permute(0, 3, 1, 2).float() * gain + bias).to(dtype).contiguous()
+        mode = 'bicubic' if self.config.resample == 3 else 'bilinear'
+        crops = []
+        for image in images:
+            tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)
+            tensor = tensor.permute(2, 0, 1).unsqueeze(0).float()
+            rh, rw = resized_hw(self.config, image.shape[:2], scale)
+            if (rh, rw) != tuple(image.shape[:2]):
+                tensor = F.interpolate(tensor, size=(rh, rw), mode=mode, antialias=True, align_corners=False)
+                tensor = tensor.round_().clamp_(0, 255)  # PIL resizes to uint8
+            top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
+            if top < 0 or left < 0:
+                raise PreprocessConfigError('crop larger than the resized image is not supported on the device path')
+            crops.append(tensor[..., top:top + ch, left:left + cw])
+        key = (str(device), dtype)
+        if key not in self._device_constants:
+            self._device_constants[key] = (torch.as_tensor(self._gain, device=device).view(1, 3, 1, 1),
+                                           torch.as_tensor(self._bias, device=device).view(1, 3, 1, 1))
+        gain, bias = self._device_constants[key]
+        return (torch.cat(crops) * gain + bias).to(dtype).contiguous()

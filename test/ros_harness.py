@@ -17,6 +17,8 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from robovision_ros import lifecycle_client
+
 TEST_DIR = Path(__file__).resolve().parent
 
 
@@ -25,19 +27,9 @@ def unique_name(prefix: str) -> str:
     return f'{prefix}_{uuid.uuid4().hex[:8]}'
 
 
-def spin_until(
-    executor: SingleThreadedExecutor,
-    predicate: Callable[[], bool],
-    timeout_s: float,
-    step_s: float = 0.05,
-) -> bool:
+def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], timeout_s: float) -> bool:
     """Spin `executor` until `predicate()` is true or `timeout_s` passes; return the predicate's last value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=step_s)
-    return predicate()
+    return lifecycle_client.spin_until(executor, predicate, timeout_s)
 
 
 def wait_for_subscribers(executor: SingleThreadedExecutor, publisher, count: int = 1,
@@ -107,44 +99,18 @@ class NodeProcess:
         return self.process.returncode
 
 
+
 def call_service(ros: RosTestContext, srv_type, name: str, request, timeout_s: float = 60.0):
-    """Call a service as the `ros2` CLI does: wait for it (discovery), call, wait for the response."""
-    client = ros.node.create_client(srv_type, name)
-    try:
-        if not ros.spin_until(client.service_is_ready, 15.0):
-            raise AssertionError(f'service {name} not available')
-        future = client.call_async(request)
-        if not ros.spin_until(future.done, timeout_s):
-            raise AssertionError(f'service {name} did not answer in {timeout_s} s')
-        return future.result()
-    finally:
-        ros.node.destroy_client(client)
+    return lifecycle_client.call_service(ros.node, ros.executor, srv_type, name, request, timeout_s)
 
 
 def change_state(ros: RosTestContext, node: str, transition: str, timeout_s: float = 120.0) -> bool:
-    """`ros2 lifecycle set <node> <transition>` through /<node>/change_state."""
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-
-    ids = {'configure': Transition.TRANSITION_CONFIGURE, 'activate': Transition.TRANSITION_ACTIVATE,
-           'deactivate': Transition.TRANSITION_DEACTIVATE, 'cleanup': Transition.TRANSITION_CLEANUP,
-           'shutdown': Transition.TRANSITION_UNCONFIGURED_SHUTDOWN}
-    request = ChangeState.Request()
-    request.transition.id = ids[transition]
-    return call_service(ros, ChangeState, f'/{node}/change_state', request, timeout_s).success
+    return lifecycle_client.change_state(ros.node, ros.executor, node, transition, timeout_s)
 
 
 def get_state(ros: RosTestContext, node: str) -> str:
-    from lifecycle_msgs.srv import GetState
-
-    return call_service(ros, GetState, f'/{node}/get_state', GetState.Request()).current_state.label
+    return lifecycle_client.get_state(ros.node, ros.executor, node)
 
 
 def set_parameters(ros: RosTestContext, node: str, values: dict):
-    """`ros2 param set` through /<node>/set_parameters; returns the list of SetParametersResult."""
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
-    request = SetParameters.Request()
-    request.parameters = [Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
-    return call_service(ros, SetParameters, f'/{node}/set_parameters', request).results
+    return lifecycle_client.set_parameters(ros.node, ros.executor, node, values)

@@ -141,3 +141,19 @@ def test_geometry_maps_model_pixels_back_to_source():
     assert geometry.crop_x == 10 and geometry.crop_y == 0
     y, x = geometry.to_source(32, 32)
     assert y == pytest.approx(240, abs=1) and x == pytest.approx(320, abs=4)
+
+
+@pytest.mark.parametrize('config', [clip_preprocessor_config(64, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)),
+                                    vit_preprocessor_config(48)], ids=['clip', 'vit'])
+def test_device_path_matches_pil_path(config):
+    """The GPU path (run here on the CPU device) resizes with torch's antialiased filter instead of PIL's."""
+    preprocessor = ImagePreprocessor(PreprocessConfig.from_dict(config))
+    import torch
+
+    for image in structured_images(2, (480, 640)) + structured_images(1, (120, 90)):
+        expected = preprocessor([image])
+        got = preprocessor.torch_preprocess([image], 'cpu', torch.float32).numpy()
+        assert got.shape == expected.shape
+        difference = np.abs(got - expected)
+        assert difference.mean() <= 0.02 and np.percentile(difference, 99) <= 0.1, (difference.mean(),
+                                                                                     difference.max())

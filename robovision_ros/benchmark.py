@@ -1,0 +1,463 @@
+"""robovision_bench: latency, memory and accuracy per backend and precision, against the naive pipeline, and end
+to end through ROS. Everything is measured side by side in one run on the machine it runs on.
+
+    robovision_bench [--models embedded clip-b32 clip-b16] [--iterations 20] [--ros-seconds 10]
+                     [--out docs/benchmarks.md] [--skip-ros]
+
+Model level (one process, variants interleaved round-robin per iteration, warm-up excluded, p50/p95):
+  naive      the tutorial pipeline: HF processor on a PIL image, CLIPModel.get_image_features, text features of
+             every label recomputed per frame, softmax (pooled projected embeddings, as transformers 5 returns them);
+  ours       each available backend x precision: raw model latency, full-frame latency (message bytes to
+             zero-shot scores), peak RSS (each variant in its own process), embedding cosine and top-1 agreement
+             against torch fp32, and zero-shot accuracy on the embedded model's held-out scenes.
+End to end through ROS (separate processes over DDS): image_source publishing 480x640 bgr8, clip_perception
+active, a receiver measuring publish-to-result latency from the header stamp, throughput and the fraction of
+published frames that produced a result; 1 and 4 cameras, batching on and off, with and without the shipped DDS
+profile. Models clip-b32/clip-b16 have random weights (timing does not depend on weight values).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from robovision_ros.preprocessing import decode_raw_image, encode_raw_image
+from robovision_ros.scenes import LABELS, SceneGenerator
+
+TEMPLATE = 'a photo of a {}.'
+FRAME_HW = (480, 640)
+BENCH_SEED = 9003
+
+
+# --- models -------------------------------------------------------------------------------------------------
+
+def benchmark_model_dir(name: str, cache: Path) -> str:
+    """'embedded' -> the shipped tiny CLIP; 'clip-b32' / 'clip-b16' -> ViT-B CLIPs with random weights."""
+    if name == 'embedded':
+        return 'embedded:tiny_clip'
+    patch = {'clip-b32': 32, 'clip-b16': 16}[name]
+    directory = cache / f'{name}-random'
+    if not (directory / 'model.safetensors').is_file():
+        import torch
+        from transformers import CLIPConfig, CLIPModel
+
+        from robovision_ros.tiny_models import make_tiny_clip
+        from robovision_ros.training import corpus
+
+        torch.manual_seed(0)
+        model = CLIPModel(CLIPConfig(vision_config={'patch_size': patch}))
+        make_tiny_clip(directory, corpus(), image_size=224, num_merges=300, max_length=77, model=model)
+        # CLIP's own image statistics, as the released ViT-B models use
+        from robovision_ros.tiny_models import clip_preprocessor_config
+
+        (directory / 'preprocessor_config.json').write_text(json.dumps(clip_preprocessor_config(
+            224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))))
+    return str(directory)
+
+
+def bench_frames(count: int) -> list[tuple[bytes, Any]]:
+    """480x640 bgr8 message payloads of generated scenes, with their scenes (ground truth)."""
+    generator = SceneGenerator(BENCH_SEED, *FRAME_HW)
+    frames = []
+    for i in range(count):
+        scene = generator.scene(i)
+        data, _ = encode_raw_image(scene.image, 'bgr8')
+        frames.append((data, scene))
+    return frames
+
+
+# --- variants -----------------------------------------------------------------------------------------------
+
+class NaivePipeline:
+    """What tutorials do: everything through the HF processor and model, text re-encoded every frame."""
+
+    name = 'naive (HF processor + CLIPModel, text per frame)'
+
+    def __init__(self, model_dir: str, device: str = 'cpu') -> None:
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        from robovision_ros.models import resolve_model_dir
+
+        path = str(resolve_model_dir(model_dir))
+        self.torch = torch
+        self.device = device
+        self.processor = CLIPProcessor.from_pretrained(path)
+        self.model = CLIPModel.from_pretrained(path).eval().to(device)
+        self.texts = [TEMPLATE.format(label) for label in LABELS]
+
+    def _scores(self, pixel_values: Any) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            image = self.model.get_image_features(pixel_values=pixel_values.to(self.device)).pooler_output
+            tokens = self.processor(text=self.texts, padding=True, return_tensors='pt').to(self.device)
+            text = self.model.get_text_features(**tokens).pooler_output
+            image = image / image.norm(dim=-1, keepdim=True)
+            text = text / text.norm(dim=-1, keepdim=True)
+            probs = (self.model.logit_scale.exp() * image @ text.T).softmax(dim=-1)
+        return image[0].float().cpu().numpy(), probs[0].float().cpu().numpy()
+
+    def raw(self, pixel_values: Any) -> None:
+        self._scores(pixel_values)
+
+    def pixels(self, data: bytes) -> Any:
+        from PIL import Image
+
+        rgb = np.frombuffer(data, np.uint8).reshape(*FRAME_HW, 3)[..., ::-1]
+        return self.processor(images=Image.fromarray(np.ascontiguousarray(rgb)), return_tensors='pt')['pixel_values']
+
+    def frame(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        return self._scores(self.pixels(data))
+
+    def close(self) -> None:
+        self.model = None
+
+
+class EngineVariant:
+    """Our encoder engine on one backend and precision, vocabulary encoded once."""
+
+    def __init__(self, model_dir: str, backend: str, precision: str, device: str = 'cpu') -> None:
+        from robovision_ros.encoder import PerceptionEncoder
+
+        graphs = precision.endswith('+graphs')
+        precision = precision.replace('+graphs', '')
+        self.name = f'{backend} {precision}' + (' + CUDA graphs' if graphs else '') + \
+            (f' ({device})' if device != 'cpu' else '')
+        self.encoder = PerceptionEncoder(model_dir, backend, device, precision)
+        if graphs:
+            self.encoder.backend.cuda_graphs = True
+        self.vocabulary = self.encoder.build_vocabulary(LABELS, [TEMPLATE], 1)
+
+    def pixels(self, data: bytes) -> Any:
+        rgb = decode_raw_image(data, 'bgr8', FRAME_HW[1], FRAME_HW[0], FRAME_HW[1] * 3)
+        if self.encoder.backend.device == 'cuda':
+            import torch
+
+            return self.encoder.preprocessor.torch_preprocess([rgb], 'cuda', torch.float32)
+        return self.encoder.preprocessor([rgb])
+
+    def raw(self, pixel_values: np.ndarray) -> None:
+        self.encoder.backend.encode_image(pixel_values)
+
+    def frame(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        rgb = decode_raw_image(data, 'bgr8', FRAME_HW[1], FRAME_HW[0], FRAME_HW[1] * 3)
+        (feature,), _ = self.encoder.encode_images([rgb])
+        probs = self.encoder.zero_shot(feature.global_embedding, self.vocabulary)[0]
+        embedding = feature.global_embedding
+        return embedding / np.linalg.norm(embedding), probs
+
+    def close(self) -> None:
+        self.encoder.close()
+
+
+VARIANTS = {
+    'cpu': (('naive', 'fp32'), ('torch', 'fp32'), ('torch', 'bf16'), ('onnxruntime', 'fp32'),
+            ('onnxruntime', 'int8')),
+    'cuda': (('naive', 'fp32'), ('torch', 'fp32'), ('torch', 'bf16'), ('torch', 'fp16'), ('torch', 'fp16+graphs')),
+}
+
+
+def variants_for(device: str) -> tuple[tuple[str, str], ...]:
+    variants = VARIANTS[device]
+    if device == 'cuda':
+        import importlib.util
+
+        if importlib.util.find_spec('tensorrt') is not None:
+            variants += (('tensorrt', 'fp16'),)
+    return variants
+
+
+def make_variant(model_dir: str, backend: str, precision: str, device: str = 'cpu') -> Any:
+    if backend == 'naive':
+        return NaivePipeline(model_dir, device)
+    return EngineVariant(model_dir, backend, precision, device)
+
+
+# --- measurement --------------------------------------------------------------------------------------------
+
+@dataclass
+class VariantResult:
+    name: str
+    raw_ms: list[float] = field(default_factory=list)
+    frame_ms: list[float] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    top1: list[int] = field(default_factory=list)
+    memory_mb: float = float('nan')
+    gpu_memory_mb: float = 0.0
+    zero_shot_accuracy: Optional[float] = None
+
+
+def _p(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float('nan')
+
+
+def measure_models(model_dir: str, device: str, iterations: int, warmup: int,
+                   log: Callable[[str], None]) -> list[VariantResult]:
+    """Interleaved round-robin timing of every variant on the same frames."""
+    frames = bench_frames(8)
+    variants = []
+    for backend, precision in variants_for(device):
+        log(f'  loading {backend} {precision} on {device}')
+        variants.append(make_variant(model_dir, backend, precision, device))
+    results = [VariantResult(v.name) for v in variants]
+    pixels = [v.pixels(frames[0][0]) for v in variants]
+    for iteration in range(warmup + iterations):
+        order = list(range(len(variants)))
+        order = order[iteration % len(order):] + order[:iteration % len(order)]  # rotate who runs first
+        data = frames[iteration % len(frames)][0]
+        for k in order:
+            start = time.perf_counter()
+            variants[k].raw(pixels[k])
+            raw = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            embedding, probs = variants[k].frame(data)
+            full = (time.perf_counter() - start) * 1e3
+            if iteration >= warmup:
+                results[k].raw_ms.append(raw)
+                results[k].frame_ms.append(full)
+                if iteration - warmup < len(frames):
+                    results[k].embeddings.append(embedding)
+                    results[k].top1.append(int(np.argmax(probs)))
+    if model_dir == 'embedded:tiny_clip':
+        held_out = SceneGenerator(9001, *FRAME_HW, min_objects=1, max_objects=1)
+        scenes = [held_out.scene(i) for i in range(60)]
+        payloads = [encode_raw_image(s.image, 'bgr8')[0] for s in scenes]
+        for variant, result in zip(variants, results):
+            hits = [LABELS[int(np.argmax(variant.frame(p)[1]))] == s.labels[0] for p, s in zip(payloads, scenes)]
+            result.zero_shot_accuracy = float(np.mean(hits))
+    for variant in variants:
+        variant.close()
+    return results
+
+
+def memory_of_variant(model_dir: str, backend: str, precision: str, device: str = 'cpu') -> tuple[float, float]:
+    """Peak RSS and peak GPU memory (MB) of a fresh process that loads the variant and runs three frames."""
+    code = ('import resource, torch; from robovision_ros.benchmark import make_variant, bench_frames; '
+            f'v = make_variant({model_dir!r}, {backend!r}, {precision!r}, {device!r}); '
+            '[v.frame(d) for d, _ in bench_frames(3)]; '
+            'gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0; '
+            'print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, gpu // 1024)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=900,
+                         cwd='/', env=dict(os.environ)).stdout
+    for line in out.splitlines():
+        if line.startswith('PEAK_KB'):
+            _, rss, gpu = line.split()
+            return int(rss) / 1024, int(gpu) / 1024
+    return float('nan'), float('nan')
+
+
+# --- end to end through ROS ---------------------------------------------------------------------------------
+
+@dataclass
+class RosResult:
+    config: str
+    latency_ms: list[float]
+    published: int
+    results: int
+    seconds: float
+
+
+def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batch: bool, profile: bool,
+                seconds: float, rate_hz: float) -> RosResult:
+    """image_source x cameras -> clip_perception -> this process, each in its own process, over DDS."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from robovision_ros import lifecycle_client
+    from robovision_ros.msg import ZeroShotLabels
+
+    env = dict(os.environ)
+    profile_path = _shipped_profile()
+    env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile_path) if profile else ''
+    namespace = f'/bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}'
+    topics = [f'{namespace}/cam{i}/image_raw' for i in range(cameras)]
+    frames = int(seconds * rate_hz)
+    node_cmd = [sys.executable, '-m', 'robovision_ros.nodes.clip_perception', '--ros-args', '-r',
+                f'__ns:={namespace}', '-p', f'model:={model_dir}', '-p', f'backend:={backend}',
+                '-p', f'precision:={precision}', '-p', f'image_topics:={json.dumps(topics)}',
+                '-p', f'batch:={str(batch).lower()}', '-p', 'localize:=false',
+                '-p', f'labels:={json.dumps(list(LABELS))}', '-p', 'presence_queries:=["red cup"]']
+    processes = [subprocess.Popen(node_cmd, env=env, cwd='/', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('bench_receiver', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    latencies: list[float] = []
+    count = [0]
+
+    def on_result(msg: Any) -> None:
+        now = node.get_clock().now().nanoseconds
+        latencies.append((now - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
+        count[0] += 1
+
+    node.create_subscription(ZeroShotLabels, f'{namespace}/clip_perception/zero_shot_labels', on_result, 100)
+    target = f'{namespace}/clip_perception'
+    try:
+        if not (lifecycle_client.change_state(node, executor, target, 'configure', 600.0)
+                and lifecycle_client.change_state(node, executor, target, 'activate')):
+            raise RuntimeError(f'clip_perception did not activate for {backend} {precision}')
+        for i, topic in enumerate(topics):
+            processes.append(subprocess.Popen(
+                [sys.executable, '-m', 'robovision_ros.nodes.image_source', '--ros-args', '-r',
+                 f'image_raw:={topic}', '-p', f'rate_hz:={rate_hz}', '-p', f'max_frames:={frames}',
+                 '-p', f'seed:={i}', '-p', 'wait_for_subscribers:=1'],
+                env=env, cwd='/', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        start = time.monotonic()
+        lifecycle_client.spin_until(executor, lambda: False, seconds + 8.0)
+        elapsed = time.monotonic() - start
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    name = f'{cameras} camera{"s" if cameras > 1 else ""}, batch {"on" if batch else "off"}, ' \
+           f'DDS profile {"on" if profile else "off"}'
+    return RosResult(name, latencies, frames * cameras, count[0], elapsed)
+
+
+def _shipped_profile() -> Path:
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory('robovision_ros')) / 'config' / 'fastdds_profile.xml'
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+def machine_description() -> str:
+    import onnxruntime
+    import torch
+    import transformers
+
+    cpu = platform.processor() or 'unknown CPU'
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
+    return (f'{cpu}, {os.cpu_count()} cores, GPU: {gpu}; Python {platform.python_version()}, torch '
+            f'{torch.__version__}, onnxruntime {onnxruntime.__version__}, transformers {transformers.__version__}')
+
+
+def model_table(model: str, device: str, results: list[VariantResult]) -> str:
+    naive, reference = results[0], results[1]  # naive pipeline, torch fp32
+    naive_frame = _p(naive.frame_ms, 50)
+    memory = 'Memory (MB): peak RSS / GPU' if device == 'cuda' else 'Memory (MB): peak RSS'
+    lines = [f'### {model} on {device}', '',
+             '| Optimization | Latency (ms) frame p50 / p95 | Raw model (ms) p50 | Speed-up vs naive | '
+             f'{memory} | Accuracy: cosine vs fp32 / top-1 agreement / zero-shot |',
+             '|---|---|---|---|---|---|']
+    for result in results:
+        cosine = min(float(a @ b) for a, b in zip(result.embeddings, reference.embeddings))
+        agreement = float(np.mean([a == b for a, b in zip(result.top1, reference.top1)]))
+        zero_shot = f'{result.zero_shot_accuracy:.2f}' if result.zero_shot_accuracy is not None else 'n/a'
+        lines.append(f'| {result.name} | {_p(result.frame_ms, 50):.1f} / {_p(result.frame_ms, 95):.1f} | '
+                     f'{_p(result.raw_ms, 50):.1f} | {naive_frame / _p(result.frame_ms, 50):.1f}x | '
+                     f'{result.memory_mb:.0f}' + (f' / {result.gpu_memory_mb:.0f}' if device == 'cuda' else '') +
+                     f' | {cosine:.4f} / {agreement:.2f} / {zero_shot} |')
+    return '\n'.join(lines) + '\n'
+
+
+def ros_table(model: str, variant: str, runs: list[RosResult], raw_p50: float, naive_p50: float) -> str:
+    lines = [f'### End to end through ROS: {model}, {variant}', '',
+             '| Configuration | Publish-to-result p50 / p95 (ms) | Results/s | Frames with a result | '
+             'Speed-up vs naive | Node overhead (e2e - raw) / e2e |', '|---|---|---|---|---|---|']
+    for run in runs:
+        p50 = _p(run.latency_ms, 50)
+        overhead = (p50 - raw_p50) / p50 if run.latency_ms else float('nan')
+        lines.append(f'| {run.config} | {p50:.1f} / {_p(run.latency_ms, 95):.1f} | '
+                     f'{run.results / run.seconds:.1f} | {run.results}/{run.published} '
+                     f'({run.results / max(run.published, 1):.0%}) | {naive_p50 / p50:.1f}x | {overhead:.0%} |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot(path: Path, all_results: dict[str, list[VariantResult]]) -> None:
+    """Bar chart of full-frame p50 latency per variant and model (PNG, drawn with OpenCV)."""
+    import cv2
+
+    rows = [(f'{model}: {r.name.split(" (")[0]}', _p(r.frame_ms, 50)) for model, results in all_results.items()
+            for r in results]
+    width, bar_h, left = 1000, 26, 330
+    image = np.full((60 + bar_h * len(rows), width, 3), 255, np.uint8)
+    cv2.putText(image, 'full-frame latency p50 (ms), log scale', (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0),
+                2)
+    top = max(v for _, v in rows)
+    for i, (name, value) in enumerate(rows):
+        y = 50 + i * bar_h
+        length = int((width - left - 80) * np.log1p(value) / np.log1p(top))
+        colour = (60, 60, 200) if 'naive' in name else (200, 120, 40)
+        cv2.rectangle(image, (left, y), (left + length, y + bar_h - 6), colour, -1)
+        cv2.putText(image, name, (10, y + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        cv2.putText(image, f'{value:.1f}', (left + length + 5, y + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.imwrite(str(path), image)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='robovision_bench', description=__doc__.split('\n')[0])
+    parser.add_argument('--models', nargs='+', default=['embedded', 'clip-b32', 'clip-b16'])
+    parser.add_argument('--iterations', type=int, default=20)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--ros-seconds', type=float, default=10.0)
+    parser.add_argument('--ros-rate', type=float, default=10.0, help='frames per second per camera')
+    parser.add_argument('--skip-ros', action='store_true')
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu',
+                        help='cuda times the GPU variants (model level only)')
+    parser.add_argument('--out', type=Path, default=Path('benchmarks.md'))
+    parser.add_argument('--cache', type=Path, default=Path.home() / '.cache' / 'robovision_ros' / 'bench')
+    args = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
+
+    sections = [f'Machine: {machine_description()}', '']
+    all_results: dict[str, list[VariantResult]] = {}
+    for model in args.models:
+        model_dir = benchmark_model_dir(model, args.cache)
+        variants = variants_for(args.device)
+        log(f'{model}: timing {len(variants)} variants interleaved, {args.iterations} iterations')
+        results = measure_models(model_dir, args.device, args.iterations, args.warmup, log)
+        for (backend, precision), result in zip(variants, results):
+            result.memory_mb, result.gpu_memory_mb = memory_of_variant(model_dir, backend, precision, args.device)
+        all_results[model] = results
+        table = model_table(model, args.device, results)
+        print(table, flush=True)
+        sections.append(table)
+        if args.skip_ros or args.device != 'cpu':
+            continue
+        runs = []
+        backend, precision = 'onnxruntime', 'int8'
+        raw_p50 = _p(results[variants.index((backend, precision))].raw_ms, 50)
+        for cameras, batch, profile in ((1, False, True), (1, False, False), (4, False, True), (4, True, True)):
+            log(f'{model}: ROS end to end, {cameras} camera(s), batch {batch}, profile {profile}')
+            runs.append(measure_ros(model_dir, backend, precision, cameras, batch, profile, args.ros_seconds,
+                                    args.ros_rate))
+        table = ros_table(model, f'{backend} {precision}', runs, raw_p50, _p(results[0].frame_ms, 50))
+        print(table, flush=True)
+        sections.append(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text('\n'.join(sections))
+    plot(args.out.with_suffix('.png'), all_results)
+    log(f'wrote {args.out} and {args.out.with_suffix(".png")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
