@@ -133,7 +133,7 @@ class EngineVariant:
         self.name = f'{backend} {precision}' + (' + CUDA graphs' if graphs else '') + \
             (f' ({device})' if device != 'cpu' else '')
         self.encoder = PerceptionEncoder(model_dir, backend, device, precision)
-        if graphs:
+        if graphs and device == 'cuda':
             self.encoder.backend.cuda_graphs = True
         self.vocabulary = self.encoder.build_vocabulary(LABELS, [TEMPLATE], 1)
 
@@ -215,6 +215,7 @@ def measure_models(model_dir: str, device: str, iterations: int, warmup: int,
         order = order[iteration % len(order):] + order[:iteration % len(order)]  # rotate who runs first
         data = frames[iteration % len(frames)][0]
         for k in order:
+            variants[k].raw(pixels[k])  # untimed: the first call after another framework ran pays its wake-up
             start = time.perf_counter()
             variants[k].raw(pixels[k])
             raw = (time.perf_counter() - start) * 1e3
@@ -241,11 +242,14 @@ def measure_models(model_dir: str, device: str, iterations: int, warmup: int,
 
 def memory_of_variant(model_dir: str, backend: str, precision: str, device: str = 'cpu') -> tuple[float, float]:
     """Peak RSS and peak GPU memory (MB) of a fresh process that loads the variant and runs three frames."""
-    code = ('import resource, torch; from robovision_ros.benchmark import make_variant, bench_frames; '
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by a large
+    # parent would report the parent's peak.
+    code = ('import re, torch; from robovision_ros.benchmark import make_variant, bench_frames; '
             f'v = make_variant({model_dir!r}, {backend!r}, {precision!r}, {device!r}); '
             '[v.frame(d) for d, _ in bench_frames(3)]; '
             'gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0; '
-            'print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, gpu // 1024)')
+            'hwm = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1); '
+            'print("PEAK_KB", hwm, gpu // 1024)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=900,
                          cwd='/', env=dict(os.environ)).stdout
     for line in out.splitlines():
@@ -263,11 +267,11 @@ class RosResult:
     latency_ms: list[float]
     published: int
     results: int
-    seconds: float
+    seconds: float  # length of the published stream
 
 
 def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batch: bool, profile: bool,
-                seconds: float, rate_hz: float) -> RosResult:
+                seconds: float, rate_hz: float, executor_kind: str = 'single') -> RosResult:
     """image_source x cameras -> clip_perception -> this process, each in its own process, over DDS."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -278,6 +282,7 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
     env = dict(os.environ)
     profile_path = _shipped_profile()
     env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile_path) if profile else ''
+    env['ROBOVISION_EXECUTOR'] = executor_kind
     namespace = f'/bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}'
     topics = [f'{namespace}/cam{i}/image_raw' for i in range(cameras)]
     frames = int(seconds * rate_hz)
@@ -310,11 +315,9 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
             processes.append(subprocess.Popen(
                 [sys.executable, '-m', 'robovision_ros.nodes.image_source', '--ros-args', '-r',
                  f'image_raw:={topic}', '-p', f'rate_hz:={rate_hz}', '-p', f'max_frames:={frames}',
-                 '-p', f'seed:={i}', '-p', 'wait_for_subscribers:=1'],
+                 '-p', f'seed:={i}', '-p', 'wait_for_subscribers:=1', '-p', 'pregenerate:=16'],
                 env=env, cwd='/', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        start = time.monotonic()
-        lifecycle_client.spin_until(executor, lambda: False, seconds + 8.0)
-        elapsed = time.monotonic() - start
+        lifecycle_client.spin_until(executor, lambda: False, seconds + 8.0)  # the stream, then the last results
     finally:
         for process in processes:
             process.terminate()
@@ -327,8 +330,31 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
         node.destroy_node()
         rclpy.shutdown(context=context)
     name = f'{cameras} camera{"s" if cameras > 1 else ""}, batch {"on" if batch else "off"}, ' \
-           f'DDS profile {"on" if profile else "off"}'
-    return RosResult(name, latencies, frames * cameras, count[0], elapsed)
+           f'DDS profile {"on" if profile else "off"}, {executor_kind} executor'
+    return RosResult(name, latencies, frames * cameras, count[0], frames / rate_hz)
+
+
+def transport_costs(repeats: int = 50) -> str:
+    """What a raw (serialized) subscription could save: rclpy's (de)serialisation of one 480x640 bgr8 Image,
+    against the decode of its data into the RGB array the encoder takes (a view, no copy)."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+
+    data, step = encode_raw_image(bench_frames(1)[0][1].image, 'bgr8')
+    msg = Image(height=FRAME_HW[0], width=FRAME_HW[1], encoding='bgr8', step=step, data=data)
+    timings = {'serialize': [], 'deserialize': [], 'decode (view)': []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        blob = serialize_message(msg)
+        timings['serialize'].append((time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        received = deserialize_message(blob, Image)
+        timings['deserialize'].append((time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        decode_raw_image(received.data, received.encoding, received.width, received.height, received.step)
+        timings['decode (view)'].append((time.perf_counter() - start) * 1e3)
+    rows = ' | '.join(f'{name} {_p(values, 50):.3f} ms' for name, values in timings.items())
+    return f'Transport of one 921,600-byte Image in rclpy (p50 of {repeats}): {rows}\n'
 
 
 def _shipped_profile() -> Path:
@@ -428,6 +454,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
     sections = [f'Machine: {machine_description()}', '']
+    if args.device == 'cpu' and not args.skip_ros:
+        sections.append(transport_costs())
+        print(sections[-1], flush=True)
     all_results: dict[str, list[VariantResult]] = {}
     for model in args.models:
         model_dir = benchmark_model_dir(model, args.cache)
@@ -445,10 +474,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runs = []
         backend, precision = 'onnxruntime', 'int8'
         raw_p50 = _p(results[variants.index((backend, precision))].raw_ms, 50)
-        for cameras, batch, profile in ((1, False, True), (1, False, False), (4, False, True), (4, True, True)):
-            log(f'{model}: ROS end to end, {cameras} camera(s), batch {batch}, profile {profile}')
+        for cameras, batch, profile, executor_kind in ((1, False, True, 'single'), (1, False, True, 'multi'),
+                                                       (1, False, False, 'single'), (4, False, True, 'single'),
+                                                       (4, True, True, 'single')):
+            log(f'{model}: ROS end to end, {cameras} camera(s), batch {batch}, profile {profile}, {executor_kind}')
             runs.append(measure_ros(model_dir, backend, precision, cameras, batch, profile, args.ros_seconds,
-                                    args.ros_rate))
+                                    args.ros_rate, executor_kind))
         table = ros_table(model, f'{backend} {precision}', runs, raw_p50, _p(results[0].frame_ms, 50))
         print(table, flush=True)
         sections.append(table)

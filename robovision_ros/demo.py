@@ -151,7 +151,7 @@ def _save_debug_image(out_dir: Path, source: Any, clip: Any) -> None:
     encoder = clip.encoder
     if scene is None or encoder is None:
         return
-    labels_vocab, queries_vocab = clip._labels_vocab, clip._queries_vocab
+    labels_vocab, queries_vocab = clip.vocabularies()
     (feature,), _ = encoder.encode_images([scene.image])
     probs = encoder.zero_shot(feature.global_embedding, labels_vocab)[0]
     similarities = encoder.similarities(feature.global_embedding, queries_vocab)[0]

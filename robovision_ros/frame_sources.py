@@ -90,24 +90,31 @@ class VideoSource(FrameSource):
 
 
 class GeneratorSource(FrameSource):
-    """Endless generated scenes (`loop` is irrelevant); `last_scene` holds the ground truth."""
+    """Endless generated scenes (`loop` is irrelevant); `last_scene` holds the ground truth. With `pregenerate`
+    > 0, that many scenes are rendered up front and cycled, so that publishing costs no rendering (a camera that
+    costs the robot nothing, for measurements)."""
 
-    def __init__(self, seed: int, height: int, width: int) -> None:
+    def __init__(self, seed: int, height: int, width: int, pregenerate: int = 0) -> None:
         super().__init__(loop=False)
         self.generator = SceneGenerator(seed, height, width)
+        self.cache = [self.generator.scene(i) for i in range(pregenerate)]
 
     def _read(self) -> Optional[np.ndarray]:
-        self.last_scene = self.generator.scene(self.count)
+        if self.cache:
+            self.last_scene = self.cache[self.count % len(self.cache)]
+        else:
+            self.last_scene = self.generator.scene(self.count)
         return self.last_scene.image
 
     def _rewind(self) -> None:
         pass
 
 
-def open_source(source: str, loop: bool = True, seed: int = 0, height: int = 480, width: int = 640) -> FrameSource:
+def open_source(source: str, loop: bool = True, seed: int = 0, height: int = 480, width: int = 640,
+                pregenerate: int = 0) -> FrameSource:
     """`generator`, a folder of images, or a video file."""
     if source == 'generator':
-        return GeneratorSource(seed, height, width)
+        return GeneratorSource(seed, height, width, pregenerate)
     path = Path(source).expanduser()
     if path.is_dir():
         return FolderSource(path, loop)

@@ -168,6 +168,8 @@ def test_configure_failure_is_clear_and_recoverable(tiny_clip_dir, model_cache, 
             assert not change_state(ros, node, 'configure')
             assert ros.spin_until(lambda: 'no CUDA GPU' in process.output(), 5.0)
         assert process.alive()
+        assert change_state(ros, node, 'shutdown')  # from unconfigured
+        assert get_state(ros, node) == 'finalized'
     finally:
         ros.close()
         process.stop()

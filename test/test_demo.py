@@ -1,8 +1,11 @@
 """The main job, run as README command 1 runs it (after setup): frames printed, debug image saved."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -14,7 +17,7 @@ def test_main_job_runs_offline_and_saves_debug_image(tmp_path):
     executable = ROOT / 'install' / 'robovision_ros' / 'lib' / 'robovision_ros' / 'robovision_demo'
     result = subprocess.run([str(executable), '--frames', '4', '--rate', '4', '--out', str(tmp_path)],
                             capture_output=True, text=True, timeout=240, cwd=tmp_path,
-                            env={**__import__('os').environ, 'HF_HUB_OFFLINE': '1'})
+                            env={**os.environ, 'HF_HUB_OFFLINE': '1'})
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith('frame ')]
     assert len(lines) == 4, result.stdout
@@ -24,3 +27,21 @@ def test_main_job_runs_offline_and_saves_debug_image(tmp_path):
     assert '4 frames processed' in result.stdout
     image = cv2.imread(str(tmp_path / 'robovision_debug.png'))
     assert image is not None and image.shape == (480, 640, 3)
+
+
+def test_main_job_ends_cleanly_on_ctrl_c(tmp_path):
+    executable = ROOT / 'install' / 'robovision_ros' / 'lib' / 'robovision_ros' / 'robovision_demo'
+    process = subprocess.Popen([str(executable), '--frames', '0', '--rate', '4', '--out', str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and sum(line.startswith('frame ') for line in lines) < 2:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    assert sum(line.startswith('frame ') for line in lines) >= 2, ''.join(lines)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, ''.join(lines) + out
+    assert 'frames processed' in out and (tmp_path / 'robovision_debug.png').is_file()

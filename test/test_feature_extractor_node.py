@@ -50,6 +50,12 @@ def test_patch_features_multi_scale_fp16(tiny_vit_dir, model_cache, tmp_path):
             assert tensor.features.shape == (grid * grid, 64)
             np.testing.assert_allclose(np.linalg.norm(tensor.features.astype(np.float32), axis=1), 1.0, atol=2e-3)
         assert change_state(ros, node, 'deactivate') and change_state(ros, node, 'cleanup')
+        # Fixed-input engines cannot run other scales: configure fails with the reason, and the node stays up.
+        (result,) = set_parameters(ros, node, {'backend': 'onnxruntime'})
+        assert result.successful
+        assert not change_state(ros, node, 'configure')
+        assert ros.spin_until(lambda: 'scales other than 1.0 need backend torch' in process.output(), 5.0)
+        assert process.alive()
     finally:
         ros.close()
         process.stop()

@@ -70,3 +70,18 @@ def test_missing_source_is_a_clear_error(tmp_path):
     assert process.process.wait(timeout=30) == 2
     process.stop()
     assert "neither 'generator', a folder of images, nor a video file" in process.output()
+
+
+def test_video_file_without_loop(tmp_path):
+    path = tmp_path / 'clip.avi'
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (64, 48))
+    assert writer.isOpened()
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), (0, 40 * i, 200), np.uint8))  # BGR: red channel high
+    writer.release()
+    frames, _, log = _run_source(tmp_path, {'source': str(path), 'rate_hz': 20.0, 'loop': 'false'}, 5,
+                                 timeout_s=20.0)
+    assert len(frames) == 5, log
+    first = decode_image_msg(frames[0]).astype(int)
+    assert (first.shape, frames[0].encoding) == ((48, 64, 3), 'bgr8')
+    assert abs(first[..., 0].mean() - 200) < 12 and first[..., 2].mean() < 12  # arrives as RGB: red first

@@ -52,7 +52,9 @@ class OnnxRuntimeBackend(EncoderBackend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
-        options.add_session_config_entry('session.intra_op.allow_spinning', '1')
+        # No spin-waiting between runs: on a robot the inference thread shares few cores with the camera driver
+        # and the other nodes, which a spinning thread pool would starve.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         image_path = precision_variant(self.exported, self.exported.image_path, precision)
         self.image_session = ort.InferenceSession(str(image_path), options, providers=self.providers)
         self.text_session: Any = None

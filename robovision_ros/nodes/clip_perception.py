@@ -103,6 +103,11 @@ class ClipPerceptionNode(PerceptionNode):
                 self.get_logger().info(f'vocabulary v{self.vocabulary_version}: {list(self._pending[0].labels)}')
             self._pending = None
 
+    def vocabularies(self) -> tuple[Optional[VocabularyEmbeddings], Optional[VocabularyEmbeddings]]:
+        """The (labels, presence queries) snapshot the next frame will be scored against."""
+        with self._vocab_lock:
+            return self._labels_vocab, self._queries_vocab
+
     # --- outputs --------------------------------------------------------------------------------------------
     def _create_outputs(self) -> None:
         self._labels_pub = self.create_lifecycle_publisher(ZeroShotLabels, '~/zero_shot_labels', 10)
@@ -117,8 +122,7 @@ class ClipPerceptionNode(PerceptionNode):
 
     def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
         assert self.encoder is not None
-        with self._vocab_lock:
-            labels_vocab, queries_vocab = self._labels_vocab, self._queries_vocab  # one consistent snapshot
+        labels_vocab, queries_vocab = self.vocabularies()  # one consistent snapshot for the whole batch
         assert labels_vocab is not None and queries_vocab is not None
         features, timing = self.encoder.encode_images(images)
         start = time.perf_counter()

@@ -28,11 +28,23 @@ class FeatureExtractorNode(PerceptionNode):
                                ParameterDescriptor(description='float32 or float16 feature tensors.'))
         self._publisher: Any = None
 
+    def _scales_problem(self, scales: list[float]) -> Optional[str]:
+        if not scales or any(not 0.1 <= s <= 4.0 for s in scales):
+            return 'scales must be a non-empty list of values in [0.1, 4.0]'
+        if self.encoder is not None and self.encoder.backend.name != 'torch' and any(s != 1.0 for s in scales):
+            return f'scales other than 1.0 need backend torch; {self.encoder.backend.name} engines have a fixed input'
+        return None
+
+    def _prepare(self) -> None:
+        problem = self._scales_problem(list(self._param('scales')))
+        if problem:
+            raise ValueError(problem)
+
     def _validate_live(self, params: dict[str, Any]) -> Optional[str]:
         if 'output_dtype' in params and params['output_dtype'] not in OUTPUT_DTYPES:
             return f"output_dtype '{params['output_dtype']}' not supported; supported: float32, float16"
-        if 'scales' in params and (not params['scales'] or any(not 0.1 <= s <= 4.0 for s in params['scales'])):
-            return 'scales must be a non-empty list of values in [0.1, 4.0]'
+        if 'scales' in params:
+            return self._scales_problem(list(params['scales']))
         return None
 
     def _create_outputs(self) -> None:

@@ -43,11 +43,14 @@ class ImageSourceNode(Node):
             description='sensor_data (best effort) or reliable.', **read_only))
         self.declare_parameter('max_frames', 0, ParameterDescriptor(
             description='Stop after this many frames (0 = no limit).', **read_only))
+        self.declare_parameter('pregenerate', 0, ParameterDescriptor(
+            description='Generator: render this many scenes at start and cycle them (0 = render every frame).',
+            **read_only))
         self.declare_parameter('wait_for_subscribers', 0, ParameterDescriptor(
             description='Start publishing once this many subscriptions have matched (0 = at once).', **read_only))
         p = {name: self.get_parameter(name).value for name in
              ('source', 'rate_hz', 'loop', 'encoding', 'frame_id', 'width', 'height', 'seed', 'publish_compressed',
-              'qos', 'max_frames', 'wait_for_subscribers')}
+              'qos', 'max_frames', 'wait_for_subscribers', 'pregenerate')}
         if p['encoding'] not in ENCODINGS:
             raise FrameSourceError(f"encoding '{p['encoding']}' not supported; supported: {', '.join(ENCODINGS)}")
         if p['rate_hz'] <= 0:
@@ -56,7 +59,7 @@ class ImageSourceNode(Node):
         self.frame_id = p['frame_id']
         self.max_frames = int(p['max_frames'])
         self.wait_for_subscribers = int(p['wait_for_subscribers'])
-        self.source = open_source(p['source'], p['loop'], p['seed'], p['height'], p['width'])
+        self.source = open_source(p['source'], p['loop'], p['seed'], p['height'], p['width'], p['pregenerate'])
         qos = qos_profile_sensor_data if p['qos'] == 'sensor_data' else QoSProfile(depth=10)
         self.publisher = self.create_publisher(Image, 'image_raw', qos)
         self.compressed = self.create_publisher(CompressedImage, 'image_raw/compressed', qos) \

@@ -348,13 +348,36 @@ class PerceptionNode(LifecycleNode):
         self._diagnostics_pub.publish(array)
 
 
-def run_node(node_class: type, args: Optional[list[str]] = None) -> int:
-    """Spin a perception node on a multi-threaded executor until Ctrl-C or shutdown."""
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+EXECUTORS = ('multi', 'single')
 
+
+def make_executor(kind: str) -> Any:
+    """The executor that runs the node's callbacks (inference has its own thread in any case).
+
+    single (default): SingleThreadedExecutor; multi: MultiThreadedExecutor. robovision_bench measures both side
+    by side (docs/benchmarks.md: on 2 cores the single-threaded one delivered more frames for CLIP-B/16 and tied
+    otherwise); ROBOVISION_EXECUTOR selects one. (rclpy's experimental EventsExecutor is not offered: in a trial
+    here the lifecycle services of a node spun by it did not answer.)
+    """
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == 'multi':
+        return MultiThreadedExecutor(num_threads=4)
+    if kind == 'single':
+        return SingleThreadedExecutor()
+    raise ValueError(f"ROBOVISION_EXECUTOR '{kind}' not supported; supported: {', '.join(EXECUTORS)}")
+
+
+def run_node(node_class: type, args: Optional[list[str]] = None) -> int:
+    """Spin a perception node until Ctrl-C or shutdown, on the executor ROBOVISION_EXECUTOR names."""
+    import os
+
+    from rclpy.executors import ExternalShutdownException
+
+    executor_kind = os.environ.get('ROBOVISION_EXECUTOR', 'single')
     rclpy.init(args=args)
+    executor = make_executor(executor_kind)
     node = node_class()
-    executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
         executor.spin()
