@@ -228,3 +228,54 @@ def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir,
     finally:
         ros.close()
         process.stop()
+
+
+def test_compressed_camera_and_rate_limit(tiny_clip_dir, model_cache, tmp_path):
+    """A topic ending in /compressed is read as CompressedImage; max_rate_hz caps processing, the rest is
+    counted as rate-limited in /diagnostics."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    namespace = unique_name('/rvjpeg')
+    topic = namespace + '/image_raw/compressed'
+    process = NodeProcess(['-m', 'robovision_ros.nodes.clip_perception', '--ros-args', '-r', f'__ns:={namespace}',
+                           '-p', f'model:={tiny_clip_dir}', '-p', 'backend:=onnxruntime',
+                           '-p', f'engine_cache_dir:={model_cache}', '-p', f'image_topics:=["{topic}"]'],
+                          tmp_path / 'node.log')
+    ros = RosTestContext('jpeg_test')
+    node = f'{namespace.lstrip("/")}/{NODE}'
+    labels, diagnostics = [], []
+    ros.node.create_subscription(ZeroShotLabels, f'{namespace}/{NODE}/zero_shot_labels', labels.append, 50)
+    ros.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 20)
+    publisher = ros.node.create_publisher(CompressedImage, topic, qos_profile_sensor_data)
+    ok, jpeg = cv2.imencode('.jpg', structured_images(1, (48, 64))[0][..., ::-1])
+    assert ok
+    msg = CompressedImage(format='jpeg', data=jpeg.tobytes())
+    msg.header.frame_id = 'jpeg_cam'
+    try:
+        assert change_state(ros, node, 'configure'), process.output()
+        assert change_state(ros, node, 'activate')
+        out = _send_until(ros, publisher, {'labels': labels}, 'labels', lambda: msg)
+        assert out[-1].header.frame_id == 'jpeg_cam' and out[-1].labels[0] == 'red cup'  # node defaults
+
+        (result,) = set_parameters(ros, node, {'max_rate_hz': 2.0})
+        assert result.successful
+        ros.spin_until(lambda: False, 1.0)  # let frames in flight drain
+        labels.clear()
+        start = time.monotonic()
+        while time.monotonic() - start < 3.0:
+            publisher.publish(msg)
+            ros.spin_until(lambda: False, 0.05)
+        elapsed = time.monotonic() - start
+        ros.spin_until(lambda: False, 1.0)
+        assert 1 <= len(labels) <= 2.0 * elapsed + 2, len(labels)
+
+        def rate_limited() -> int:
+            values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
+                      if s.name == f'{namespace}/{NODE}: perception']
+            return max((int(v.get('dropped_rate_limit', 0)) for v in values), default=0)
+
+        assert ros.spin_until(lambda: rate_limited() >= 1, 5.0)
+    finally:
+        ros.close()
+        process.stop()
