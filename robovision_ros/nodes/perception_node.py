@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -158,8 +160,6 @@ class PerceptionNode(LifecycleNode):
         model = self._param('model')
         try:
             cache = self._param('engine_cache_dir') or None
-            from pathlib import Path
-
             self.encoder = PerceptionEncoder(model, self._param('backend'), self._param('device'),
                                              self._param('precision'), Path(cache) if cache else None)
             self.encoder.warm_up()
@@ -189,10 +189,7 @@ class PerceptionNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
-        for subscription in self._image_subscriptions:
-            self.destroy_subscription(subscription)
-        self._image_subscriptions = []
+        self._unsubscribe()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -200,12 +197,16 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _unsubscribe(self) -> None:
+        """Stop the inference thread, then the camera subscriptions."""
         self._stop_worker()
         for subscription in self._image_subscriptions:
             self.destroy_subscription(subscription)
         self._image_subscriptions = []
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
         if self._diagnostics_timer is not None:
@@ -227,10 +228,9 @@ class PerceptionNode(LifecycleNode):
         depth = int(self._param('qos_depth'))
         if self._param('qos') == 'reliable':
             return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-        qos = QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
-                         reliability=qos_profile_sensor_data.reliability,
-                         durability=qos_profile_sensor_data.durability)
-        return qos
+        return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
+                          reliability=qos_profile_sensor_data.reliability,
+                          durability=qos_profile_sensor_data.durability)
 
     # --- hot path -------------------------------------------------------------------------------------------
     def _on_image(self, msg: Any, topic: str) -> None:
@@ -289,6 +289,10 @@ class PerceptionNode(LifecycleNode):
                 except (ValueError, RuntimeError) as error:
                     self.frames_bad += len(fresh)
                     self.get_logger().error(f'inference failed: {error}', throttle_duration_sec=5.0)
+                except Exception:  # noqa: BLE001 - an unexpected error must not end the inference thread silently
+                    self.frames_bad += len(fresh)
+                    self.get_logger().error(f'unexpected error in inference:\n{traceback.format_exc()}',
+                                            throttle_duration_sec=5.0)
 
     def _frame_age_ms(self, msg: Any) -> Optional[float]:
         stamp = msg.header.stamp
