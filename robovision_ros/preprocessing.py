@@ -8,6 +8,7 @@ normalise), so nothing here hard-codes ImageNet or CLIP constants.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -298,7 +299,15 @@ class ImagePreprocessor:
         mode = 'bicubic' if self.config.resample == 3 else 'bilinear'
         crops = []
         for image in images:
-            tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)
+            # A bgr8 frame decodes to a channel-reversed view of the message buffer: upload the buffer itself and
+            # reverse the channels on the device, instead of a host copy of the whole frame.
+            reversed_channels = image.strides[-1] < 0
+            host = np.ascontiguousarray(image[..., ::-1] if reversed_channels else image)
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', UserWarning)  # torch warns about read-only message buffers
+                tensor = torch.from_numpy(host).to(device, non_blocking=True)
+            if reversed_channels:
+                tensor = tensor.flip(-1)
             tensor = tensor.permute(2, 0, 1).unsqueeze(0).float()
             rh, rw = resized_hw(self.config, image.shape[:2], scale)
             if (rh, rw) != tuple(image.shape[:2]):

@@ -150,7 +150,9 @@ def test_device_path_matches_pil_path(config):
     preprocessor = ImagePreprocessor(PreprocessConfig.from_dict(config))
     import torch
 
-    for image in structured_images(2, (480, 640)) + structured_images(1, (120, 90)):
+    bgr_view = decode_raw_image(encode_raw_image(structured_images(1, (96, 128), seed=4)[0], 'bgr8')[0], 'bgr8',
+                                128, 96, 384)  # channel-reversed view of a message buffer
+    for image in structured_images(2, (480, 640)) + structured_images(1, (120, 90)) + [bgr_view]:
         expected = preprocessor([image])
         got = preprocessor.torch_preprocess([image], 'cpu', torch.float32).numpy()
         assert got.shape == expected.shape
