@@ -5,7 +5,7 @@
 Metrics (all on scene seeds never used in training):
   zero_shot_top1     single-object scenes, argmax over the 20 colour+object labels equals the object's label;
   presence_precision / presence_recall   1-3 object scenes, cosine >= threshold for each of the 20 labels;
-  localization_hit   each object's label query: heatmap peak inside the object's box widened by half a patch;
+  localization_hit   each object's label query: the heatmap peak (source pixel) lies inside the object's box;
   rb_swap_colour_kept  single red/blue-object scenes with R and B swapped: fraction still given the original
                      colour (low means colour words really read the right channel).
 """
@@ -56,13 +56,10 @@ def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime
             tp += int(np.sum(predicted_present & (truth > 0)))
             fp += int(np.sum(predicted_present & (truth == 0)))
             fn += int(np.sum(~predicted_present & (truth > 0)))
-            half_patch = 0.5 * encoder.info.patch_size / feature.geometry.scale_x
             for obj in scene.objects:
                 heatmap = similarity_heatmap(feature.patch_tokens, vocabulary.embeddings[LABELS.index(obj.label)],
                                              feature.grid_hw)
-                x, y = localize(heatmap, encoder.info.patch_size, feature.geometry).peak_xy
-                x0, y0, x1, y1 = obj.box
-                hits += (x0 - half_patch <= x < x1 + half_patch) and (y0 - half_patch <= y < y1 + half_patch)
+                hits += obj.contains(*localize(heatmap, encoder.info.patch_size, feature.geometry).peak_xy)
                 objects += 1
         return {
             'zero_shot_top1': correct / scenes,
