@@ -6,9 +6,6 @@ from typing import Any, Callable
 
 from rclpy.node import Node
 
-TRANSITIONS = ('configure', 'activate', 'deactivate', 'cleanup', 'shutdown')
-
-
 def spin_until(executor: Any, predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
     """Spin `executor` until `predicate()` holds or `timeout_s` passes (discovery takes seconds: poll)."""
     deadline = time.monotonic() + timeout_s
@@ -34,17 +31,21 @@ def call_service(node: Node, executor: Any, srv_type: Any, name: str, request: A
 
 
 def change_state(node: Node, executor: Any, target: str, transition: str, timeout_s: float = 120.0) -> bool:
-    """`ros2 lifecycle set <target> <transition>` through /<target>/change_state."""
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
+    """`ros2 lifecycle set <target> <transition>`: like the CLI, look the transition up by its label among the
+    ones available in the current state (e.g. 'shutdown' is a different transition from each state), then
+    request it through /<target>/change_state."""
+    from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions
 
-    ids = {'configure': Transition.TRANSITION_CONFIGURE, 'activate': Transition.TRANSITION_ACTIVATE,
-           'deactivate': Transition.TRANSITION_DEACTIVATE, 'cleanup': Transition.TRANSITION_CLEANUP,
-           'shutdown': Transition.TRANSITION_UNCONFIGURED_SHUTDOWN}
+    name = target.lstrip('/')
+    available = call_service(node, executor, GetAvailableTransitions, f'/{name}/get_available_transitions',
+                             GetAvailableTransitions.Request()).available_transitions
+    matches = [t.transition for t in available if t.transition.label == transition]
+    if not matches:
+        raise ValueError(f"transition '{transition}' not available for {name}; available: "
+                         f"{', '.join(t.transition.label for t in available)}")
     request = ChangeState.Request()
-    request.transition.id = ids[transition]
-    return call_service(node, executor, ChangeState, f'/{target.lstrip("/")}/change_state', request,
-                        timeout_s).success
+    request.transition.id = matches[0].id
+    return call_service(node, executor, ChangeState, f'/{name}/change_state', request, timeout_s).success
 
 
 def get_state(node: Node, executor: Any, target: str) -> str:

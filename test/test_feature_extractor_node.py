@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
 
 from conftest import structured_images
 from robovision_ros.message_conversions import patch_features_to_numpy
 from robovision_ros.msg import PatchFeatures
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
 from robovision_ros.preprocessing import encode_raw_image
-from ros_harness import NodeProcess, RosTestContext, change_state, set_parameters, unique_name
+from ros_harness import NodeProcess, RosTestContext, change_state, get_state, set_parameters, unique_name
 
 
 def test_patch_features_multi_scale_fp16(tiny_vit_dir, model_cache, tmp_path):
@@ -56,6 +56,11 @@ def test_patch_features_multi_scale_fp16(tiny_vit_dir, model_cache, tmp_path):
         assert not change_state(ros, node, 'configure')
         assert ros.spin_until(lambda: 'scales other than 1.0 need backend torch' in process.output(), 5.0)
         assert process.alive()
+        # Shutdown works from active too (a different transition from the one out of unconfigured).
+        set_parameters(ros, node, {'backend': 'torch'})
+        assert change_state(ros, node, 'configure') and change_state(ros, node, 'activate')
+        assert change_state(ros, node, 'shutdown')
+        assert get_state(ros, node) == 'finalized'
     finally:
         ros.close()
         process.stop()
