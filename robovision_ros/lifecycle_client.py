@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from rclpy.node import Node
 
+
 def spin_until(executor: Any, predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
     """Spin `executor` until `predicate()` holds or `timeout_s` passes (discovery takes seconds: poll)."""
     deadline = time.monotonic() + timeout_s

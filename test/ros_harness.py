@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -97,7 +96,6 @@ class NodeProcess:
                 self.process.wait(timeout=timeout_s)
         self._log.close()
         return self.process.returncode
-
 
 
 def call_service(ros: RosTestContext, srv_type, name: str, request, timeout_s: float = 60.0):

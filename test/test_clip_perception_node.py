@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
@@ -198,8 +197,8 @@ def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir,
         assert change_state(ros, node, 'configure'), process.output()
         assert change_state(ros, node, 'activate')
         deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and not ({'left', 'right'} <= {m.header.frame_id for m in labels}
-                                                    and debug):
+        while time.monotonic() < deadline and not (
+                {'left', 'right'} <= {m.header.frame_id for m in labels} and debug):
             now = ros.node.get_clock().now().to_msg()
             for name, publisher in publishers.items():
                 msg = _image(image, frame_id=name)

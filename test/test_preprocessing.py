@@ -157,5 +157,5 @@ def test_device_path_matches_pil_path(config):
         got = preprocessor.torch_preprocess([image], 'cpu', torch.float32).numpy()
         assert got.shape == expected.shape
         difference = np.abs(got - expected)
-        assert difference.mean() <= 0.02 and np.percentile(difference, 99) <= 0.1, (difference.mean(),
-                                                                                     difference.max())
+        assert difference.mean() <= 0.02 and np.percentile(difference, 99) <= 0.1, \
+            (difference.mean(), difference.max())

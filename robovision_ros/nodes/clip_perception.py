@@ -168,7 +168,6 @@ class ClipPerceptionNode(PerceptionNode):
         self.stages['inference_ms'].add(timing.inference_ms)
         self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)
 
-
     def _publish_debug(self, frame: Frame, image: np.ndarray, feature: Any, labels: ZeroShotLabels,
                        queries: VocabularyEmbeddings, similarities: Optional[np.ndarray]) -> None:
         """Only computed when enabled and subscribed: the top query's heatmap and box over the frame."""
