@@ -326,6 +326,7 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        lifecycle_client.forget_clients(node)
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)

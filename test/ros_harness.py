@@ -57,6 +57,7 @@ class RosTestContext:
         return spin_until(self.executor, predicate, timeout_s)
 
     def close(self) -> None:
+        lifecycle_client.forget_clients(self.node)
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)

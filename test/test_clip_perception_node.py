@@ -96,6 +96,12 @@ def test_lifecycle_parameters_and_outputs(graph):
     latest = [m for m in fresh if m.header.stamp.sec == 200]
     assert latest and all(list(m.labels) == ['white plate', 'yellow box'] for m in latest)
     assert all(m.vocabulary_version == version + 1 for m in latest)
+    # Setting the same vocabulary again (as a retried `ros2 param set` would) changes nothing.
+    (result,) = set_parameters(ros, node, {'labels': ['white plate', 'yellow box']})
+    assert result.successful
+    received['labels'].clear()
+    again = _send_until(ros, publisher, received, 'labels', lambda: _image(image, stamp=(250, 0)))
+    assert all(m.vocabulary_version == version + 1 for m in again if m.header.stamp.sec == 250)
 
     # Invalid vocabularies are rejected with a reason and change nothing.
     for bad, why in ((['a', 'a'], 'unique'), (['ok', ' '], 'blank')):

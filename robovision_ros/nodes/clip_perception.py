@@ -90,6 +90,11 @@ class ClipPerceptionNode(PerceptionNode):
             return 'presence_threshold must lie in [-1, 1]'
         if self.encoder is not None and any(name in params for name in VOCABULARY_PARAMETERS):
             assert labels is not None and templates is not None and queries is not None
+            current_labels, current_queries = self.vocabularies()
+            if current_labels is not None and current_queries is not None and (
+                    (tuple(labels), tuple(templates), tuple(queries))
+                    == (current_labels.labels, current_labels.templates, current_queries.labels)):
+                return None  # the same vocabulary again: nothing to encode, no new version
             # Encoded here, in the parameter service, never on the inference thread; swapped in after the set.
             with self._vocab_lock:
                 self._pending = self._build(labels, templates, queries, self.vocabulary_version + 1)
