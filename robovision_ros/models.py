@@ -7,11 +7,10 @@ preprocessing, the tokenizer, CLIP's logit scale, the patch grid -- comes from t
 from __future__ import annotations
 
 import hashlib
-import math
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 EMBEDDED_PREFIX = 'embedded:'
 EMBEDDED_DIR = Path(__file__).resolve().parent / 'models'
@@ -33,7 +32,6 @@ class ModelInfo:
     patch_size: int
     patch_dim: int  # dimension of the published patch features (CLIP: projection_dim)
     global_dim: int
-    logit_scale: Optional[float]  # CLIP only: exp(logit_scale) applied to cosine similarities
 
     @property
     def has_text(self) -> bool:
@@ -84,16 +82,12 @@ def read_model_info(model_id: str) -> ModelInfo:
     if model_type == 'clip':
         vision = config.get('vision_config', {})
         projection_dim = int(config.get('projection_dim', 512))
-        logit_scale = math.exp(float(config.get('logit_scale_init_value', 2.6592)))
-        scale_file = path / 'robovision.json'
-        if scale_file.is_file():  # written at export/training time with the trained value
-            logit_scale = float(json.loads(scale_file.read_text()).get('logit_scale', logit_scale))
         return ModelInfo(model_id, path, 'clip', int(vision.get('image_size', 224)),
-                         int(vision.get('patch_size', 32)), projection_dim, projection_dim, logit_scale)
+                         int(vision.get('patch_size', 32)), projection_dim, projection_dim)
     if model_type == 'vit':
         hidden = int(config.get('hidden_size', 768))
         return ModelInfo(model_id, path, 'vit', int(config.get('image_size', 224)),
-                         int(config.get('patch_size', 16)), hidden, hidden, None)
+                         int(config.get('patch_size', 16)), hidden, hidden)
     raise ModelLoadError(
         f"{path}: model_type '{model_type}' not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
 

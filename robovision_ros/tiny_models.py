@@ -136,7 +136,6 @@ def make_tiny_clip(out_dir: Path, corpus: Iterable[str], image_size: int = 64, p
         model = CLIPModel(config)
     model.save_pretrained(str(out_dir))
     (out_dir / 'preprocessor_config.json').write_text(json.dumps(clip_preprocessor_config(image_size), indent=2))
-    (out_dir / 'robovision.json').write_text(json.dumps({'logit_scale': float(model.logit_scale.detach().exp())}))
     return out_dir
 
 
