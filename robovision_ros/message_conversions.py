@@ -84,18 +84,18 @@ def fill_patch_features(
     msg.dim = int(little.shape[1])
     msg.dtype = dtype_name
     msg.shape = [int(little.shape[0]), int(little.shape[1])]
-    msg.data = _packed('B', little)
+    msg.data = packed_array('B', little)
     if global_embedding is None:
         msg.global_embedding = array.array('f')
     else:
         embedding = np.asarray(global_embedding, dtype=np.float32)
         if embedding.ndim != 1:
             raise MessageConversionError(f'global_embedding must be 1-D; got shape {embedding.shape}')
-        msg.global_embedding = _packed('f', embedding)
+        msg.global_embedding = packed_array('f', embedding)
     return msg
 
 
-def _packed(typecode: str, values: np.ndarray) -> array.array:
+def packed_array(typecode: str, values: np.ndarray) -> array.array:
     # Generated message setters type-check an array.array in O(1) but walk any other sequence element by
     # element, which costs milliseconds for a feature map.
     packed = array.array(typecode)

@@ -134,6 +134,12 @@ def make_tiny_clip(out_dir: Path, corpus: Iterable[str], image_size: int = 64, p
             projection_dim=projection_dim)
         torch.manual_seed(seed)
         model = CLIPModel(config)
+    return save_clip_model(out_dir, model, image_size)
+
+
+def save_clip_model(out_dir: Path, model: Any, image_size: int) -> Path:
+    """Write a CLIP model's weights and preprocessor config next to a tokenizer already in `out_dir`."""
+    out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir))
     (out_dir / 'preprocessor_config.json').write_text(json.dumps(clip_preprocessor_config(image_size), indent=2))
     return out_dir

@@ -23,8 +23,8 @@ import numpy as np
 
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
 from robovision_ros.scenes import LABELS, SceneGenerator
-from robovision_ros.tiny_models import clip_preprocessor_config, make_tiny_clip, make_tiny_vit, \
-    vit_preprocessor_config
+from robovision_ros.tiny_models import clip_preprocessor_config, make_tiny_vit, save_clip_model, \
+    vit_preprocessor_config, write_clip_tokenizer
 
 TEMPLATES = ('a photo of a {}.', 'a {}.', 'a {} on a table.', 'a photo of the {}.', 'there is a {}.')
 PRESENCE_THRESHOLD = 0.25
@@ -90,10 +90,8 @@ def train_clip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 40
     start = time.monotonic()
     data = make_dataset(seed * 1000 + TRAIN_SEED_OFFSET, scenes, preprocessor)
     log(f'rendered {scenes} training scenes in {time.monotonic() - start:.0f} s')
-    tmp_tokenizer_dir = out_dir / 'tiny_clip'
-    from robovision_ros.tiny_models import write_clip_tokenizer
-
-    tokenizer = write_clip_tokenizer(tmp_tokenizer_dir, corpus(), num_merges=300, max_length=16)
+    clip_dir = out_dir / 'tiny_clip'
+    tokenizer = write_clip_tokenizer(clip_dir, corpus(), num_merges=300, max_length=16)
     config = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                          num_attention_heads=4, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
@@ -153,8 +151,7 @@ def train_clip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 40
                 f'{presence.item():.3f}, localisation {localisation.item():.3f}), batch top-1 {top1:.2f}, '
                 f'{time.monotonic() - start:.0f} s')
     model.eval()
-    return make_tiny_clip(out_dir / 'tiny_clip', corpus(), image_size=IMAGE_SIZE, num_merges=300,
-                          max_length=16, model=model)
+    return save_clip_model(clip_dir, model, IMAGE_SIZE)
 
 
 def train_vit(out_dir: Path, steps: int = 1500, seed: int = 0, scenes: int = 3000, batch: int = 64,

@@ -2,7 +2,6 @@
 (~/object_presence), with a vocabulary that changes live through `ros2 param set`."""
 from __future__ import annotations
 
-import array
 import threading
 import time
 from typing import Any, Optional
@@ -12,8 +11,8 @@ from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from robovision_ros.debug_view import render_debug_image
-
 from robovision_ros.localization import localize, similarity_heatmap
+from robovision_ros.message_conversions import packed_array
 from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabels
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
 from robovision_ros.preprocessing import encode_raw_image
@@ -141,7 +140,7 @@ class ClipPerceptionNode(PerceptionNode):
         for i, frame in enumerate(frames):
             best = int(np.argmax(probs[i]))
             msg = ZeroShotLabels(header=frame.msg.header, model_id=model_id, labels=list(labels_vocab.labels),
-                                 scores=array.array('f', probs[i].astype(np.float32).tobytes()),
+                                 scores=packed_array('f', probs[i].astype(np.float32)),
                                  best_label=labels_vocab.labels[best], best_score=float(probs[i, best]),
                                  prompt_templates=list(labels_vocab.templates),
                                  vocabulary_version=labels_vocab.version)
