@@ -66,6 +66,13 @@ def _send_until(ros, publisher, received, key, make_msg, count=1, timeout_s=20.0
     return mine()
 
 
+def _diagnostic_counter(diagnostics, node_name: str, key: str) -> int:
+    """Largest value of counter `key` in the /diagnostics statuses of node `node_name` (fully qualified)."""
+    values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
+              if s.name == f'{node_name}: perception']
+    return max((int(v.get(key, 0)) for v in values), default=0)
+
+
 def test_lifecycle_parameters_and_outputs(graph):
     ros, node, publisher, received, process = graph
     image = structured_images(1, (48, 64))[0]
@@ -229,13 +236,8 @@ def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir,
             publishers['left'].publish(msg)
             ros.spin_until(lambda: False, 0.2)
         assert not [m for m in labels[before:] if m.header.frame_id == 'stale']
-
-        def dropped_too_old() -> int:
-            values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
-                      if s.name == f'{namespace}/{NODE}: perception']
-            return max((int(v.get('dropped_too_old', 0)) for v in values), default=0)
-
-        assert ros.spin_until(lambda: dropped_too_old() >= 1, 5.0)
+        assert ros.spin_until(
+            lambda: _diagnostic_counter(diagnostics, f'{namespace}/{NODE}', 'dropped_too_old') >= 1, 5.0)
     finally:
         ros.close()
         process.stop()
@@ -280,13 +282,8 @@ def test_compressed_camera_and_rate_limit(tiny_clip_dir, model_cache, tmp_path):
         elapsed = time.monotonic() - start
         ros.spin_until(lambda: False, 1.0)
         assert 1 <= len(labels) <= 2.0 * elapsed + 2, len(labels)
-
-        def rate_limited() -> int:
-            values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
-                      if s.name == f'{namespace}/{NODE}: perception']
-            return max((int(v.get('dropped_rate_limit', 0)) for v in values), default=0)
-
-        assert ros.spin_until(lambda: rate_limited() >= 1, 5.0)
+        assert ros.spin_until(
+            lambda: _diagnostic_counter(diagnostics, f'{namespace}/{NODE}', 'dropped_rate_limit') >= 1, 5.0)
     finally:
         ros.close()
         process.stop()

@@ -19,6 +19,13 @@ def _cosine(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def _global_cosine(encoder, reference, images):
+    """Per-image cosine between the global embeddings of `encoder` and of `reference`."""
+    ours, _ = encoder.encode_images(images)
+    theirs, _ = reference.encode_images(images)
+    return _cosine(np.stack([f.global_embedding for f in ours]), np.stack([f.global_embedding for f in theirs]))
+
+
 @pytest.fixture(scope='module')
 def torch_clip(tiny_clip_dir, model_cache):
     encoder = PerceptionEncoder(str(tiny_clip_dir), 'torch', 'cpu', 'fp32', model_cache)
@@ -95,10 +102,7 @@ def test_onnxruntime_fp32_parity_with_torch(torch_clip, tiny_clip_dir, model_cac
 
 def test_onnxruntime_int8_cosine_on_structured_images(torch_clip, tiny_clip_dir, model_cache):
     int8 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'int8', model_cache)
-    images = structured_images(8, seed=3)
-    ours, _ = int8.encode_images(images)
-    reference, _ = torch_clip.encode_images(images)
-    cosine = _cosine(np.stack([f.global_embedding for f in ours]), np.stack([f.global_embedding for f in reference]))
+    cosine = _global_cosine(int8, torch_clip, structured_images(8, seed=3))
     assert cosine.min() >= 0.99, cosine
     texts = ['a photo of a red cup', 'a yellow box']
     assert _cosine(int8.encode_texts(texts), torch_clip.encode_texts(texts)).min() >= 0.99
@@ -106,10 +110,7 @@ def test_onnxruntime_int8_cosine_on_structured_images(torch_clip, tiny_clip_dir,
 
 def test_torch_bf16_on_cpu_is_close(torch_clip, tiny_clip_dir, model_cache):
     bf16 = PerceptionEncoder(str(tiny_clip_dir), 'torch', 'cpu', 'bf16', model_cache)
-    images = structured_images(4, seed=5)
-    ours, _ = bf16.encode_images(images)
-    reference, _ = torch_clip.encode_images(images)
-    cosine = _cosine(np.stack([f.global_embedding for f in ours]), np.stack([f.global_embedding for f in reference]))
+    cosine = _global_cosine(bf16, torch_clip, structured_images(4, seed=5))
     assert cosine.min() >= 0.99, cosine
 
 
