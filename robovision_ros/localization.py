@@ -16,10 +16,18 @@ class Localization:
     roi_xywh: tuple[int, int, int, int]  # source-image pixels: x_offset, y_offset, width, height
 
 
+def similarity_heatmaps(patch_tokens: np.ndarray, queries: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    """Cosine similarity of each query [Q, D] to each patch token [N, D], as [Q, grid_h, grid_w] maps (one
+    matrix product for all queries, patch norms computed once)."""
+    patch_norms = np.linalg.norm(patch_tokens, axis=1)[:, None]
+    query_norms = np.linalg.norm(queries, axis=1)[None, :] + 1e-12
+    similarity = patch_tokens @ queries.T / (patch_norms * query_norms + 1e-12)
+    return similarity.T.reshape(len(queries), *grid_hw)
+
+
 def similarity_heatmap(patch_tokens: np.ndarray, query: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
     """Cosine similarity of `query` [D] to each patch token [N, D], as a [grid_h, grid_w] map."""
-    norms = np.linalg.norm(patch_tokens, axis=1) * (np.linalg.norm(query) + 1e-12) + 1e-12
-    return (patch_tokens @ query / norms).reshape(grid_hw)
+    return similarity_heatmaps(patch_tokens, query[None, :], grid_hw)[0]
 
 
 def localize(heatmap: np.ndarray, patch_size: int, geometry: PreprocessGeometry,

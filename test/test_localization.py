@@ -39,3 +39,16 @@ def test_roi_is_clamped_to_the_image():
     result = localize(heatmap, 8, geometry)
     x, y, w, h = result.roi_xywh
     assert (x, y, w, h) == (56, 56, 8, 8) and result.peak_xy == (60, 60)
+
+
+def test_heatmaps_for_many_queries_equal_one_at_a_time():
+    from robovision_ros.localization import similarity_heatmaps
+
+    rng = np.random.default_rng(3)
+    tokens, queries = rng.standard_normal((12, 8)), rng.standard_normal((3, 8))
+    maps = similarity_heatmaps(tokens, queries, (3, 4))
+    assert maps.shape == (3, 3, 4)
+    for q in range(3):
+        np.testing.assert_allclose(maps[q], similarity_heatmap(tokens, queries[q], (3, 4)), rtol=1e-12)
+        expected = tokens @ queries[q] / (np.linalg.norm(tokens, axis=1) * np.linalg.norm(queries[q]))
+        np.testing.assert_allclose(maps[q].ravel(), expected, rtol=1e-9)

@@ -11,7 +11,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from robovision_ros.debug_view import render_debug_image
-from robovision_ros.localization import localize, similarity_heatmap
+from robovision_ros.localization import localize, similarity_heatmaps
 from robovision_ros.message_conversions import packed_array
 from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabels
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
@@ -145,14 +145,15 @@ class ClipPerceptionNode(PerceptionNode):
                                  prompt_templates=list(labels_vocab.templates),
                                  vocabulary_version=labels_vocab.version)
             results = []
+            # All query heatmaps of this frame in one product; used for localisation and the debug image.
+            heatmaps = similarity_heatmaps(features[i].patch_tokens, queries_vocab.embeddings, features[i].grid_hw) \
+                if (do_localize or debug) and queries_vocab.labels else None
             for q, query in enumerate(queries_vocab.labels):
                 similarity = float(presence[i, q])
                 result = ObjectPresence(query=query, similarity=similarity, threshold=threshold,
                                         present=similarity >= threshold)
                 if do_localize:
-                    heatmap = similarity_heatmap(features[i].patch_tokens, queries_vocab.embeddings[q],
-                                                 features[i].grid_hw)
-                    loc = localize(heatmap, self.encoder.info.patch_size, features[i].geometry)
+                    loc = localize(heatmaps[q], self.encoder.info.patch_size, features[i].geometry)
                     x, y, w, h = loc.roi_xywh
                     result.has_location = True
                     result.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
@@ -167,22 +168,23 @@ class ClipPerceptionNode(PerceptionNode):
                 results=results, total_ms=total_ms))
             if debug:
                 self._publish_debug(frame, images[i], features[i], msg, queries_vocab,
-                                    presence[i] if presence is not None else None)
+                                    presence[i] if presence is not None else None, heatmaps)
         self.stages['preprocess_ms'].add(timing.preprocess_ms)
         self.stages['inference_ms'].add(timing.inference_ms)
         self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)
 
     def _publish_debug(self, frame: Frame, image: np.ndarray, feature: Any, labels: ZeroShotLabels,
-                       queries: VocabularyEmbeddings, similarities: Optional[np.ndarray]) -> None:
+                       queries: VocabularyEmbeddings, similarities: Optional[np.ndarray],
+                       heatmaps: Optional[np.ndarray]) -> None:
         """Only computed when enabled and subscribed: the top query's heatmap and box over the frame."""
         assert self.encoder is not None
         title = f'{labels.best_label} {labels.best_score:.2f}'
         heatmap = roi = None
         query = ''
-        if similarities is not None and len(similarities):
+        if similarities is not None and heatmaps is not None and len(similarities):
             top = int(np.argmax(similarities))
             query = f'{queries.labels[top]} {similarities[top]:.2f}'
-            heatmap = similarity_heatmap(feature.patch_tokens, queries.embeddings[top], feature.grid_hw)
+            heatmap = heatmaps[top]
             roi = localize(heatmap, self.encoder.info.patch_size, feature.geometry).roi_xywh
         overlay = render_debug_image(image, title, heatmap, roi,
                                      feature.geometry.visible_box(self.encoder.preprocessor.config.input_hw), query)
