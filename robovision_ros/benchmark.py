@@ -138,12 +138,7 @@ class EngineVariant:
         self.vocabulary = self.encoder.build_vocabulary(LABELS, [TEMPLATE], 1)
 
     def pixels(self, data: bytes) -> Any:
-        rgb = decode_raw_image(data, 'bgr8', FRAME_HW[1], FRAME_HW[0], FRAME_HW[1] * 3)
-        if self.encoder.backend.device == 'cuda':
-            import torch
-
-            return self.encoder.preprocessor.torch_preprocess([rgb], 'cuda', torch.float32)
-        return self.encoder.preprocessor([rgb])
+        return self.encoder.prepare([decode_raw_image(data, 'bgr8', FRAME_HW[1], FRAME_HW[0], FRAME_HW[1] * 3)])
 
     def raw(self, pixel_values: np.ndarray) -> None:
         self.encoder.backend.encode_image(pixel_values)

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -81,12 +81,7 @@ class PerceptionEncoder:
                       normalize: bool = False) -> tuple[list[ImageFeatures], EncodeTiming]:
         """RGB uint8 images (one batch; sizes may differ) -> features per image, and the stage timings."""
         start = time.perf_counter()
-        if self._device_preprocessing:
-            import torch
-
-            pixels = self.preprocessor.torch_preprocess(images, 'cuda', torch.float32, scale)
-        else:
-            pixels = self.preprocessor(images, scale)
+        pixels = self.prepare(images, scale)
         prepared = time.perf_counter()
         encoding = self.backend.encode_image(pixels)
         done = time.perf_counter()
@@ -97,6 +92,15 @@ class PerceptionEncoder:
                                   self.preprocessor.geometry(image.shape[:2], scale), scale, normalize)
                     for i, image in enumerate(images)]
         return features, EncodeTiming((prepared - start) * 1e3, (done - prepared) * 1e3)
+
+    def prepare(self, images: Sequence[np.ndarray], scale: float = 1.0) -> Any:
+        """RGB uint8 images -> the backend's input: normalised on the GPU for torch/TensorRT on CUDA (a torch
+        tensor there), else a float32 numpy batch."""
+        if self._device_preprocessing:
+            import torch
+
+            return self.preprocessor.torch_preprocess(images, 'cuda', torch.float32, scale)
+        return self.preprocessor(images, scale)
 
     def similarities(self, global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings) -> np.ndarray:
         """Cosine similarity [B, L] of image embeddings to the vocabulary's label embeddings."""
