@@ -120,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         done.set()
         for node in (clip, features):
-            node._stop_worker()
+            node.stop()
         executor.shutdown()
         spinner.join(timeout=10.0)
         for node in (source, clip, features, viewer):

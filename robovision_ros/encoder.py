@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -72,10 +72,12 @@ class PerceptionEncoder:
         return self.backend.encode_text(tokens['input_ids'], tokens['attention_mask'])
 
     def build_vocabulary(self, labels: Sequence[str], templates: Sequence[str], version: int,
-                         allow_empty: bool = False) -> VocabularyEmbeddings:
+                         allow_empty: bool = False,
+                         cancelled: Callable[[], bool] = lambda: False) -> VocabularyEmbeddings:
+        """Label embeddings for `labels` x `templates` (see TextVocabulary.build; `cancelled` ends it early)."""
         if self.vocabulary is None:
             raise BackendUnavailableError(f'{self.info.model_id} has no text encoder for a vocabulary')
-        return self.vocabulary.build(labels, templates, version, allow_empty)
+        return self.vocabulary.build(labels, templates, version, allow_empty, cancelled)
 
     def encode_images(self, images: Sequence[np.ndarray], scale: float = 1.0,
                       normalize: bool = False) -> tuple[list[ImageFeatures], EncodeTiming]:

@@ -40,6 +40,7 @@ _ENCODINGS: dict[str, tuple[np.dtype, int, str]] = {
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 SUPPORTED_COMPRESSED_FORMATS: tuple[str, ...] = ('jpeg', 'png')
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 def decode_raw_image(data: Any, encoding: str, width: int, height: int, step: int,
@@ -98,9 +99,11 @@ def decode_compressed_image(data: Any, format_: str) -> np.ndarray:
     return decoded[..., ::-1]
 
 
-def decode_image_msg(msg: Any) -> np.ndarray:
+def decode_image_msg(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """`sensor_msgs/Image` or `sensor_msgs/CompressedImage` -> RGB uint8 ``[H, W, 3]``."""
     if hasattr(msg, 'encoding'):
+        if msg.width * msg.height > max_pixels:
+            raise ImageDecodeError(f'image {msg.width}x{msg.height} has more than max_image_pixels {max_pixels}')
         return decode_raw_image(msg.data, msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian))
     if hasattr(msg, 'format'):
         return decode_compressed_image(msg.data, msg.format)

@@ -5,13 +5,26 @@ A label's embedding is the normalised mean of its normalised template embeddings
 """
 from __future__ import annotations
 
+import string
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 MAX_LABELS = 256
 MAX_LABEL_LENGTH = 128
+# One vocabulary encodes labels x templates texts; this bounds the cost of one set (and of one configure).
+MAX_VOCABULARY_TEXTS = 4096
+# Texts are encoded in batches of this many, so peak memory does not grow with the vocabulary.
+ENCODE_BATCH = 128
+# Encoded texts kept for reuse (least recently used dropped first): two full vocabularies.
+CACHE_TEXTS = 2 * MAX_VOCABULARY_TEXTS
+PROBE_LABEL = 'probe'
+# The nodes' default vocabulary (config/robovision.yaml leaves it to the node): the embedded model's world.
+DEFAULT_LABELS = ('red cup', 'blue cup', 'red bottle', 'blue bottle', 'green ball', 'yellow box')
+DEFAULT_TEMPLATES = ('a photo of a {}.',)
+DEFAULT_PRESENCE_QUERIES = ('red cup', 'blue bottle')
 
 
 class VocabularyError(ValueError):
@@ -37,11 +50,31 @@ def validate_labels(labels: Sequence[str], what: str = 'labels', allow_empty: bo
 
 
 def validate_templates(templates: Sequence[str]) -> list[str]:
+    """Each template has exactly one '{}' and no other format field, checked the way it is used."""
     cleaned = validate_labels(templates, 'prompt_templates')
     for template in cleaned:
-        if template.count('{}') != 1:
-            raise VocabularyError(f"prompt template '{template}' must contain exactly one '{{}}'")
+        problem = _template_problem(template)
+        if problem:
+            raise VocabularyError(f"prompt template '{template}' {problem}")
     return cleaned
+
+
+def _template_problem(template: str) -> Optional[str]:
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None or spec or conv]
+        template.format(PROBE_LABEL)
+    except (ValueError, IndexError, KeyError, AttributeError) as error:
+        return f"is not a valid format string ({error}); write literal braces as '{{{{' and '}}}}'"
+    if fields != [''] or template.count('{}') != 1:
+        return "must contain exactly one '{}' and no other '{...}' field"
+    return None
+
+
+def validate_vocabulary_size(labels: Sequence[str], templates: Sequence[str], what: str = 'labels') -> None:
+    texts = len(labels) * len(templates)
+    if texts > MAX_VOCABULARY_TEXTS:
+        raise VocabularyError(f'{what} x prompt_templates = {len(labels)} x {len(templates)} = {texts} texts; '
+                              f'at most {MAX_VOCABULARY_TEXTS}')
 
 
 @dataclass(frozen=True)
@@ -54,31 +87,58 @@ class VocabularyEmbeddings:
     version: int
 
 
-class TextVocabulary:
-    """Builds `VocabularyEmbeddings`, encoding each distinct prompt text once per model."""
+class VocabularyCancelled(Exception):
+    """A build was abandoned between batches because a newer vocabulary superseded it."""
 
-    def __init__(self, model_key: str, encode_texts: Callable[[list[str]], np.ndarray]) -> None:
+
+class TextVocabulary:
+    """Builds `VocabularyEmbeddings`, encoding each distinct prompt text once per model.
+
+    Encoding runs in batches of `ENCODE_BATCH` texts (bounded peak memory) and the cache of encoded texts is
+    bounded (`CACHE_TEXTS`, least recently used dropped first), so memory returns near its baseline after a
+    large vocabulary is replaced by a small one.
+    """
+
+    def __init__(self, model_key: str, encode_texts: Callable[[list[str]], np.ndarray],
+                 cache_texts: int = CACHE_TEXTS) -> None:
         self.model_key = model_key
         self._encode_texts = encode_texts
-        self._cache: dict[tuple[str, str, str], np.ndarray] = {}
+        self._cache: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+        self._cache_texts = cache_texts
         self.texts_encoded = 0  # how many texts went through the text encoder (for tests and diagnostics)
 
-    def build(self, labels: Sequence[str], templates: Sequence[str], version: int,
-              allow_empty: bool = False) -> VocabularyEmbeddings:
+    @property
+    def cached_texts(self) -> int:
+        return len(self._cache)
+
+    def build(self, labels: Sequence[str], templates: Sequence[str], version: int, allow_empty: bool = False,
+              cancelled: Callable[[], bool] = lambda: False) -> VocabularyEmbeddings:
+        """Embeddings of `labels`; `cancelled()` is asked between batches and ends the build when true."""
         labels = validate_labels(labels, allow_empty=allow_empty)
         templates = validate_templates(templates)
-        missing = [(t, label) for label in labels for t in templates
-                   if (self.model_key, t, label) not in self._cache]
-        if missing:
-            encoded = np.asarray(self._encode_texts([t.format(label) for t, label in missing]), np.float32)
-            self.texts_encoded += len(missing)
+        validate_vocabulary_size(labels, templates)
+        keys = [(self.model_key, t, label) for label in labels for t in templates]
+        found = {key: self._cache[key] for key in keys if key in self._cache}
+        missing = [key for key in keys if key not in found]
+        for start in range(0, len(missing), ENCODE_BATCH):
+            if cancelled():
+                raise VocabularyCancelled()
+            chunk = missing[start:start + ENCODE_BATCH]
+            encoded = np.asarray(self._encode_texts([t.format(label) for _, t, label in chunk]), np.float32)
+            self.texts_encoded += len(chunk)
             encoded /= np.linalg.norm(encoded, axis=1, keepdims=True) + 1e-12
-            for (template, label), row in zip(missing, encoded):
-                self._cache[(self.model_key, template, label)] = row
-        dim = next(iter(self._cache.values())).shape[0] if self._cache else 0
+            for key, row in zip(chunk, encoded):
+                found[key] = row.copy()  # not a view: the batch array is freed
+        for key in keys:  # most recently used last; the oldest beyond the bound are dropped
+            self._cache[key] = found[key]
+            self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_texts:
+            self._cache.popitem(last=False)
+        sample = next(iter(found.values()), None) if found else next(iter(self._cache.values()), None)
+        dim = sample.shape[0] if sample is not None else 0
         rows = np.zeros((len(labels), dim), np.float32)
         for i, label in enumerate(labels):
-            mean = np.mean([self._cache[(self.model_key, t, label)] for t in templates], axis=0)
+            mean = np.mean([found[(self.model_key, t, label)] for t in templates], axis=0)
             rows[i] = mean / (np.linalg.norm(mean) + 1e-12)
         rows.setflags(write=False)
         return VocabularyEmbeddings(tuple(labels), tuple(templates), rows, version)

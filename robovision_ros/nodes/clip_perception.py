@@ -2,115 +2,155 @@
 (~/object_presence), with a vocabulary that changes live through `ros2 param set`."""
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from robovision_ros.debug_view import render_debug_image
 from robovision_ros.localization import localize, similarity_heatmaps
 from robovision_ros.message_conversions import packed_array
 from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabels
-from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
+from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node, string_list
+from robovision_ros.nodes.vocabulary_worker import Vocabularies, VocabularyRequest, VocabularyWorker
 from robovision_ros.preprocessing import encode_raw_image
-from robovision_ros.vocabulary import VocabularyEmbeddings, VocabularyError, validate_labels, validate_templates
+from robovision_ros.vocabulary import DEFAULT_LABELS, DEFAULT_PRESENCE_QUERIES, DEFAULT_TEMPLATES, MAX_LABEL_LENGTH, \
+    MAX_LABELS, MAX_VOCABULARY_TEXTS, VocabularyEmbeddings, VocabularyError, validate_labels, validate_templates, \
+    validate_vocabulary_size
 
 VOCABULARY_PARAMETERS = ('labels', 'prompt_templates', 'presence_queries')
+SHOWN_LABELS = 5  # a vocabulary change logs this many labels, then a count
+
+
+def _describe(vocabularies: Vocabularies) -> str:
+    labels = vocabularies.labels.labels
+    shown = ', '.join(labels[:SHOWN_LABELS]) + (f', ... +{len(labels) - SHOWN_LABELS}' if len(labels) > SHOWN_LABELS
+                                                else '')
+    return (f'vocabulary v{vocabularies.version}: {len(labels)} labels ({shown}), '
+            f'{len(vocabularies.labels.templates)} template(s), {len(vocabularies.queries.labels)} presence queries')
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """Live output settings, read once per frame batch and replaced whole after a set."""
+
+    presence_threshold: float = 0.25
+    localize: bool = True
+    debug_image: bool = False
 
 
 class ClipPerceptionNode(PerceptionNode):
     default_model = 'embedded:tiny_clip'
 
     def __init__(self, **kwargs: Any) -> None:
-        # Set before the parameters are declared: declaring runs the parameter callbacks, which use them.
-        self._labels_vocab: Optional[VocabularyEmbeddings] = None
-        self._queries_vocab: Optional[VocabularyEmbeddings] = None
-        self._pending: Optional[tuple[VocabularyEmbeddings, VocabularyEmbeddings]] = None
-        self._vocab_lock = threading.Lock()
-        self.vocabulary_version = 0
+        self._vocabularies: Optional[Vocabularies] = None
+        self._vocabulary_worker: Optional[VocabularyWorker] = None
+        self._settings = ClipSettings()
         self._labels_pub: Any = None
         self._presence_pub: Any = None
         self._debug_pub: Any = None
         super().__init__('clip_perception', **kwargs)
+
+    def _declare_parameters(self) -> None:
         live = ' Changes live.'
-        self.declare_parameter('labels', ['red cup', 'blue cup', 'red bottle', 'blue bottle', 'green ball',
-                                          'yellow box'],
-                               ParameterDescriptor(description='Zero-shot label vocabulary.' + live))
-        self.declare_parameter('prompt_templates', ['a photo of a {}.'],
-                               ParameterDescriptor(description="Prompt templates, each with one '{}'." + live))
-        self.declare_parameter('presence_queries', ['red cup', 'blue bottle'],
-                               ParameterDescriptor(description='Object-presence text queries (may be empty).'
-                                                   + live))
-        self.declare_parameter('presence_threshold', 0.25,
-                               ParameterDescriptor(description='Cosine-similarity threshold for presence.' + live))
+        texts = (f' At most {MAX_LABELS} entries of {MAX_LABEL_LENGTH} characters; entries x prompt_templates '
+                 f'at most {MAX_VOCABULARY_TEXTS}.')
+        self.declare_parameter('labels', list(DEFAULT_LABELS), ParameterDescriptor(
+            description='Zero-shot label vocabulary.' + texts + live, dynamic_typing=True))
+        self.declare_parameter('prompt_templates', list(DEFAULT_TEMPLATES), ParameterDescriptor(
+            description="Prompt templates, each with one '{}' and no other '{...}' field." + live,
+            dynamic_typing=True))
+        self.declare_parameter('presence_queries', list(DEFAULT_PRESENCE_QUERIES), ParameterDescriptor(
+            description='Object-presence text queries (may be empty: ros2 param set ... presence_queries "[]").'
+                        + texts + live, dynamic_typing=True))
+        self.declare_parameter('presence_threshold', 0.25, ParameterDescriptor(
+            description='Cosine-similarity threshold for presence.' + live,
+            floating_point_range=[FloatingPointRange(from_value=-1.0, to_value=1.0)]))
         self.declare_parameter('debug_image', False, ParameterDescriptor(
             description='Publish ~/debug_image (frame, best label, heatmap and box of the top query) while '
                         'someone subscribes.' + live))
         self.declare_parameter('localize', True,
                                ParameterDescriptor(description='Localise each presence query on the patch grid.'
                                                    + live))
+        self._settings = self._read_settings()
+
+    def _read_settings(self) -> ClipSettings:
+        return ClipSettings(presence_threshold=float(self._param('presence_threshold')),
+                            localize=bool(self._param('localize')), debug_image=bool(self._param('debug_image')))
 
     # --- vocabulary -----------------------------------------------------------------------------------------
-    def _build(self, labels: list[str], templates: list[str], queries: list[str],
-               version: int) -> tuple[VocabularyEmbeddings, VocabularyEmbeddings]:
+    def _vocabulary_request(self, values: Optional[dict[str, Any]] = None) -> VocabularyRequest:
+        """The vocabulary the parameters ask for (validated; raises VocabularyError or ValueError)."""
+        value = (values or {}).get
+        labels = validate_labels(string_list(value('labels', self._param('labels')), 'labels'))
+        templates = validate_templates(string_list(value('prompt_templates', self._param('prompt_templates')),
+                                                   'prompt_templates'))
+        queries = validate_labels(string_list(value('presence_queries', self._param('presence_queries')),
+                                              'presence_queries', allow_empty=True),
+                                  'presence_queries', allow_empty=True)
+        validate_vocabulary_size(labels, templates)
+        validate_vocabulary_size(queries, templates, 'presence_queries')
+        return VocabularyRequest(tuple(labels), tuple(templates), tuple(queries))
+
+    def _build(self, request: VocabularyRequest, version: int,
+               cancelled: Callable[[], bool] = lambda: False) -> Vocabularies:
         assert self.encoder is not None
-        return (self.encoder.build_vocabulary(labels, templates, version),
-                self.encoder.build_vocabulary(queries, templates, version, allow_empty=True))
+        return Vocabularies(
+            self.encoder.build_vocabulary(request.labels, request.templates, version, cancelled=cancelled),
+            self.encoder.build_vocabulary(request.queries, request.templates, version, allow_empty=True,
+                                          cancelled=cancelled))
 
     def _prepare(self) -> None:
-        self.vocabulary_version += 1
-        self._labels_vocab, self._queries_vocab = self._build(
-            list(self._param('labels')), list(self._param('prompt_templates')),
-            list(self._param('presence_queries')), self.vocabulary_version)
+        self._vocabularies = self._build(self._vocabulary_request(), 1)
+        self._vocabulary_worker = VocabularyWorker(self._build, self._on_vocabulary_ready,
+                                                   self._on_vocabulary_error, self.vocabularies)
+        self.get_logger().info(_describe(self._vocabularies))
+        # A set accepted while the model loaded asked for a vocabulary this one may predate.
+        self._vocabulary_worker.request(self._vocabulary_request())
 
-    def _current(self, params: dict[str, Any], name: str) -> Any:
-        """The value `name` will have after this set (None while it is still being declared)."""
-        if name in params:
-            return params[name]
-        return self.get_parameter(name).value if self.has_parameter(name) else None
+    def _release(self) -> None:
+        if self._vocabulary_worker is not None:
+            self._vocabulary_worker.stop()
+            self._vocabulary_worker = None
+        self._vocabularies = None
 
-    def _validate_live(self, params: dict[str, Any]) -> Optional[str]:
-        values = {name: self._current(params, name) for name in VOCABULARY_PARAMETERS}
+    def _on_vocabulary_ready(self, vocabularies: Vocabularies, texts: int, elapsed_ms: float) -> None:
+        self._vocabularies = vocabularies  # one reference swap: the next frame is scored against all of it
+        self.get_logger().info(f'{_describe(vocabularies)} ({texts} texts in {elapsed_ms:.0f} ms)')
+
+    def _on_vocabulary_error(self, request: VocabularyRequest, error: BaseException, trace: str) -> None:
+        self.get_logger().error(f'vocabulary of {len(request.labels)} labels not applied ({type(error).__name__}: '
+                                f'{error}); still scoring with v{self._vocabularies.version if self._vocabularies else 0}'
+                                f'\n{trace}')
+
+    def _validate_live(self, values: dict[str, Any]) -> Optional[str]:
         try:
-            labels = validate_labels(values['labels']) if values['labels'] is not None else None
-            templates = validate_templates(values['prompt_templates']) \
-                if values['prompt_templates'] is not None else None
-            queries = validate_labels(values['presence_queries'], 'presence_queries', allow_empty=True) \
-                if values['presence_queries'] is not None else None
-        except VocabularyError as error:
+            self._vocabulary_request(values)
+        except (VocabularyError, ValueError) as error:
             return str(error)
-        except TypeError:
-            return 'labels, prompt_templates and presence_queries must be string arrays'
-        threshold = params.get('presence_threshold')
-        if threshold is not None and not -1.0 <= float(threshold) <= 1.0:
-            return 'presence_threshold must lie in [-1, 1]'
-        if self.encoder is not None and any(name in params for name in VOCABULARY_PARAMETERS):
-            assert labels is not None and templates is not None and queries is not None
-            current_labels, current_queries = self.vocabularies()
-            if current_labels is not None and current_queries is not None and (
-                    (tuple(labels), tuple(templates), tuple(queries))
-                    == (current_labels.labels, current_labels.templates, current_queries.labels)):
-                return None  # the same vocabulary again: nothing to encode, no new version
-            # Encoded here, in the parameter service, never on the inference thread; swapped in after the set.
-            with self._vocab_lock:
-                self._pending = self._build(labels, templates, queries, self.vocabulary_version + 1)
         return None
 
-    def _apply_live(self, params: dict[str, Any]) -> None:
-        with self._vocab_lock:
-            if self._pending is not None and any(name in params for name in VOCABULARY_PARAMETERS):
-                self._labels_vocab, self._queries_vocab = self._pending  # one reference swap per vocabulary
-                self.vocabulary_version = self._pending[0].version
-                self.get_logger().info(f'vocabulary v{self.vocabulary_version}: {list(self._pending[0].labels)}')
-            self._pending = None
+    def _apply_live(self, names: set[str]) -> None:
+        self._settings = self._read_settings()
+        if self._vocabulary_worker is not None and names & set(VOCABULARY_PARAMETERS):
+            self._vocabulary_worker.request(self._vocabulary_request())
 
-    def vocabularies(self) -> tuple[Optional[VocabularyEmbeddings], Optional[VocabularyEmbeddings]]:
+    def vocabularies(self) -> Optional[Vocabularies]:
         """The (labels, presence queries) snapshot the next frame will be scored against."""
-        with self._vocab_lock:
-            return self._labels_vocab, self._queries_vocab
+        return self._vocabularies
+
+    def wait_for_vocabulary(self, timeout_s: float) -> bool:
+        """Wait until every requested vocabulary is in use (for tools and tests)."""
+        return self._vocabulary_worker is None or self._vocabulary_worker.wait_idle(timeout_s)
+
+    def _extra_diagnostics(self) -> dict[str, Any]:
+        vocabularies = self._vocabularies
+        return {'vocabulary_version': vocabularies.version if vocabularies else 0,
+                'vocabulary_labels': len(vocabularies.labels.labels) if vocabularies else 0,
+                'vocabulary_pending': bool(self._vocabulary_worker and not self._vocabulary_worker.idle())}
 
     # --- outputs --------------------------------------------------------------------------------------------
     def _create_outputs(self) -> None:
@@ -126,17 +166,18 @@ class ClipPerceptionNode(PerceptionNode):
 
     def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
         assert self.encoder is not None
-        labels_vocab, queries_vocab = self.vocabularies()  # one consistent snapshot for the whole batch
-        assert labels_vocab is not None and queries_vocab is not None
+        vocabularies, settings = self._vocabularies, self._settings  # one consistent snapshot for the batch
+        assert vocabularies is not None
+        labels_vocab, queries_vocab = vocabularies.labels, vocabularies.queries
         features, timing = self.encoder.encode_images(images)
         start = time.perf_counter()
         embeddings = np.stack([f.global_embedding for f in features])
         probs = self.encoder.zero_shot(embeddings, labels_vocab)
         presence = self.encoder.similarities(embeddings, queries_vocab) if queries_vocab.labels else None
-        threshold = float(self._param('presence_threshold'))
-        do_localize = bool(self._param('localize'))
-        model_id = self._param('model')
-        debug = bool(self._param('debug_image')) and self._debug_pub.get_subscription_count() > 0
+        threshold = settings.presence_threshold
+        do_localize = settings.localize
+        model_id = self.encoder.info.model_id
+        debug = settings.debug_image and self._debug_pub.get_subscription_count() > 0
         for i, frame in enumerate(frames):
             best = int(np.argmax(probs[i]))
             msg = ZeroShotLabels(header=frame.msg.header, model_id=model_id, labels=list(labels_vocab.labels),

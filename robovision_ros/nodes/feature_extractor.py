@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -12,40 +13,61 @@ from robovision_ros.msg import PatchFeatures
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
 
 OUTPUT_DTYPES = {'float32': np.float32, 'float16': np.float16}
+MAX_SCALES = 8  # each scale is one more inference per frame
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Live output settings, read once per frame batch and replaced whole after a set."""
+
+    scales: tuple[float, ...] = (1.0,)
+    normalize: bool = False
+    output_dtype: str = 'float32'
 
 
 class FeatureExtractorNode(PerceptionNode):
     default_model = 'embedded:tiny_vit'
 
     def __init__(self, **kwargs: Any) -> None:
+        self._publisher: Any = None
+        self._settings = FeatureSettings()
         super().__init__('feature_extractor', **kwargs)
+
+    def _declare_parameters(self) -> None:
         self.declare_parameter('scales', [1.0], ParameterDescriptor(
-            description='Input scales relative to the native size; one PatchFeatures per scale (torch backend '
-                        'for scales other than 1.0).'))
+            description='Input scales relative to the native size, each in [0.1, 4.0]; one PatchFeatures per '
+                        'scale (torch backend for scales other than 1.0). Changes live.'))
         self.declare_parameter('normalize', False,
                                ParameterDescriptor(description='L2-normalise patch and global features.'))
         self.declare_parameter('output_dtype', 'float32',
                                ParameterDescriptor(description='float32 or float16 feature tensors.'))
-        self._publisher: Any = None
+        self._settings = self._read_settings()
 
-    def _scales_problem(self, scales: list[float]) -> Optional[str]:
-        if not scales or any(not 0.1 <= s <= 4.0 for s in scales):
-            return 'scales must be a non-empty list of values in [0.1, 4.0]'
-        if self.encoder is not None and self.encoder.backend.name != 'torch' and any(s != 1.0 for s in scales):
-            return f'scales other than 1.0 need backend torch; {self.encoder.backend.name} engines have a fixed input'
+    def _read_settings(self) -> FeatureSettings:
+        return FeatureSettings(tuple(float(s) for s in self._param('scales')), bool(self._param('normalize')),
+                               str(self._param('output_dtype')))
+
+    def _scales_problem(self, scales: list[float], backend: str) -> Optional[str]:
+        if not scales or len(scales) > MAX_SCALES or any(not 0.1 <= s <= 4.0 for s in scales):
+            return f'scales must be a list of 1 to {MAX_SCALES} values in [0.1, 4.0]; got {scales}'
+        if backend != 'torch' and any(s != 1.0 for s in scales):
+            return f'scales other than 1.0 need backend torch; {backend} engines have a fixed input'
         return None
 
     def _prepare(self) -> None:
-        problem = self._scales_problem(list(self._param('scales')))
+        assert self.encoder is not None
+        problem = self._scales_problem(list(self._param('scales')), self.encoder.backend.name)
         if problem:
             raise ValueError(problem)
 
-    def _validate_live(self, params: dict[str, Any]) -> Optional[str]:
-        if 'output_dtype' in params and params['output_dtype'] not in OUTPUT_DTYPES:
-            return f"output_dtype '{params['output_dtype']}' not supported; supported: float32, float16"
-        if 'scales' in params:
-            return self._scales_problem(list(params['scales']))
-        return None
+    def _validate_live(self, values: dict[str, Any]) -> Optional[str]:
+        if values['output_dtype'] not in OUTPUT_DTYPES:
+            return f"output_dtype '{values['output_dtype']}' not supported; supported: {', '.join(OUTPUT_DTYPES)}"
+        backend = self.encoder.backend.name if self.encoder is not None else 'torch'
+        return self._scales_problem(list(values['scales']), backend)
+
+    def _apply_live(self, names: set[str]) -> None:
+        self._settings = self._read_settings()
 
     def _create_outputs(self) -> None:
         self._publisher = self.create_lifecycle_publisher(PatchFeatures, '~/patch_features', 10)
@@ -57,10 +79,11 @@ class FeatureExtractorNode(PerceptionNode):
 
     def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
         assert self.encoder is not None
-        normalize = bool(self._param('normalize'))
-        dtype = OUTPUT_DTYPES[self._param('output_dtype')]
-        model_id = self._param('model')
-        for scale in self._param('scales'):
+        settings = self._settings
+        normalize = settings.normalize
+        dtype = OUTPUT_DTYPES[settings.output_dtype]
+        model_id = self.encoder.info.model_id
+        for scale in settings.scales:
             features, timing = self.encoder.encode_images(images, scale=float(scale), normalize=normalize)
             start = time.perf_counter()
             for frame, feature, arrival in zip(frames, features, received):

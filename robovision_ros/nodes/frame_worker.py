@@ -1,0 +1,254 @@
+"""The inference worker of a perception node, without ROS: a one-slot mailbox per camera, the newest-frame
+policy, rate and age limits, counters, and a thread that cannot die on a bad frame.
+
+The node hands every received message to `FrameWorker.submit`; the worker thread takes the newest frame of
+each camera, decodes it, and calls the node's `process` with the decoded images. Whatever one frame throws
+(decode, inference, publish) is caught, counted and logged once per cause with its traceback; the next frame
+is served. Live settings arrive as one immutable `WorkerSettings` snapshot, swapped whole between frames.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError
+
+# How many distinct error causes are remembered for once-per-cause logging; beyond it, errors are still
+# counted but only logged with a throttle.
+MAX_REMEMBERED_CAUSES = 64
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Live settings of the worker; replaced whole, never edited."""
+
+    batch: bool = False
+    max_rate_hz: float = 0.0  # 0: as fast as possible
+    max_frame_age_ms: float = 0.0  # 0: no age limit
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+
+@dataclass
+class Frame:
+    msg: Any
+    topic: str
+    arrival: float  # time.monotonic() at arrival
+
+
+class StageStats:
+    """Rolling latency samples of one stage (last 200 frames); thread-safe."""
+
+    def __init__(self) -> None:
+        self._samples: deque[float] = deque(maxlen=200)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._samples.append(value)
+
+    def percentiles(self) -> tuple[float, float]:
+        with self._lock:
+            samples = list(self._samples)
+        if not samples:
+            return (0.0, 0.0)
+        p50, p95 = np.percentile(np.asarray(samples, float), (50, 95))
+        return (float(p50), float(p95))
+
+
+COUNTERS = ('frames_in', 'frames_out', 'dropped_superseded', 'dropped_too_old', 'dropped_rate_limit',
+            'rejected_frames', 'failed_frames')
+
+
+class FrameCounters:
+    """Frame counters written by the subscription callbacks and the worker thread, under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(COUNTERS, 0)
+        self.last_arrival: dict[str, float] = {}  # topic -> time.monotonic() of its last frame
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self._lock:
+            self._values[name] += count
+
+    def arrived(self, topic: str, now: float) -> None:
+        with self._lock:
+            self._values['frames_in'] += 1
+            self.last_arrival[topic] = now
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+class RecentWindow:
+    """Counter snapshots over the last `seconds`, so health reflects what happens now, not history."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+        self._history: deque[tuple[float, dict[str, int]]] = deque()
+
+    def update(self, now: float, counters: dict[str, int]) -> dict[str, int]:
+        """Record `counters` at `now`; return how much each grew within the window."""
+        self._history.append((now, counters))
+        while len(self._history) > 1 and now - self._history[1][0] >= self.seconds:
+            self._history.popleft()
+        oldest = self._history[0][1]
+        return {name: counters[name] - oldest.get(name, 0) for name in counters}
+
+
+LogFunction = Callable[[str, str], None]  # (level: 'info'|'warn'|'error'|'debug', message)
+
+
+class FrameWorker:
+    """Runs `process(frames, images)` on the newest frame(s) of each camera, on its own thread."""
+
+    def __init__(self, decode: Callable[[Any, int], np.ndarray],
+                 process: Callable[[list[Frame], list[np.ndarray]], None],
+                 frame_age_ms: Callable[[Any], Optional[float]], log: LogFunction,
+                 settings: WorkerSettings = WorkerSettings()) -> None:
+        self._decode = decode
+        self._process = process
+        self._frame_age_ms = frame_age_ms
+        self._log = log
+        self.settings = settings
+        self.counters = FrameCounters()
+        self.stages = {'preprocess_ms': StageStats(), 'inference_ms': StageStats(), 'postprocess_ms': StageStats()}
+        self.frame_age = StageStats()
+        self._mailbox: dict[str, Frame] = {}
+        self._cv = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._running = False
+        self._stopping = False
+        self._causes: dict[str, int] = {}
+        self._last_throttled_log = 0.0
+        self.failure: Optional[str] = None  # why the thread ended, if it ever ends on its own
+        self.last_error: Optional[str] = None  # the most recent per-frame error, for /diagnostics
+
+    # --- control -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._running, self._stopping, self.failure = True, False, None
+        with self._cv:
+            self._mailbox.clear()  # frames that arrived while inactive are not served late
+        self._thread = threading.Thread(target=self._run, name='inference', daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the thread after the frame in progress; pending frames are discarded."""
+        self._stopping = True
+        with self._cv:
+            self._running = False
+            self._mailbox.clear()
+            self._cv.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=timeout_s)
+        self._thread = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() began: errors from outputs torn down under a frame in flight are expected."""
+        return self._stopping
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def update_settings(self, settings: WorkerSettings) -> None:
+        self.settings = settings  # one reference swap; the worker reads it once per frame
+
+    # --- input -------------------------------------------------------------------------------------------
+    def submit(self, msg: Any, topic: str) -> None:
+        """A frame arrived (subscription callback): it replaces any unprocessed frame of the same camera."""
+        now = time.monotonic()
+        self.counters.arrived(topic, now)
+        with self._cv:
+            if topic in self._mailbox:
+                self.counters.add('dropped_superseded')
+            self._mailbox[topic] = Frame(msg, topic, now)
+            self._cv.notify()
+
+    def _take(self, batch: bool) -> list[Frame]:
+        with self._cv:
+            while self._running and not self._mailbox:
+                self._cv.wait(timeout=0.2)
+            if not self._running:
+                return []
+            if batch:
+                frames = list(self._mailbox.values())
+                self._mailbox.clear()
+                return frames
+            topic = min(self._mailbox, key=lambda t: self._mailbox[t].arrival)  # oldest-arrived camera first
+            return [self._mailbox.pop(topic)]
+
+    # --- the thread --------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            last = 0.0
+            while self._running:
+                settings = self.settings
+                frames = self._take(settings.batch)
+                if not frames:
+                    continue
+                if settings.max_rate_hz > 0 and time.monotonic() - last < 1.0 / settings.max_rate_hz:
+                    self.counters.add('dropped_rate_limit', len(frames))
+                    continue
+                last = time.monotonic()
+                self._serve(frames, settings)
+        except BaseException as error:  # noqa: B902 - record why the thread ended, whatever it was
+            self.failure = f'{type(error).__name__}: {error}'
+            self._log('error', f'inference thread stopped: {self.failure}\n{traceback.format_exc()}')
+
+    def _serve(self, frames: list[Frame], settings: WorkerSettings) -> None:
+        fresh, images = [], []
+        for frame in frames:
+            try:
+                age_ms = self._frame_age_ms(frame.msg)
+                if age_ms is not None:
+                    self.frame_age.add(age_ms)
+                    if settings.max_frame_age_ms > 0 and age_ms > settings.max_frame_age_ms:
+                        self.counters.add('dropped_too_old')
+                        continue
+                images.append(self._decode(frame.msg, settings.max_image_pixels))
+                fresh.append(frame)
+            except ImageDecodeError as error:
+                self.counters.add('rejected_frames')
+                self._report(f'frame from {frame.topic} rejected: {error}', None)
+            except Exception as error:  # noqa: BLE001 - a decoder bug must not end the thread
+                self.counters.add('rejected_frames')
+                self._report(f'frame from {frame.topic} rejected: unexpected {type(error).__name__}: {error}',
+                             traceback.format_exc())
+        if not fresh:
+            return
+        try:
+            self._process(fresh, images)
+            self.counters.add('frames_out', len(fresh))
+        except Exception as error:  # noqa: BLE001 - counted and logged with its cause; the next frame is served
+            if self._stopping:
+                return  # outputs torn down under a frame in flight at shutdown: not a failure
+            self.counters.add('failed_frames', len(fresh))
+            self._report(f'inference failed on a frame from {fresh[0].topic}: {type(error).__name__}: {error}',
+                         traceback.format_exc())
+
+    def _report(self, message: str, trace: Optional[str]) -> None:
+        """Log a cause the first time it is seen (with its traceback), then at most every 5 s."""
+        self.last_error = message
+        cause = message if trace is None else trace.strip().splitlines()[-1] + message.split(':')[0]
+        seen = self._causes.get(cause)
+        if seen is None and len(self._causes) < MAX_REMEMBERED_CAUSES:
+            self._causes[cause] = 1
+            self._log('error', message if trace is None else f'{message}\n{trace}')
+            return
+        if seen is not None:
+            self._causes[cause] = seen + 1
+        now = time.monotonic()
+        if now - self._last_throttled_log >= 5.0:
+            self._last_throttled_log = now
+            self._log('error', f'{message} (repeated; counted in /diagnostics)')
