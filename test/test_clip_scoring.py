@@ -1,11 +1,11 @@
-"""CLIP scoring (`clip_scoring.decode`): known answers on hand-built features, and the same numbers as the hand
-assembly it replaced on the embedded model."""
+"""CLIP scoring (`clip_scoring.decode`) and its message mapping: known answers on hand-built features, and the same
+numbers as the hand assembly it replaced on the embedded model. No DDS."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from robovision_ros.clip_scoring import decode, decode_batch
+from robovision_ros.clip_scoring import ClipFrameResult, decode, decode_batch
 from robovision_ros.encoder import ImageFeatures
 from robovision_ros.localization import localize, similarity_heatmap, similarity_heatmaps
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
@@ -209,3 +209,54 @@ def test_single_frame_decode_equals_the_evaluation_assembly(embedded_clip):
             heatmap = similarity_heatmap(feature.patch_tokens, vocabulary.embeddings[q], feature.grid_hw)
             np.testing.assert_allclose(result.heatmaps[q], heatmap, rtol=1e-5, atol=1e-6)
             assert result.locate(q).peak_xy == localize(heatmap, encoder.info.patch_size, feature.geometry).peak_xy
+
+
+# --- message mapping ----------------------------------------------------------------------------------------------
+
+def _header():
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    return Header(stamp=Time(sec=12, nanosec=345), frame_id='camera')
+
+
+def test_messages_carry_scores_presence_and_locations():
+    from robovision_ros.nodes.clip_messages import to_messages
+
+    features, queries = _object_scene()
+    result: ClipFrameResult = decode(features, queries, queries, threshold=0.5, logit_scale=5.0, patch_size=8,
+                                     localize=True)
+    header = _header()
+    labels_msg, presence_msg = to_messages(result, header, 'embedded:tiny_clip', 1.5, 2.5, 7.0)
+    assert labels_msg.header == header and presence_msg.header == header
+    assert labels_msg.model_id == presence_msg.model_id == 'embedded:tiny_clip'
+    assert list(labels_msg.labels) == ['red cup', 'other']
+    np.testing.assert_array_equal(np.asarray(labels_msg.scores, np.float32), result.scores.astype(np.float32))
+    assert labels_msg.best_label == result.best_label == 'red cup'
+    assert labels_msg.best_score == pytest.approx(result.best_score)
+    assert list(labels_msg.prompt_templates) == list(TEMPLATES) and labels_msg.vocabulary_version == 1
+    assert (labels_msg.preprocess_ms, labels_msg.inference_ms) == (1.5, 2.5)
+    assert labels_msg.total_ms == presence_msg.total_ms == 7.0
+    assert presence_msg.vocabulary_version == 1 and len(presence_msg.results) == 2
+    first = presence_msg.results[0]
+    assert (first.query, first.present, first.has_location) == ('red cup', True, True)
+    assert first.similarity == pytest.approx(float(result.similarities[0]))
+    assert first.threshold == pytest.approx(0.5)
+    assert (first.roi.x_offset, first.roi.y_offset, first.roi.width, first.roi.height) == ROI_XYWH
+    assert (first.peak_x, first.peak_y) == PEAK_XY and first.peak_score == pytest.approx(1.0, abs=1e-5)
+    assert presence_msg.results[1].query == 'other'
+
+
+def test_messages_without_locations_or_queries():
+    from robovision_ros.nodes.clip_messages import to_messages
+
+    features, queries = _object_scene()
+    plain = decode(features, queries, queries, threshold=2.0, logit_scale=1.0, patch_size=8, heatmaps=True)
+    _, presence_msg = to_messages(plain, _header(), 'm')
+    assert [r.has_location for r in presence_msg.results] == [False, False]
+    assert [r.present for r in presence_msg.results] == [False, False]
+    assert presence_msg.results[0].roi.width == 0 and presence_msg.total_ms == 0.0
+    empty = decode(features, queries, None, logit_scale=1.0, patch_size=8, localize=True)
+    labels_msg, presence_msg = to_messages(empty, _header(), 'm')
+    assert list(presence_msg.results) == [] and presence_msg.vocabulary_version == 0
+    assert labels_msg.best_label == 'red cup'
