@@ -8,12 +8,13 @@ from typing import Any, Optional
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import Image
 
+from robovision_ros.clip_scoring import ClipFrameResult
 from robovision_ros.debug_view import render_debug_image
-from robovision_ros.localization import localize, similarity_heatmaps
-from robovision_ros.message_conversions import packed_array
-from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabels
+from robovision_ros.encoder import ImageFeatures
+from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
+from robovision_ros.nodes.clip_messages import to_messages
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
 from robovision_ros.preprocessing import encode_raw_image
 from robovision_ros.vocabulary import VocabularyEmbeddings, VocabularyError, validate_labels, validate_templates
@@ -130,62 +131,34 @@ class ClipPerceptionNode(PerceptionNode):
         assert labels_vocab is not None and queries_vocab is not None
         features, timing = self.encoder.encode_images(images)
         start = time.perf_counter()
-        embeddings = np.stack([f.global_embedding for f in features])
-        probs = self.encoder.zero_shot(embeddings, labels_vocab)
-        presence = self.encoder.similarities(embeddings, queries_vocab) if queries_vocab.labels else None
-        threshold = float(self._param('presence_threshold'))
-        do_localize = bool(self._param('localize'))
-        model_id = self._param('model')
         debug = bool(self._param('debug_image')) and self._debug_pub.get_subscription_count() > 0
+        results = self.encoder.decode_batch(features, labels_vocab, queries_vocab,
+                                            float(self._param('presence_threshold')),
+                                            localize=bool(self._param('localize')), heatmaps=debug)
+        model_id = self._param('model')
         for i, frame in enumerate(frames):
-            best = int(np.argmax(probs[i]))
-            msg = ZeroShotLabels(header=frame.msg.header, model_id=model_id, labels=list(labels_vocab.labels),
-                                 scores=packed_array('f', probs[i].astype(np.float32)),
-                                 best_label=labels_vocab.labels[best], best_score=float(probs[i, best]),
-                                 prompt_templates=list(labels_vocab.templates),
-                                 vocabulary_version=labels_vocab.version)
-            results = []
-            # All query heatmaps of this frame in one product; used for localisation and the debug image.
-            heatmaps = similarity_heatmaps(features[i].patch_tokens, queries_vocab.embeddings, features[i].grid_hw) \
-                if (do_localize or debug) and queries_vocab.labels else None
-            for q, query in enumerate(queries_vocab.labels):
-                similarity = float(presence[i, q])
-                result = ObjectPresence(query=query, similarity=similarity, threshold=threshold,
-                                        present=similarity >= threshold)
-                if do_localize:
-                    loc = localize(heatmaps[q], self.encoder.info.patch_size, features[i].geometry)
-                    x, y, w, h = loc.roi_xywh
-                    result.has_location = True
-                    result.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
-                    result.peak_x, result.peak_y = loc.peak_xy
-                    result.peak_score = loc.peak_score
-                results.append(result)
-            total_ms = (time.monotonic() - received[i]) * 1e3
-            msg.preprocess_ms, msg.inference_ms, msg.total_ms = timing.preprocess_ms, timing.inference_ms, total_ms
-            self._labels_pub.publish(msg)
-            self._presence_pub.publish(ObjectPresenceArray(
-                header=frame.msg.header, model_id=model_id, vocabulary_version=queries_vocab.version,
-                results=results, total_ms=total_ms))
+            labels_msg, presence_msg = to_messages(results[i], frame.msg.header, model_id, timing.preprocess_ms,
+                                                   timing.inference_ms, (time.monotonic() - received[i]) * 1e3)
+            self._labels_pub.publish(labels_msg)
+            self._presence_pub.publish(presence_msg)
             if debug:
-                self._publish_debug(frame, images[i], features[i], msg, queries_vocab,
-                                    presence[i] if presence is not None else None, heatmaps)
+                self._publish_debug(frame, images[i], features[i], results[i])
         self.stages['preprocess_ms'].add(timing.preprocess_ms)
         self.stages['inference_ms'].add(timing.inference_ms)
         self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)
 
-    def _publish_debug(self, frame: Frame, image: np.ndarray, feature: Any, labels: ZeroShotLabels,
-                       queries: VocabularyEmbeddings, similarities: Optional[np.ndarray],
-                       heatmaps: Optional[np.ndarray]) -> None:
+    def _publish_debug(self, frame: Frame, image: np.ndarray, feature: ImageFeatures,
+                       result: ClipFrameResult) -> None:
         """Only computed when enabled and subscribed: the top query's heatmap and box over the frame."""
         assert self.encoder is not None
-        title = f'{labels.best_label} {labels.best_score:.2f}'
+        title = f'{result.best_label} {result.best_score:.2f}'
         heatmap = roi = None
         query = ''
-        if similarities is not None and heatmaps is not None and len(similarities):
-            top = int(np.argmax(similarities))
-            query = f'{queries.labels[top]} {similarities[top]:.2f}'
-            heatmap = heatmaps[top]
-            roi = localize(heatmap, self.encoder.info.patch_size, feature.geometry).roi_xywh
+        top = result.top_query
+        if top is not None and result.heatmaps is not None:
+            query = f'{result.queries[top]} {result.similarities[top]:.2f}'
+            heatmap = result.heatmaps[top]
+            roi = result.locate(top).roi_xywh
         overlay = render_debug_image(image, title, heatmap, roi,
                                      feature.geometry.visible_box(self.encoder.preprocessor.config.input_hw), query)
         data, step = encode_raw_image(overlay, 'rgb8')
