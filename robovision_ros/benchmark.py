@@ -146,9 +146,9 @@ class EngineVariant:
     def frame(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         rgb = decode_raw_image(data, 'bgr8', FRAME_HW[1], FRAME_HW[0], FRAME_HW[1] * 3)
         (feature,), _ = self.encoder.encode_images([rgb])
-        probs = self.encoder.zero_shot(feature.global_embedding, self.vocabulary)[0]
+        result = self.encoder.decode(feature, self.vocabulary)
         embedding = feature.global_embedding
-        return embedding / np.linalg.norm(embedding), probs
+        return embedding / np.linalg.norm(embedding), result.scores
 
     def close(self) -> None:
         self.encoder.close()

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 
 PRESENCE_QUERIES = ['red cup', 'blue bottle', 'green ball', 'yellow box']
 
@@ -145,24 +144,23 @@ def _save_debug_image(out_dir: Path, source: Any, clip: Any) -> None:
     import cv2
 
     from robovision_ros.debug_view import render_debug_image
-    from robovision_ros.localization import localize, similarity_heatmap
 
     scene = source.source.last_scene
     encoder = clip.encoder
     if scene is None or encoder is None:
         return
-    labels_vocab, queries_vocab = clip.vocabularies()
+    vocabularies = clip.vocabularies()
+    if vocabularies is None:
+        return
     (feature,), _ = encoder.encode_images([scene.image])
-    probs = encoder.zero_shot(feature.global_embedding, labels_vocab)[0]
-    similarities = encoder.similarities(feature.global_embedding, queries_vocab)[0]
-    top = int(np.argmax(similarities))
-    heatmap = similarity_heatmap(feature.patch_tokens, queries_vocab.embeddings[top], feature.grid_hw)
-    roi = localize(heatmap, encoder.info.patch_size, feature.geometry).roi_xywh
-    best = int(np.argmax(probs))
+    result = encoder.decode(feature, vocabularies.labels, vocabularies.queries, heatmaps=True)
+    top = result.top_query
+    heatmap = result.heatmaps[top] if top is not None else None
+    roi = result.locate(top).roi_xywh if top is not None else None
     overlay = render_debug_image(
-        scene.image, f'best: {labels_vocab.labels[best]} {probs[best]:.2f}   truth: {", ".join(scene.labels)}',
+        scene.image, f'best: {result.best_label} {result.best_score:.2f}   truth: {", ".join(scene.labels)}',
         heatmap, roi, feature.geometry.visible_box(encoder.preprocessor.config.input_hw),
-        f'{queries_vocab.labels[top]} {similarities[top]:.2f}')
+        f'{result.queries[top]} {result.similarities[top]:.2f}' if top is not None else '')
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / 'robovision_debug.png'
     cv2.imwrite(str(path), overlay[..., ::-1])

@@ -1,7 +1,8 @@
 """The encoder engine: frames in, patch features, embeddings and CLIP scores out. No ROS needed.
 
 `PerceptionEncoder` ties together the model directory (`models`), its preprocessing (`preprocessing`), one
-backend (`backends`) and the text vocabulary (`vocabulary`). The ROS nodes are thin wrappers over it.
+backend (`backends`), the text vocabulary (`vocabulary`) and CLIP scoring (`clip_scoring`). The ROS nodes are thin
+wrappers over it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from robovision_ros.backends import BackendUnavailableError, create_backend
+from robovision_ros.clip_scoring import (DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, decode,
+                                         decode_batch, l2_normalize, zero_shot_probabilities)
 from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
 from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
@@ -41,10 +44,6 @@ class ImageFeatures:
 class EncodeTiming:
     preprocess_ms: float
     inference_ms: float
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
 
 
 class PerceptionEncoder:
@@ -89,7 +88,7 @@ class PerceptionEncoder:
         done = time.perf_counter()
         patches, pooled = encoding.patch_tokens, encoding.global_embedding
         if normalize:
-            patches, pooled = _l2_normalize(patches), _l2_normalize(pooled)
+            patches, pooled = l2_normalize(patches), l2_normalize(pooled)
         features = [ImageFeatures(patches[i], pooled[i], encoding.grid_hw,
                                   self.preprocessor.geometry(image.shape[:2], scale), scale, normalize)
                     for i, image in enumerate(images)]
@@ -106,14 +105,25 @@ class PerceptionEncoder:
 
     def similarities(self, global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings) -> np.ndarray:
         """Cosine similarity [B, L] of image embeddings to the vocabulary's label embeddings."""
-        return _l2_normalize(np.atleast_2d(global_embeddings)) @ vocabulary.embeddings.T
+        return cosine_similarities(global_embeddings, vocabulary)
 
     def zero_shot(self, global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings) -> np.ndarray:
         """Softmax over labels of logit_scale * cosine similarity: [B, L] probabilities summing to 1."""
-        logits = self.logit_scale * self.similarities(global_embeddings, vocabulary)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True)
+        return zero_shot_probabilities(global_embeddings, vocabulary, self.logit_scale)
+
+    def decode(self, features: ImageFeatures, labels: VocabularyEmbeddings,
+               queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+               localize: bool = False, heatmaps: bool = False) -> ClipFrameResult:
+        """One encoded frame -> its CLIP scores with this model's logit scale and patch size (`clip_scoring`)."""
+        return decode(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
+                      patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
+
+    def decode_batch(self, features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
+                     queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+                     localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
+        """Encoded frames of one batch -> their CLIP scores, one result per frame (`clip_scoring.decode_batch`)."""
+        return decode_batch(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
+                            patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
 
     def warm_up(self, iterations: int = 2) -> None:
         size = self.info.image_size

@@ -19,7 +19,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 from robovision_ros.encoder import PerceptionEncoder
-from robovision_ros.localization import localize, similarity_heatmap
 from robovision_ros.scenes import LABELS, SceneGenerator
 
 EVAL_SEEDS = (9001, 9002)  # disjoint from training seeds (seed * 1000 + {0, 500})
@@ -36,30 +35,25 @@ def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime
         for i in range(scenes):
             scene = single.scene(i)
             features, _ = encoder.encode_images([scene.image])
-            predicted = LABELS[int(np.argmax(encoder.zero_shot(features[0].global_embedding, vocabulary)))]
-            correct += predicted == scene.labels[0]
+            correct += encoder.decode(features[0], vocabulary).best_label == scene.labels[0]
             colour = scene.objects[0].colour
             if colour in ('red', 'blue'):
                 swapped, _ = encoder.encode_images([np.ascontiguousarray(scene.image[..., ::-1])])
-                guess = LABELS[int(np.argmax(encoder.zero_shot(swapped[0].global_embedding, vocabulary)))]
-                kept += guess.split()[0] == colour
+                kept += encoder.decode(swapped[0], vocabulary).best_label.split()[0] == colour
                 swapped_total += 1
         multi = SceneGenerator(EVAL_SEEDS[1], height, width, 1, 3)
         tp = fp = fn = hits = objects = 0
         for i in range(scenes):
             scene = multi.scene(i)
             features, _ = encoder.encode_images([scene.image])
-            feature = features[0]
-            similarity = encoder.similarities(feature.global_embedding, vocabulary)[0]
+            # every label is also a presence query; heatmaps kept to localise just the objects' labels
+            result = encoder.decode(features[0], vocabulary, vocabulary, threshold, heatmaps=True)
             truth = scene.multi_hot()
-            predicted_present = similarity >= threshold
-            tp += int(np.sum(predicted_present & (truth > 0)))
-            fp += int(np.sum(predicted_present & (truth == 0)))
-            fn += int(np.sum(~predicted_present & (truth > 0)))
+            tp += int(np.sum(result.present & (truth > 0)))
+            fp += int(np.sum(result.present & (truth == 0)))
+            fn += int(np.sum(~result.present & (truth > 0)))
             for obj in scene.objects:
-                heatmap = similarity_heatmap(feature.patch_tokens, vocabulary.embeddings[LABELS.index(obj.label)],
-                                             feature.grid_hw)
-                hits += obj.contains(*localize(heatmap, encoder.info.patch_size, feature.geometry).peak_xy)
+                hits += obj.contains(*result.locate(result.queries.index(obj.label)).peak_xy)
                 objects += 1
         return {
             'zero_shot_top1': correct / scenes,

@@ -66,6 +66,22 @@ def _send_until(ros, publisher, received, key, make_msg, count=1, timeout_s=20.0
     return mine()
 
 
+def _wait_for_labels(ros, publisher, received, image, labels, timeout_s=20.0):
+    """Send frames until an output scored against `labels` arrives (a vocabulary set is applied in the
+    background); every output before it carries the complete previous vocabulary, never a mix."""
+    deadline = time.monotonic() + timeout_s
+    start = len(received['labels'])
+    while time.monotonic() < deadline:
+        if any(list(m.labels) == labels for m in received['labels'][start:]):
+            break
+        publisher.publish(_image(image, stamp=(150, 0)))
+        ros.spin_until(lambda: any(list(m.labels) == labels for m in received['labels'][start:]), 0.3)
+    outputs = received['labels'][start:]
+    assert any(list(m.labels) == labels for m in outputs), f'vocabulary {labels} never applied'
+    first_new = next(i for i, m in enumerate(outputs) if list(m.labels) == labels)
+    assert all(list(m.labels) != labels and len(m.labels) == len(m.scores) for m in outputs[:first_new])
+
+
 def _diagnostic_counter(diagnostics, node_name: str, key: str) -> int:
     """Largest value of counter `key` in the /diagnostics statuses of node `node_name` (fully qualified)."""
     values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
@@ -102,9 +118,11 @@ def test_lifecycle_parameters_and_outputs(graph):
     assert 0 <= first.peak_x < 64 and 0 <= first.peak_y < 48
     assert first.roi.width >= 1 and first.roi.x_offset + first.roi.width <= 64
 
-    # Live vocabulary: the set returns once the new embeddings are in; the next frames use them.
+    # Live vocabulary: the set returns at once, the new embeddings are encoded off the executor and swapped in
+    # whole; once an output carries them, every later frame uses them.
     (result,) = set_parameters(ros, node, {'labels': ['white plate', 'yellow box']})
     assert result.successful, result.reason
+    _wait_for_labels(ros, publisher, received, image, ['white plate', 'yellow box'])
     received['labels'].clear()
     latest = _send_until(ros, publisher, received, 'labels', lambda: _image(image, stamp=(200, 0)))
     assert all(list(m.labels) == ['white plate', 'yellow box'] for m in latest)
@@ -124,12 +142,12 @@ def test_lifecycle_parameters_and_outputs(graph):
     assert not result.successful and "'{}'" in result.reason
 
     # A frame with an unsupported encoding is logged; the node keeps serving good frames.
-    bad = Image(height=2, width=2, encoding='yuv422', step=4, data=bytes(8))
+    bad = Image(height=2, width=2, encoding='yuv444', step=4, data=bytes(8))
     deadline = time.monotonic() + 15.0
-    while "encoding 'yuv422' not supported" not in process.output() and time.monotonic() < deadline:
+    while "encoding 'yuv444' not supported" not in process.output() and time.monotonic() < deadline:
         publisher.publish(bad)  # best effort, newest frame only: resend until one is processed
         ros.spin_until(lambda: False, 0.3)
-    assert "encoding 'yuv422' not supported; supported: rgb8" in process.output()
+    assert "encoding 'yuv444' not supported; supported: rgb8" in process.output()
     out = _send_until(ros, publisher, received, 'labels', lambda: _image(image, stamp=(300, 0)))
     assert out[0].header.stamp.sec == 300
 

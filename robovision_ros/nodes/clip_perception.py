@@ -8,17 +8,18 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import Image
 
+from robovision_ros.clip_scoring import ClipFrameResult
 from robovision_ros.debug_view import render_debug_image
-from robovision_ros.localization import localize, similarity_heatmaps
-from robovision_ros.message_conversions import packed_array
-from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabels
+from robovision_ros.encoder import ImageFeatures
+from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
+from robovision_ros.nodes.clip_messages import to_messages
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node, string_list
 from robovision_ros.nodes.vocabulary_worker import Vocabularies, VocabularyRequest, VocabularyWorker
 from robovision_ros.preprocessing import encode_raw_image
 from robovision_ros.vocabulary import DEFAULT_LABELS, DEFAULT_PRESENCE_QUERIES, DEFAULT_TEMPLATES, MAX_LABEL_LENGTH, \
-    MAX_LABELS, MAX_VOCABULARY_TEXTS, VocabularyEmbeddings, VocabularyError, validate_labels, validate_templates, \
+    MAX_LABELS, MAX_VOCABULARY_TEXTS, VocabularyError, validate_labels, validate_templates, \
     validate_vocabulary_size
 
 VOCABULARY_PARAMETERS = ('labels', 'prompt_templates', 'presence_queries')
@@ -122,9 +123,9 @@ class ClipPerceptionNode(PerceptionNode):
         self.get_logger().info(f'{_describe(vocabularies)} ({texts} texts in {elapsed_ms:.0f} ms)')
 
     def _on_vocabulary_error(self, request: VocabularyRequest, error: BaseException, trace: str) -> None:
+        version = self._vocabularies.version if self._vocabularies else 0
         self.get_logger().error(f'vocabulary of {len(request.labels)} labels not applied ({type(error).__name__}: '
-                                f'{error}); still scoring with v{self._vocabularies.version if self._vocabularies else 0}'
-                                f'\n{trace}')
+                                f'{error}); still scoring with v{version}\n{trace}')
 
     def _validate_live(self, values: dict[str, Any]) -> Optional[str]:
         try:
@@ -171,62 +172,33 @@ class ClipPerceptionNode(PerceptionNode):
         labels_vocab, queries_vocab = vocabularies.labels, vocabularies.queries
         features, timing = self.encoder.encode_images(images)
         start = time.perf_counter()
-        embeddings = np.stack([f.global_embedding for f in features])
-        probs = self.encoder.zero_shot(embeddings, labels_vocab)
-        presence = self.encoder.similarities(embeddings, queries_vocab) if queries_vocab.labels else None
-        threshold = settings.presence_threshold
-        do_localize = settings.localize
-        model_id = self.encoder.info.model_id
         debug = settings.debug_image and self._debug_pub.get_subscription_count() > 0
+        results = self.encoder.decode_batch(features, labels_vocab, queries_vocab, settings.presence_threshold,
+                                            localize=settings.localize, heatmaps=debug)
+        model_id = self.encoder.info.model_id
         for i, frame in enumerate(frames):
-            best = int(np.argmax(probs[i]))
-            msg = ZeroShotLabels(header=frame.msg.header, model_id=model_id, labels=list(labels_vocab.labels),
-                                 scores=packed_array('f', probs[i].astype(np.float32)),
-                                 best_label=labels_vocab.labels[best], best_score=float(probs[i, best]),
-                                 prompt_templates=list(labels_vocab.templates),
-                                 vocabulary_version=labels_vocab.version)
-            results = []
-            # All query heatmaps of this frame in one product; used for localisation and the debug image.
-            heatmaps = similarity_heatmaps(features[i].patch_tokens, queries_vocab.embeddings, features[i].grid_hw) \
-                if (do_localize or debug) and queries_vocab.labels else None
-            for q, query in enumerate(queries_vocab.labels):
-                similarity = float(presence[i, q])
-                result = ObjectPresence(query=query, similarity=similarity, threshold=threshold,
-                                        present=similarity >= threshold)
-                if do_localize:
-                    loc = localize(heatmaps[q], self.encoder.info.patch_size, features[i].geometry)
-                    x, y, w, h = loc.roi_xywh
-                    result.has_location = True
-                    result.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
-                    result.peak_x, result.peak_y = loc.peak_xy
-                    result.peak_score = loc.peak_score
-                results.append(result)
-            total_ms = (time.monotonic() - received[i]) * 1e3
-            msg.preprocess_ms, msg.inference_ms, msg.total_ms = timing.preprocess_ms, timing.inference_ms, total_ms
-            self._labels_pub.publish(msg)
-            self._presence_pub.publish(ObjectPresenceArray(
-                header=frame.msg.header, model_id=model_id, vocabulary_version=queries_vocab.version,
-                results=results, total_ms=total_ms))
+            labels_msg, presence_msg = to_messages(results[i], frame.msg.header, model_id, timing.preprocess_ms,
+                                                   timing.inference_ms, (time.monotonic() - received[i]) * 1e3)
+            self._labels_pub.publish(labels_msg)
+            self._presence_pub.publish(presence_msg)
             if debug:
-                self._publish_debug(frame, images[i], features[i], msg, queries_vocab,
-                                    presence[i] if presence is not None else None, heatmaps)
+                self._publish_debug(frame, images[i], features[i], results[i])
         self.stages['preprocess_ms'].add(timing.preprocess_ms)
         self.stages['inference_ms'].add(timing.inference_ms)
         self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)
 
-    def _publish_debug(self, frame: Frame, image: np.ndarray, feature: Any, labels: ZeroShotLabels,
-                       queries: VocabularyEmbeddings, similarities: Optional[np.ndarray],
-                       heatmaps: Optional[np.ndarray]) -> None:
+    def _publish_debug(self, frame: Frame, image: np.ndarray, feature: ImageFeatures,
+                       result: ClipFrameResult) -> None:
         """Only computed when enabled and subscribed: the top query's heatmap and box over the frame."""
         assert self.encoder is not None
-        title = f'{labels.best_label} {labels.best_score:.2f}'
+        title = f'{result.best_label} {result.best_score:.2f}'
         heatmap = roi = None
         query = ''
-        if similarities is not None and heatmaps is not None and len(similarities):
-            top = int(np.argmax(similarities))
-            query = f'{queries.labels[top]} {similarities[top]:.2f}'
-            heatmap = heatmaps[top]
-            roi = localize(heatmap, self.encoder.info.patch_size, feature.geometry).roi_xywh
+        top = result.top_query
+        if top is not None and result.heatmaps is not None:
+            query = f'{result.queries[top]} {result.similarities[top]:.2f}'
+            heatmap = result.heatmaps[top]
+            roi = result.locate(top).roi_xywh
         overlay = render_debug_image(image, title, heatmap, roi,
                                      feature.geometry.visible_box(self.encoder.preprocessor.config.input_hw), query)
         data, step = encode_raw_image(overlay, 'rgb8')
