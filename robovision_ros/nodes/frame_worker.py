@@ -22,6 +22,7 @@ from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeEr
 # How many distinct error causes are remembered for once-per-cause logging; beyond it, errors are still
 # counted but only logged with a throttle.
 MAX_REMEMBERED_CAUSES = 64
+REPEAT_LOG_PERIOD_S = 60.0  # a known cause is logged again at most this often, with its count
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class FrameWorker:
         self._thread: Optional[threading.Thread] = None
         self._running = False
         self._stopping = False
-        self._causes: dict[str, int] = {}
+        self._causes: dict[str, list] = {}  # cause -> [count, time of its last log line]
         self._last_throttled_log = 0.0
         self.failure: Optional[str] = None  # why the thread ended, if it ever ends on its own
         self.last_error: Optional[str] = None  # the most recent per-frame error, for /diagnostics
@@ -175,26 +176,27 @@ class FrameWorker:
             self._mailbox[topic] = Frame(msg, topic, now)
             self._cv.notify()
 
-    def _take(self, batch: bool) -> list[Frame]:
+    def _take(self) -> tuple[list[Frame], WorkerSettings]:
+        """The next frame(s) to serve, and the settings they are served with (read once, after the wait)."""
         with self._cv:
             while self._running and not self._mailbox:
                 self._cv.wait(timeout=0.2)
+            settings = self.settings
             if not self._running:
-                return []
-            if batch:
+                return [], settings
+            if settings.batch:
                 frames = list(self._mailbox.values())
                 self._mailbox.clear()
-                return frames
+                return frames, settings
             topic = min(self._mailbox, key=lambda t: self._mailbox[t].arrival)  # oldest-arrived camera first
-            return [self._mailbox.pop(topic)]
+            return [self._mailbox.pop(topic)], settings
 
     # --- the thread --------------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             last = 0.0
             while self._running:
-                settings = self.settings
-                frames = self._take(settings.batch)
+                frames, settings = self._take()
                 if not frames:
                     continue
                 if settings.max_rate_hz > 0 and time.monotonic() - last < 1.0 / settings.max_rate_hz:
@@ -238,17 +240,21 @@ class FrameWorker:
                          traceback.format_exc())
 
     def _report(self, message: str, trace: Optional[str]) -> None:
-        """Log a cause the first time it is seen (with its traceback), then at most every 5 s."""
+        """Log a cause the first time it is seen (with its traceback), then at most once a minute with its count;
+        every occurrence is counted in /diagnostics."""
         self.last_error = message
         cause = message if trace is None else trace.strip().splitlines()[-1] + message.split(':')[0]
-        seen = self._causes.get(cause)
-        if seen is None and len(self._causes) < MAX_REMEMBERED_CAUSES:
-            self._causes[cause] = 1
-            self._log('error', message if trace is None else f'{message}\n{trace}')
-            return
-        if seen is not None:
-            self._causes[cause] = seen + 1
         now = time.monotonic()
-        if now - self._last_throttled_log >= 5.0:
-            self._last_throttled_log = now
-            self._log('error', f'{message} (repeated; counted in /diagnostics)')
+        seen = self._causes.get(cause)
+        if seen is None:
+            if len(self._causes) < MAX_REMEMBERED_CAUSES:
+                self._causes[cause] = [1, now]
+                self._log('error', message if trace is None else f'{message}\n{trace}')
+            elif now - self._last_throttled_log >= 5.0:  # too many distinct causes: throttle them together
+                self._last_throttled_log = now
+                self._log('error', message)
+            return
+        seen[0] += 1
+        if now - seen[1] >= REPEAT_LOG_PERIOD_S:
+            seen[1] = now
+            self._log('error', f'{message} ({seen[0]} times so far)')
