@@ -172,6 +172,8 @@ class PreprocessConfig:
         crop_hw = None
         if cfg.get('do_center_crop', False):
             crop = cfg.get('crop_size')
+            if isinstance(crop, dict) and not {'height', 'width'} <= set(crop):
+                raise PreprocessConfigError(f'crop_size {crop!r} in preprocessor config needs height and width')
             if isinstance(crop, dict):
                 crop_hw = (int(crop['height']), int(crop['width']))
             elif isinstance(crop, int):
@@ -197,7 +199,13 @@ class PreprocessConfig:
         path = Path(model_dir) / 'preprocessor_config.json'
         if not path.is_file():
             raise PreprocessConfigError(f'{path} not found: the model directory must carry its preprocessor config')
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, PreprocessConfigError):
+                raise
+            raise PreprocessConfigError(f'{path}: unusable preprocessor config ({type(error).__name__}: {error})') \
+                from None
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,9 @@ class ClipPerceptionNode(PerceptionNode):
         self.get_logger().error(f'vocabulary of {len(request.labels)} labels not applied ({type(error).__name__}: '
                                 f'{error}); still scoring with v{version}\n{trace}')
 
-    def _validate_live(self, values: dict[str, Any]) -> Optional[str]:
+    def _validate_live(self, values: dict[str, Any], names: set[str]) -> Optional[str]:
+        if not names & set(VOCABULARY_PARAMETERS):
+            return None
         try:
             self._vocabulary_request(values)
         except (VocabularyError, ValueError) as error:

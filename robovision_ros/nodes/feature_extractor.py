@@ -60,9 +60,11 @@ class FeatureExtractorNode(PerceptionNode):
         if problem:
             raise ValueError(problem)
 
-    def _validate_live(self, values: dict[str, Any]) -> Optional[str]:
-        if values['output_dtype'] not in OUTPUT_DTYPES:
+    def _validate_live(self, values: dict[str, Any], names: set[str]) -> Optional[str]:
+        if 'output_dtype' in names and values['output_dtype'] not in OUTPUT_DTYPES:
             return f"output_dtype '{values['output_dtype']}' not supported; supported: {', '.join(OUTPUT_DTYPES)}"
+        if 'scales' not in names:
+            return None
         backend = self.encoder.backend.name if self.encoder is not None else 'torch'
         return self._scales_problem(list(values['scales']), backend)
 

@@ -166,8 +166,9 @@ class PerceptionNode(LifecycleNode):
     def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
         raise NotImplementedError
 
-    def _validate_live(self, params: dict[str, Any]) -> Optional[str]:
-        """Validate parameters (name -> value, values after this set); return a reason to reject, or None."""
+    def _validate_live(self, values: dict[str, Any], names: set[str]) -> Optional[str]:
+        """Validate the subclass's parameters among `names` (`values`: every parameter after this set); return
+        a reason to reject, or None. A value that is wrong but not being set does not block other sets."""
         return None
 
     def _apply_live(self, names: set[str]) -> None:
@@ -220,7 +221,7 @@ class PerceptionNode(LifecycleNode):
                 return f'image_topics must be topic names without blanks; got {topics!r}'
             if len(set(topics)) != len(topics):
                 return f'image_topics must be unique; got {topics!r}'
-        return self._validate_live({name: values[name] for name in values}) if names else None
+        return self._validate_live(values, names) if names else None
 
     def _after_set_parameters(self, params: list[Any]) -> None:
         names = {p.name for p in params}
