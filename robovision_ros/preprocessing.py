@@ -455,21 +455,96 @@ def _crop_box(config: PreprocessConfig, hw: tuple[int, int], scale: float) -> tu
     return (top, left, ch, cw)
 
 
+# PIL's resampling filters: support radius (in output pixels) and kernel, as in PIL's Resample.c.
+def _pil_bicubic(x: np.ndarray) -> np.ndarray:
+    a = -0.5
+    x = np.abs(x)
+    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+def _pil_hamming(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x) * np.pi
+    with np.errstate(invalid='ignore', divide='ignore'):
+        value = np.sin(x) / x * (0.54 + 0.46 * np.cos(x))
+    return np.where(x == 0, 1.0, np.where(x >= np.pi, 0.0, value))
+
+
+_PIL_FILTERS = {
+    1: (3.0, lambda x: np.where(np.abs(x) < 3, np.sinc(x) * np.sinc(x / 3), 0.0)),  # lanczos
+    2: (1.0, lambda x: np.maximum(1 - np.abs(x), 0.0)),  # bilinear
+    3: (2.0, _pil_bicubic),
+    4: (0.5, lambda x: ((x >= -0.5) & (x < 0.5)).astype(float)),  # box
+    5: (1.0, _pil_hamming),
+}
+
+
+def _resample_weights(in_size: int, out_size: int, first: int, count: int,
+                      resample: int) -> tuple[int, np.ndarray]:
+    """Rows `first` .. `first + count` of the matrix that resizes `in_size` samples to `out_size` (PIL's
+    antialiased filters, PIL's coefficients): returns (first source index read, weights ``[count, span]``).
+    Output indices outside 0 .. out_size get zero rows (padding)."""
+    scale = in_size / out_size
+    index = np.arange(first, first + count)
+    valid = (index >= 0) & (index < out_size)
+    centers = (index + 0.5) * scale
+    if resample == 0:  # nearest: the source pixel under each output centre
+        lo_hi = np.clip(np.floor(centers), 0, in_size - 1).astype(np.int64)[:, None]
+        taps, weights = lo_hi, np.ones((count, 1))
+    else:
+        support, kernel = _PIL_FILTERS.get(resample, _PIL_FILTERS[2])
+        filter_scale = max(scale, 1.0)
+        support *= filter_scale
+        xmin = np.maximum((centers - support + 0.5).astype(np.int64), 0)
+        xmax = np.minimum((centers + support + 0.5).astype(np.int64), in_size)
+        taps = xmin[:, None] + np.arange(int(np.ceil(support)) * 2 + 1)[None, :]
+        inside = taps < xmax[:, None]
+        weights = np.where(inside, kernel((taps - centers[:, None] + 0.5) / filter_scale), 0.0)
+        total = weights.sum(axis=1, keepdims=True)
+        weights = np.divide(weights, total, out=np.zeros_like(weights), where=total != 0)
+        taps = np.where(inside, taps, xmin[:, None])
+    weights[~valid] = 0
+    lo = int(taps[valid].min()) if valid.any() else 0
+    hi = int(taps[valid].max()) + 1 if valid.any() else 1
+    matrix = np.zeros((count, hi - lo))
+    rows = np.broadcast_to(np.arange(count)[:, None], taps.shape)
+    keep = valid[:, None] & (weights != 0)
+    np.add.at(matrix, (rows[keep], taps[keep] - lo), weights[keep])
+    return lo, matrix
+
+
+def _source_span(in_size: int, out_size: int, first: int, end: int, resample: int) -> tuple[int, int]:
+    """Source indices [start, stop) that resized outputs `first` .. `end` read, plus a sample of slack either
+    side (clamped to the image): what PIL needs to see to compute those outputs as it would from the whole."""
+    support = _PIL_FILTERS.get(resample, (0.5, None))[0] * max(in_size / out_size, 1.0)
+    start = int(first * in_size / out_size - support) - 2
+    stop = int(np.ceil(end * in_size / out_size + support)) + 2
+    return max(start, 0), min(stop, in_size)
+
+
 class ImagePreprocessor:
     """RGB uint8 frames -> normalised float32 NCHW model input, matching the HF image processor.
 
-    Resizing uses PIL with the model's resampling filter, exactly as the HF processor does; crop, rescale and
+    Resizing uses PIL with the model's resampling filter, as the HF processor does; crop, rescale and
     normalisation are fused into one multiply-add with per-channel constants computed once here.
+
+    By default only the part of the frame that the centre crop keeps is resized (`crop_before_resize`), so the cost
+    follows the model input, not the frame's shape. That equals the HF processor (resize all, then crop) up to
+    PIL's uint8 rounding between its two passes, whose order PIL picks from the sizes it is given: at most one
+    uint8 step on camera-like images (tested). `crop_before_resize=False` resizes the whole frame first and is
+    exactly the HF processor.
     """
 
-    def __init__(self, config: PreprocessConfig) -> None:
+    def __init__(self, config: PreprocessConfig, crop_before_resize: bool = True) -> None:
         self.config = config
+        self.crop_before_resize = crop_before_resize
         mean = np.asarray(config.mean, dtype=np.float32)
         std = np.asarray(config.std, dtype=np.float32)
         # (x * rescale - mean) / std == x * gain + bias
         self._gain = (config.rescale_factor / std).astype(np.float32)
         self._bias = (-mean / std).astype(np.float32)
         self._device_constants: dict[tuple[str, Any], tuple[Any, Any]] = {}
+        self._device_weights_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
         rh, rw = resized_hw(self.config, source_hw, scale)
@@ -478,21 +553,36 @@ class ImagePreprocessor:
                                   crop_y=top, crop_x=left)
 
     def resize_and_crop(self, rgb: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        """Resize (PIL, the model's filter) and centre-crop one RGB uint8 image; returns uint8 HWC."""
+        """Resize (PIL, the model's filter) and centre-crop one RGB uint8 image; returns uint8 HWC.
+
+        With `crop_before_resize`, PIL resizes only the source box that maps onto the crop (reading the filter's
+        support around it) straight to the crop size; see the class docstring for how close that is to HF.
+        """
         from PIL import Image
 
-        rh, rw = resized_hw(self.config, rgb.shape[:2], scale)
-        if (rh, rw) != rgb.shape[:2]:
-            image = Image.fromarray(np.ascontiguousarray(rgb))
-            resized = np.asarray(image.resize((rw, rh), resample=self.config.resample))
-        else:
-            resized = rgb
+        source_hw = rgb.shape[:2]
+        rh, rw = resized_hw(self.config, source_hw, scale)
         top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
-        if top < 0 or left < 0:
-            padded = np.zeros((max(ch, rh), max(cw, rw), 3), np.uint8)
-            padded[max(-top, 0):max(-top, 0) + rh, max(-left, 0):max(-left, 0) + rw] = resized
-            resized, top, left = padded, max(top, 0), max(left, 0)
-        return resized[top:top + ch, left:left + cw]
+        y0, y1 = max(top, 0), min(top + ch, rh)  # the part of the crop that the resized image covers
+        x0, x1 = max(left, 0), min(left + cw, rw)
+        if not self.crop_before_resize and (rh, rw) != source_hw:  # HF's order: resize everything, then crop
+            image = Image.fromarray(np.ascontiguousarray(rgb))
+            visible = np.asarray(image.resize((rw, rh), resample=self.config.resample))[y0:y1, x0:x1]
+        elif (rh, rw) == source_hw:
+            visible = rgb[y0:y1, x0:x1]
+        else:
+            # Only the source rows/cols that the kept outputs read go to PIL, with the box relative to them.
+            sy, ey = _source_span(source_hw[0], rh, y0, y1, self.config.resample)
+            sx, ex = _source_span(source_hw[1], rw, x0, x1, self.config.resample)
+            fy, fx = source_hw[0] / rh, source_hw[1] / rw
+            box = (x0 * fx - sx, y0 * fy - sy, x1 * fx - sx, y1 * fy - sy)
+            image = Image.fromarray(np.ascontiguousarray(rgb[sy:ey, sx:ex]))
+            visible = np.asarray(image.resize((x1 - x0, y1 - y0), resample=self.config.resample, box=box))
+        if (y0, x0, y1, x1) == (top, left, top + ch, left + cw):
+            return visible
+        padded = np.zeros((ch, cw, 3), np.uint8)  # crop larger than the resized image: pad with black
+        padded[y0 - top:y1 - top, x0 - left:x1 - left] = visible
+        return padded
 
     def normalize(self, batch_uint8: np.ndarray) -> np.ndarray:
         """uint8 ``[B, H, W, 3]`` -> float32 ``[B, 3, H, W]`` normalised."""
@@ -503,33 +593,52 @@ class ImagePreprocessor:
         """RGB uint8 images (any sizes) -> float32 ``[B, 3, H, W]``."""
         return self.normalize(np.stack([self.resize_and_crop(image, scale) for image in images]))
 
-    def torch_preprocess(self, images: Sequence[np.ndarray], device: str, dtype: Any, scale: float = 1.0) -> Any:
-        """The GPU path: upload each uint8 frame once, then resize (antialiased, the model's filter), crop and
-        normalise on `device`. Matches the PIL path to within resampling differences (tested)."""
+    def _device_weights(self, source_hw: tuple[int, int], scale: float, device: str) -> tuple[Any, ...]:
+        """Per frame size: the source rows/cols the crop reads and the resampling matrices, cached on `device`."""
         import torch
-        import torch.nn.functional as F
 
-        mode = 'bicubic' if self.config.resample == 3 else 'bilinear'
+        key = (source_hw, scale, str(device))
+        if key not in self._device_weights_cache:
+            rh, rw = resized_hw(self.config, source_hw, scale)
+            top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
+            if (rh, rw) == source_hw and top >= 0 and left >= 0:
+                entry: tuple[Any, ...] = (top, top + ch, left, left + cw, None, None)
+            else:
+                y0, wy = _resample_weights(source_hw[0], rh, top, ch, self.config.resample)
+                x0, wx = _resample_weights(source_hw[1], rw, left, cw, self.config.resample)
+                entry = (y0, y0 + wy.shape[1], x0, x0 + wx.shape[1],
+                         torch.as_tensor(wy, dtype=torch.float32, device=device),
+                         torch.as_tensor(wx.T, dtype=torch.float32, device=device))
+            if len(self._device_weights_cache) >= 16:  # a few camera sizes in practice
+                self._device_weights_cache.clear()
+            self._device_weights_cache[key] = entry
+        return self._device_weights_cache[key]
+
+    def torch_preprocess(self, images: Sequence[np.ndarray], device: str, dtype: Any, scale: float = 1.0) -> Any:
+        """The GPU path: upload the rows of each uint8 frame that the crop reads, once, then resize and crop in one
+        step on `device` with PIL's filter coefficients (two matrix products, rounded to uint8 between and after
+        the passes as PIL does), and normalise. Matches the PIL path to within rounding (tested); the cost follows
+        the model input, not the frame's shape."""
+        import torch
+
         crops = []
         for image in images:
-            # A bgr8 frame decodes to a channel-reversed view of the message buffer: upload the buffer itself and
-            # reverse the channels on the device, instead of a host copy of the whole frame.
+            y0, y1, x0, x1, wy, wx = self._device_weights(tuple(image.shape[:2]), scale, device)
+            # A bgr8 frame decodes to a channel-reversed view of the message buffer: upload the buffer rows
+            # themselves and reverse the channels on the device, instead of a host copy of the frame.
             reversed_channels = image.strides[-1] < 0
-            host = np.ascontiguousarray(image[..., ::-1] if reversed_channels else image)
+            rows = image[y0:y1]
+            host = np.ascontiguousarray(rows[..., ::-1] if reversed_channels else rows)
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', UserWarning)  # torch warns about read-only message buffers
                 tensor = torch.from_numpy(host).to(device, non_blocking=True)
             if reversed_channels:
                 tensor = tensor.flip(-1)
-            tensor = tensor.permute(2, 0, 1).unsqueeze(0).float()
-            rh, rw = resized_hw(self.config, image.shape[:2], scale)
-            if (rh, rw) != tuple(image.shape[:2]):
-                tensor = F.interpolate(tensor, size=(rh, rw), mode=mode, antialias=True, align_corners=False)
-                tensor = tensor.round_().clamp_(0, 255)  # PIL resizes to uint8
-            top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
-            if top < 0 or left < 0:
-                raise PreprocessConfigError('crop larger than the resized image is not supported on the device path')
-            crops.append(tensor[..., top:top + ch, left:left + cw])
+            tensor = tensor[:, x0:x1].permute(2, 0, 1).float()  # [3, rows, cols]
+            if wx is not None:
+                tensor = (tensor @ wx).round_().clamp_(0, 255)  # horizontal pass first, as PIL does
+                tensor = (wy @ tensor).round_().clamp_(0, 255)
+            crops.append(tensor.unsqueeze(0))
         key = (str(device), dtype)
         if key not in self._device_constants:
             self._device_constants[key] = (torch.as_tensor(self._gain, device=device).view(1, 3, 1, 1),
