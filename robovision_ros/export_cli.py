@@ -46,7 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.split('\n')[0])
     parser.add_argument('model', help='model directory, hub id, or embedded:<name>')
     parser.add_argument('--out', type=Path, required=True, help='output directory')
-    parser.add_argument('--int8', action='store_true', help='also write dynamic-int8 ONNX files')
+    parser.add_argument('--int8', action='store_true',
+                        help='also write the dynamic-int8 image encoder (the text encoder stays fp32)')
     parser.add_argument('--fp16', action='store_true', help='also write fp16 ONNX files (for GPU providers)')
     parser.add_argument('--int8-qdq', action='store_true',
                         help='also write static int8 Q/DQ ONNX files (what TensorRT int8 engines are built from)')
@@ -59,7 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from robovision_ros.backends import BackendUnavailableError
     from robovision_ros.models import ModelLoadError, read_model_info
     from robovision_ros.frame_sources import FrameSourceError
-    from robovision_ros.onnx_export import ExportError, export_onnx, parity_check, precision_variant
+    from robovision_ros.onnx_export import ExportError, export_onnx, parity_check, precision_variant, \
+        text_precision
 
     try:
         info = read_model_info(args.model)
@@ -68,10 +70,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _progress('onnx.checker passed')
         precisions = ['fp32'] + (['int8'] if args.int8 else []) + (['fp16'] if args.fp16 else [])
         for precision in precisions:
-            for path in (exported.image_path, exported.text_path):
-                if path is not None and precision != 'fp32':
-                    _progress(f'writing {precision} variant of {path.name}')
-                    precision_variant(exported, path, precision)
+            for path, tower_precision in ((exported.image_path, precision),
+                                          (exported.text_path, text_precision(precision))):
+                if path is not None and tower_precision != 'fp32':
+                    _progress(f'writing {tower_precision} variant of {path.name}')
+                    precision_variant(exported, path, tower_precision)
             if precision == 'fp16':
                 continue  # fp16 graphs are for GPU providers; the CPU parity check would not be meaningful
             diffs = parity_check(info, exported, precision)

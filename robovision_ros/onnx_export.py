@@ -3,7 +3,7 @@
 Layout of an export directory:
     image_encoder.onnx          pixel_values [B,3,H,W] -> patch_tokens [B,N,D], global_embedding [B,Dg]
     text_encoder.onnx           input_ids, attention_mask [B,L] (L fixed) -> text_embedding [B,D]   (CLIP)
-    *.fp16.onnx / *.int8.onnx   precision variants, made on demand
+    *.fp16.onnx / *.int8.onnx   precision variants, made on demand (int8: the image encoder only, see text_precision)
     export.json                 model fingerprint, logit scale, text length, input size
 """
 from __future__ import annotations
@@ -25,6 +25,9 @@ OPSET = 17
 IMAGE_FILE = 'image_encoder.onnx'
 TEXT_FILE = 'text_encoder.onnx'
 METADATA_FILE = 'export.json'
+# How `*.int8.onnx` files are made, recorded in their ONNX metadata: a cached file of another recipe is remade.
+INT8_RECIPE_KEY = 'robovision_ros.int8_recipe'
+INT8_RECIPE = 'dynamic-s8-per-channel-7bit-v2'
 
 
 class ExportError(RuntimeError):
@@ -117,15 +120,48 @@ def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> Exported
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
-    """Dynamic int8 quantization (signed int8 weights) after ONNX Runtime's quantization pre-processing."""
+    """Dynamic int8 quantization after ONNX Runtime's pre-processing, by recipe `INT8_RECIPE` (recorded in the file).
+
+    Weights are signed, per channel and 7-bit (`reduce_range`): ONNX Runtime multiplies the uint8 activations by
+    the int8 weights with U8S8 kernels, and on x86 without VNNI (AVX2, AVX-512 without VNNI) those sum each pair of
+    products with VPMADDUBSW into a saturating int16. With 8-bit weights a pair reaches 2 * 255 * 127 = 64770 and is
+    clipped to 32767, so accuracy depended on the CPU (cosine 0.97 on an AVX2 EPYC, 0.9998 with VNNI). With weights
+    in [-64, 64] a pair is at most 2 * 255 * 64 = 32640: nothing saturates, and every x86 kernel (VNNI or not)
+    computes the same exact integer sums. See ONNX Runtime's quantization guide (onnxruntime.ai/docs/performance/
+    model-optimizations/quantization.html, "reduce_range") and the comment on `session.x64quantprecision` in
+    onnxruntime_session_options_config_keys.h ("x64 SSE4.1/AVX2/AVX512 (with no VNNI) has overflow problem with
+    quantized matrix multiplication with U8S8").
+    """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = out_path.with_suffix('.prep.onnx')
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
     prepared.unlink(missing_ok=True)
+    model = onnx.load(str(out_path))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        INT8_RECIPE_KEY: INT8_RECIPE})
+    onnx.save(model, str(out_path))
     return out_path
+
+
+def int8_recipe(path: Path) -> Optional[str]:
+    """The int8 recipe recorded in an int8 ONNX file (None for files made before recipes were recorded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == INT8_RECIPE_KEY), None)
+
+
+def text_precision(precision: str) -> str:
+    """The precision the text tower runs in for a run `precision`.
+
+    Dynamic int8 keeps the text tower in fp32: it runs once per vocabulary change, not per frame, so int8 would save
+    nothing on the hot path and only cost accuracy. Other precisions (fp16, Q/DQ) apply to both towers.
+    """
+    return 'fp32' if precision == 'int8' else precision
 
 
 class _CalibrationReader:
@@ -186,10 +222,18 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
 
 
 def precision_variant(exported: ExportedModel, path: Optional[Path], precision: str) -> Optional[Path]:
-    """Path of the ONNX file for `precision`, made from the fp32 file if it does not exist yet."""
+    """Path of the ONNX file for `precision`, made from the fp32 file if it does not exist yet (or, for int8, was
+    made by another recipe than `INT8_RECIPE`)."""
     target = exported.variant(path, precision)
-    if path is None or target is None or target.is_file():
+    if path is None or target is None:
         return target
+    if target.is_file():
+        if precision != 'int8':
+            return target
+        recipe = int8_recipe(target)
+        if recipe == INT8_RECIPE:
+            return target
+        LOG.info('remaking %s: made by int8 recipe %s, current is %s', target.name, recipe, INT8_RECIPE)
     if precision == 'int8':
         return quantize_int8(path, target)
     if precision == 'fp16':
@@ -219,7 +263,7 @@ def parity_check(info: ModelInfo, exported: ExportedModel, precision: str = 'fp3
         tokenizer = load_tokenizer(info)
         tokens = tokenizer(['a photo of a red cup', 'blue bottle'], padding='max_length',
                            max_length=exported.text_length, truncation=True, return_tensors='np')
-        text_path = precision_variant(exported, exported.text_path, precision)
+        text_path = precision_variant(exported, exported.text_path, text_precision(precision))
         session = ort.InferenceSession(str(text_path), providers=['CPUExecutionProvider'])
         ids = tokens['input_ids'].astype(np.int64)
         mask = tokens['attention_mask'].astype(np.int64)

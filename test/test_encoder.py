@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import platform
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from conftest import structured_images
 from robovision_ros.backends import BackendUnavailableError, choose_backend, create_backend
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.models import ModelLoadError, read_model_info
+from robovision_ros.onnx_export import INT8_RECIPE, cached_export, int8_recipe, precision_variant
 from robovision_ros.vocabulary import VocabularyError
 
 
@@ -106,6 +111,92 @@ def test_onnxruntime_int8_cosine_on_structured_images(torch_clip, tiny_clip_dir,
     assert cosine.min() >= 0.99, cosine
     texts = ['a photo of a red cup', 'a yellow box']
     assert _cosine(int8.encode_texts(texts), torch_clip.encode_texts(texts)).min() >= 0.99
+
+
+def test_int8_runs_the_text_tower_in_fp32(tiny_clip_dir, model_cache):
+    """int8 quantizes the per-frame image tower only; the text tower (run per vocabulary change) stays fp32."""
+    int8 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'int8', model_cache)
+    fp32 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'fp32', model_cache)
+    texts = ['a photo of a red cup', 'a yellow box']
+    np.testing.assert_allclose(int8.encode_texts(texts), fp32.encode_texts(texts), atol=1e-6)
+    exported = cached_export(int8.info, model_cache)
+    assert exported.variant(exported.image_path, 'int8').is_file()
+    assert not exported.variant(exported.text_path, 'int8').is_file()
+
+
+def test_int8_image_weights_cannot_saturate_x86_u8s8_kernels(tiny_clip_dir, model_cache):
+    """Without VNNI, x86 U8S8 kernels add pairs of uint8 x int8 products in a saturating int16 (VPMADDUBSW). The
+    7-bit weights of the int8 recipe keep every pair within int16, so no x86 CPU saturates."""
+    import onnx
+    from onnx import numpy_helper
+
+    exported = cached_export(read_model_info(str(tiny_clip_dir)), model_cache)
+    path = precision_variant(exported, exported.image_path, 'int8')
+    assert int8_recipe(path) == INT8_RECIPE
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 10
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest <= 64 and 2 * 255 * largest <= np.iinfo(np.int16).max
+
+
+def test_an_int8_file_of_an_old_recipe_is_remade(tiny_clip_dir, tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exported = cached_export(read_model_info(str(tiny_clip_dir)), tmp_path)
+    old = exported.variant(exported.image_path, 'int8')
+    quantize_dynamic(str(exported.image_path), str(old), weight_type=QuantType.QInt8, per_channel=True)  # old recipe
+    assert int8_recipe(old) is None
+    assert precision_variant(exported, exported.image_path, 'int8') == old
+    assert int8_recipe(old) == INT8_RECIPE
+
+
+_AVX2_CHILD = """
+import sys
+import numpy as np
+import onnxruntime as ort
+pixels = np.load(sys.argv[1])
+for path, out in zip(sys.argv[2::2], sys.argv[3::2]):
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    np.save(out, session.run(None, {'pixel_values': pixels})[1])
+"""
+
+
+@pytest.mark.skipif(shutil.which('qemu-x86_64') is None or platform.machine() != 'x86_64',
+                    reason='needs qemu-user (apt install qemu-user) on x86-64 to emulate an AVX2-only CPU')
+def test_int8_is_the_same_on_an_avx2_only_cpu(tiny_clip_dir, model_cache, tmp_path):
+    """ONNX Runtime has no option to force its non-VNNI int8 kernels, so the int8 image encoder runs under QEMU
+    emulating a Haswell CPU (AVX2, no AVX-512, no VNNI): ONNX Runtime's CPU dispatch then picks the AVX2 U8S8
+    kernels, as on an AVX2-only EPYC. Our recipe gives the same numbers there as here; a full-range 8-bit recipe
+    (the old one) does not, where this host has VNNI."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+
+    exported = cached_export(read_model_info(str(tiny_clip_dir)), model_cache)
+    recipe = precision_variant(exported, exported.image_path, 'int8')
+    full_range = tmp_path / 'full_range.int8.onnx'
+    quantize_dynamic(str(exported.image_path), str(full_range), weight_type=QuantType.QInt8, per_channel=True)
+    pixels = ImagePreprocessor(PreprocessConfig.from_model_dir(tiny_clip_dir))(structured_images(8, seed=3))
+    np.save(tmp_path / 'pixels.npy', pixels)
+
+    def native(path):
+        return ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(
+            None, {'pixel_values': pixels})[1]
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run(['qemu-x86_64', '-cpu', 'Haswell', sys.executable, '-c', _AVX2_CHILD, str(tmp_path / 'pixels.npy'),
+                    str(recipe), str(tmp_path / 'recipe.npy'), str(full_range), str(tmp_path / 'full_range.npy')],
+                   check=True, env=env, timeout=600, stderr=subprocess.DEVNULL)
+    avx2 = np.load(tmp_path / 'recipe.npy')
+    fp32 = native(exported.image_path)
+    # Exact integer sums on both CPUs: only float rounding may differ.
+    np.testing.assert_allclose(avx2, native(recipe), atol=1e-5)
+    assert _cosine(avx2, fp32).min() >= 0.99
+    flags = open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else ''
+    if 'avx512_vnni' in flags or 'avx_vnni' in flags:  # control: the emulated CPU really ran non-VNNI kernels
+        assert np.abs(np.load(tmp_path / 'full_range.npy') - native(full_range)).max() > 1e-3
 
 
 def test_torch_bf16_on_cpu_is_close(torch_clip, tiny_clip_dir, model_cache):

@@ -10,7 +10,7 @@ import numpy as np
 
 from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
 from robovision_ros.models import ModelInfo
-from robovision_ros.onnx_export import cached_export, precision_variant
+from robovision_ros.onnx_export import cached_export, precision_variant, text_precision
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class OnnxRuntimeBackend(EncoderBackend):
         self.image_session = ort.InferenceSession(str(image_path), options, providers=self.providers)
         self.text_session: Any = None
         if self.exported.text_path is not None:
-            text_path = precision_variant(self.exported, self.exported.text_path, precision)
+            text_path = precision_variant(self.exported, self.exported.text_path, text_precision(precision))
             self.text_session = ort.InferenceSession(str(text_path), options, providers=self.providers)
         LOG.info('onnxruntime %s %s with providers %s', device, precision, self.image_session.get_providers())
 
