@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.backends import BackendUnavailableError, create_backend
+from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, create_backend
 from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
 from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
@@ -51,10 +51,13 @@ class PerceptionEncoder:
     """One loaded model on one backend, with its preprocessing, tokenizer and vocabulary cache."""
 
     def __init__(self, model_id: str, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
-                 cache_dir: Optional[Path] = None, force_rebuild: bool = False) -> None:
+                 cache_dir: Optional[Path] = None, force_rebuild: bool = False,
+                 int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE) -> None:
+        """`int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it."""
         self.info: ModelInfo = read_model_info(model_id)
         self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(self.info.path))
-        self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild)
+        self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
+                                      int8_min_cosine)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
         self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
         self._device_preprocessing = device == 'cuda' and self.backend.name in ('torch', 'tensorrt')

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import structured_images
-from robovision_ros.backends import BackendUnavailableError, choose_backend, create_backend
+from robovision_ros.backends import BackendUnavailableError, Int8AccuracyError, choose_backend, create_backend
+from robovision_ros.backends.accuracy_gate import probe_images
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.models import ModelLoadError, read_model_info
 from robovision_ros.onnx_export import INT8_RECIPE, cached_export, int8_recipe, precision_variant
@@ -197,6 +198,56 @@ def test_int8_is_the_same_on_an_avx2_only_cpu(tiny_clip_dir, model_cache, tmp_pa
     flags = open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else ''
     if 'avx512_vnni' in flags or 'avx_vnni' in flags:  # control: the emulated CPU really ran non-VNNI kernels
         assert np.abs(np.load(tmp_path / 'full_range.npy') - native(full_range)).max() > 1e-3
+
+
+def test_int8_gate_passes_on_the_tiny_model(tiny_clip_dir, model_cache):
+    int8 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'int8', model_cache, int8_min_cosine=0.99)
+    accuracy = int8.backend.int8_accuracy
+    assert accuracy is not None and 0.99 <= accuracy.worst < 1.0
+    assert accuracy.worst == min(accuracy.global_cosine, accuracy.patch_cosine)
+    fp32 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'fp32', model_cache)
+    assert fp32.backend.int8_accuracy is None
+
+
+def test_int8_gate_fails_above_the_measured_cosine(tiny_clip_dir, model_cache):
+    with pytest.raises(Int8AccuracyError, match=r'cosine 0\.9\d{3} .* below int8_min_cosine 1\.0; use precision fp32'):
+        create_backend(read_model_info(str(tiny_clip_dir)), 'onnxruntime', 'cpu', 'int8', model_cache,
+                       int8_min_cosine=1.0)
+    with pytest.raises(ValueError, match='int8_min_cosine must be in'):
+        create_backend(read_model_info(str(tiny_clip_dir)), 'onnxruntime', 'cpu', 'int8', model_cache,
+                       int8_min_cosine=1.5)
+
+
+def test_a_corrupted_int8_engine_fails_the_gate(tiny_clip_dir, model_cache, tmp_path):
+    """Shuffled int8 weights in a cached int8 file of the current recipe: loading it fails, naming the cosine."""
+    import onnx
+    from onnx import numpy_helper
+
+    info = read_model_info(str(tiny_clip_dir))
+    precision_variant(cached_export(info, model_cache), cached_export(info, model_cache).image_path, 'int8')
+    shutil.copytree(model_cache / 'onnx', tmp_path / 'onnx')
+    exported = cached_export(info, tmp_path)
+    path = exported.variant(exported.image_path, 'int8')
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.INT8 and tensor.name.endswith('_quantized'):
+            weights = numpy_helper.to_array(tensor)
+            tensor.CopyFrom(numpy_helper.from_array(rng.permutation(weights.ravel()).reshape(weights.shape),
+                                                    tensor.name))
+    onnx.save(model, str(path))
+    assert int8_recipe(path) == INT8_RECIPE  # reused as is: only the gate can catch it
+    with pytest.raises(Int8AccuracyError, match=r'cosine -?0\.\d{4} .* below int8_min_cosine 0\.99'):
+        create_backend(info, 'onnxruntime', 'cpu', 'int8', tmp_path)
+
+
+def test_probe_images_are_deterministic_structured_cards():
+    first, second = probe_images(64), probe_images(64)
+    assert len(first) >= 4 and all(a.shape == (64, 64, 3) and a.dtype == np.uint8 for a in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    # structured, not noise: few colours, and most vertical neighbours are equal (the gradient runs along x)
+    assert all((a[1:] == a[:-1]).all(axis=-1).mean() > 0.7 for a in first)
+    assert all(len(np.unique(a.reshape(-1, 3), axis=0)) < 500 for a in first)
 
 
 def test_torch_bf16_on_cpu_is_close(torch_clip, tiny_clip_dir, model_cache):

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from robovision_ros.backends.accuracy_gate import Int8Accuracy
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'auto')
 DEVICES = ('cpu', 'cuda')
@@ -31,6 +34,7 @@ class EncoderBackend(ABC):
     name: str = ''
     logit_scale: float = 1.0  # CLIP: multiplier of cosine similarities in zero-shot logits
     text_length: int = 0  # fixed token length of the text encoder input (0: the tokenizer decides)
+    int8_accuracy: Optional[Int8Accuracy] = None  # int8: what the accuracy gate measured at load
 
     def __init__(self, device: str, precision: str) -> None:
         self.device = device
