@@ -60,7 +60,7 @@ class PerceptionEncoder:
                                       int8_min_cosine)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
         self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
-        self._device_preprocessing = device == 'cuda' and self.backend.name in ('torch', 'tensorrt')
+        self._device_preprocessing = device == 'cuda' and self.backend.capabilities.device_tensors
 
     @property
     def logit_scale(self) -> float:

@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from robovision_ros.backends.onnxruntime_backend import CAPABILITIES as ONNXRUNTIME
+from robovision_ros.backends.tensorrt_backend import CAPABILITIES as TENSORRT
+
 
 def _progress(message: str) -> None:
     print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
@@ -53,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='also write static int8 Q/DQ ONNX files (what TensorRT int8 engines are built from)')
     parser.add_argument('--calibration-images', type=Path,
                         help='folder of representative images for --int8-qdq (default: 64 generated scenes)')
-    parser.add_argument('--tensorrt', choices=('fp32', 'fp16', 'int8'), help='also build a TensorRT engine')
+    parser.add_argument('--tensorrt', choices=TENSORRT.precisions_on('cuda'), help='also build a TensorRT engine')
     parser.add_argument('--force-rebuild', action='store_true', help='rebuild the TensorRT engine')
     args = parser.parse_args(argv)
 
@@ -75,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if path is not None and tower_precision != 'fp32':
                     _progress(f'writing {tower_precision} variant of {path.name}')
                     precision_variant(exported, path, tower_precision)
-            if precision == 'fp16':
+            if not ONNXRUNTIME.runs('cpu', precision):
                 continue  # fp16 graphs are for GPU providers; the CPU parity check would not be meaningful
             diffs = parity_check(info, exported, precision)
             _progress(f'parity vs PyTorch fp32 ({precision}): ' +

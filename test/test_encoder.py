@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import structured_images
-from robovision_ros.backends import BackendUnavailableError, Int8AccuracyError, choose_backend, create_backend
+from robovision_ros.backends import BACKENDS, DEVICES, INT8_DYNAMIC, INT8_STATIC_QDQ, PRECISIONS, \
+    BackendUnavailableError, Int8AccuracyError, backend_capabilities, check_combination, choose_backend, \
+    create_backend
 from robovision_ros.backends.accuracy_gate import probe_images
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.models import ModelLoadError, read_model_info
@@ -282,6 +284,97 @@ def test_cuda_without_gpu_is_an_error_not_a_fallback(tiny_clip_dir, model_cache)
 def test_auto_choice():
     assert choose_backend('cpu', 'fp32') == 'onnxruntime'
     assert choose_backend('cpu', 'bf16') == 'torch'
+
+
+def _construct(info, backend, device, precision, cache_dir):
+    """The backend's own constructor (no auto, no accuracy gate)."""
+    if backend == 'torch':
+        from robovision_ros.backends.torch_backend import TorchBackend
+
+        return TorchBackend(info, device, precision)
+    if backend == 'onnxruntime':
+        from robovision_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(info, device, precision, cache_dir)
+    from robovision_ros.backends.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(info, device, precision, cache_dir)
+
+
+@pytest.mark.parametrize('precision', PRECISIONS)
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_capability_matrix_check_and_constructors_agree(tiny_clip_dir, model_cache, backend, device, precision):
+    """Every backend x device x precision is accepted by check_combination and by loading, or rejected by both
+    with the same reason. Accepted on cuda without a GPU, loading fails for that reason only."""
+    import torch
+
+    info = read_model_info(str(tiny_clip_dir))
+    reason = check_combination(backend, device, precision)
+
+    def load():
+        if backend == 'auto':
+            return create_backend(info, backend, device, precision, model_cache, int8_min_cosine=None)
+        return _construct(info, backend, device, precision, model_cache)
+
+    if reason is not None:
+        with pytest.raises(BackendUnavailableError) as error:
+            load()
+        assert str(error.value) == reason
+    elif device == 'cpu' or torch.cuda.is_available():
+        load().close()
+    else:
+        with pytest.raises(BackendUnavailableError, match='cuda|GPU') as error:
+            load()
+        assert 'not supported' not in str(error.value) and ', not ' not in str(error.value)
+
+
+@pytest.mark.parametrize('backend,device,precision', [('torch', 'gpu', 'fp32'), ('torch', 'cpu', 'fp64'),
+                                                      ('jax', 'cpu', 'fp32')])
+def test_unknown_names_are_rejected_the_same_way(tiny_clip_dir, model_cache, backend, device, precision):
+    reason = check_combination(backend, device, precision)
+    assert reason is not None and 'not supported; supported:' in reason
+    with pytest.raises(BackendUnavailableError) as error:
+        create_backend(read_model_info(str(tiny_clip_dir)), backend, device, precision, model_cache)
+    assert str(error.value) == reason
+
+
+def test_auto_picks_only_a_backend_that_runs_the_combination(monkeypatch):
+    import importlib.util
+
+    assert choose_backend('cpu', 'int8') == 'onnxruntime'
+    assert choose_backend('cuda', 'bf16') == 'torch'  # TensorRT does not run bf16, installed or not
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'tensorrt' else find_spec(name))
+    with pytest.raises(BackendUnavailableError, match='no installed backend runs int8 on cuda; tensorrt would'):
+        choose_backend('cuda', 'int8')  # was: torch, which rejects int8
+    assert choose_backend('cuda', 'fp16') == 'torch'
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: object() if name == 'tensorrt' else find_spec(name))
+    assert choose_backend('cuda', 'int8') == 'tensorrt'
+    assert check_combination('auto', 'cuda', 'int8') is None
+    with pytest.raises(BackendUnavailableError, match=r'no backend runs fp16 on cpu \(torch runs fp32, bf16'):
+        choose_backend('cpu', 'fp16')
+
+
+def test_capabilities_are_declared_without_importing_frameworks():
+    code = ('import sys\n'
+            'from robovision_ros.backends import backend_capabilities, check_combination\n'
+            'table = backend_capabilities()\n'
+            'check_combination("torch", "cpu", "int8")\n'
+            'assert list(table) == ["torch", "onnxruntime", "tensorrt"], list(table)\n'
+            'print(sorted(m for m in ("torch", "onnxruntime", "tensorrt") if m in sys.modules))\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == '[]'
+
+
+def test_capabilities_describe_each_backend():
+    table = backend_capabilities()
+    assert table['onnxruntime'].int8 == INT8_DYNAMIC and table['onnxruntime'].runs('cpu', 'int8')
+    assert table['tensorrt'].int8 == INT8_STATIC_QDQ and table['tensorrt'].devices == ('cuda',)
+    assert table['torch'].int8 == '' and not any(table['torch'].runs(d, 'int8') for d in DEVICES)
+    assert table['torch'].cuda_graphs and table['torch'].device_tensors and not table['torch'].fixed_input_size
+    assert table['onnxruntime'].fixed_input_size and not table['onnxruntime'].device_tensors
 
 
 def test_vocabulary_change_encodes_only_new_labels(torch_clip):

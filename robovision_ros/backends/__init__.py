@@ -13,29 +13,72 @@ import numpy as np
 
 from robovision_ros.backends.accuracy_gate import DEFAULT_INT8_MIN_COSINE, Int8Accuracy, Int8AccuracyError, \
     gate_int8
-from robovision_ros.backends.base import BACKENDS, DEVICES, PRECISIONS, BackendUnavailableError, \
-    EncoderBackend, ImageEncoding
+from robovision_ros.backends.base import BACKENDS, DEVICES, INT8_DYNAMIC, INT8_STATIC_QDQ, PRECISIONS, \
+    BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
 from robovision_ros.models import ModelInfo
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['BACKENDS', 'DEFAULT_INT8_MIN_COSINE', 'DEVICES', 'PRECISIONS', 'BackendUnavailableError', 'EncoderBackend',
-           'ImageEncoding', 'Int8Accuracy', 'Int8AccuracyError', 'choose_backend', 'create_backend']
+__all__ = ['AUTO_PREFERENCE', 'BACKENDS', 'DEFAULT_INT8_MIN_COSINE', 'DEVICES', 'INT8_DYNAMIC', 'INT8_STATIC_QDQ',
+           'PRECISIONS', 'BackendCapabilities', 'BackendUnavailableError', 'EncoderBackend', 'ImageEncoding',
+           'Int8Accuracy', 'Int8AccuracyError', 'backend_capabilities', 'check_combination', 'choose_backend',
+           'create_backend']
+
+
+# `auto` picks the first installed backend of this order that runs the device and precision: the fastest first.
+AUTO_PREFERENCE = {'cuda': ('tensorrt', 'torch', 'onnxruntime'), 'cpu': ('onnxruntime', 'torch')}
+
+
+def backend_capabilities() -> dict[str, BackendCapabilities]:
+    """Every backend's capabilities by name, in BACKENDS order (importing no framework)."""
+    from robovision_ros.backends import onnxruntime_backend, tensorrt_backend, torch_backend
+
+    return {module.CAPABILITIES.name: module.CAPABILITIES
+            for module in (torch_backend, onnxruntime_backend, tensorrt_backend)}
+
+
+def _installed(capabilities: BackendCapabilities) -> bool:
+    return importlib.util.find_spec(capabilities.module) is not None
+
+
+def _auto_choice(device: str, precision: str) -> tuple[Optional[str], Optional[str]]:
+    """(backend, None) for `auto` on this device and precision, or (None, why none can run it)."""
+    table = backend_capabilities()
+    running = [table[name] for name in AUTO_PREFERENCE[device] if table[name].runs(device, precision)]
+    for capabilities in running:
+        if _installed(capabilities):
+            return capabilities.name, None
+    if running:
+        return None, (f"auto: no installed backend runs {precision} on {device}; "
+                      f"{' or '.join(c.name for c in running)} would (install {', '.join(c.module for c in running)})")
+    offered = '; '.join(f"{c.name} runs {', '.join(c.precisions_on(device))}"
+                        for c in table.values() if device in c.devices)
+    return None, f'auto: no backend runs {precision} on {device} ({offered})'
 
 
 def choose_backend(device: str, precision: str) -> str:
-    """The backend `auto` means for this device and precision: the fastest one installed that runs it.
+    """The backend `auto` means for this device and precision: the fastest installed one whose capabilities run
+    it (AUTO_PREFERENCE). On CUDA: TensorRT if installed (fp32, fp16, int8), else PyTorch (onnxruntime here is
+    CPU-only). On CPU: ONNX Runtime for fp32 and int8 (faster than eager PyTorch on CPU), PyTorch for bf16.
+    Raises BackendUnavailableError if no installed backend runs it."""
+    backend, reason = _auto_choice(device, precision)
+    if backend is None:
+        raise BackendUnavailableError(reason)
+    return backend
 
-    On CUDA: TensorRT if importable, else PyTorch (onnxruntime here is CPU-only). On CPU: ONNX Runtime for fp32
-    and int8 (faster than eager PyTorch on CPU), PyTorch for bf16.
-    """
-    if device == 'cuda':
-        if precision in ('fp32', 'fp16') and importlib.util.find_spec('tensorrt') is not None:
-            return 'tensorrt'
-        return 'torch'
-    if precision in ('fp32', 'int8') and importlib.util.find_spec('onnxruntime') is not None:
-        return 'onnxruntime'
-    return 'torch'
+
+def check_combination(backend: str, device: str, precision: str) -> Optional[str]:
+    """Why `backend` cannot run `precision` on `device`, from the capability table (None: it can). `auto` is
+    resolved against the installed backends. The same reason create_backend and the backends' constructors raise;
+    whether a GPU or the framework is present here is checked only at load."""
+    for value, allowed, what in ((backend, BACKENDS, 'backend'), (device, DEVICES, 'device'),
+                                 (precision, PRECISIONS, 'precision')):
+        if value not in allowed:
+            return f"{what} '{value}' not supported; supported: {', '.join(allowed)}"
+    if backend == 'auto':
+        return _auto_choice(device, precision)[1]
+    table = backend_capabilities()
+    return table[backend].rejection(device, precision, tuple(table.values()))
 
 
 def create_backend(info: ModelInfo, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
@@ -47,10 +90,9 @@ def create_backend(info: ModelInfo, backend: str = 'auto', device: str = 'cpu', 
     `int8_min_cosine` (None skips the gate), else Int8AccuracyError. The measurement is kept on
     `backend.int8_accuracy`.
     """
-    for value, allowed, what in ((backend, BACKENDS, 'backend'), (device, DEVICES, 'device'),
-                                 (precision, PRECISIONS, 'precision')):
-        if value not in allowed:
-            raise BackendUnavailableError(f"{what} '{value}' not supported; supported: {', '.join(allowed)}")
+    reason = check_combination(backend, device, precision)
+    if reason is not None:
+        raise BackendUnavailableError(reason)
     if int8_min_cosine is not None and not 0.0 <= int8_min_cosine <= 1.0:
         raise ValueError(f'int8_min_cosine must be in [0, 1]; got {int8_min_cosine}')
     if backend == 'auto':

@@ -8,22 +8,21 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendUnavailableError, EncoderBackend, \
+    ImageEncoding
 from robovision_ros.models import ModelInfo
 from robovision_ros.onnx_export import cached_export, precision_variant, text_precision
 
 LOG = logging.getLogger(__name__)
 
-# Which precisions each device runs here: int8 is ONNX Runtime's dynamic quantization (CPU kernels); fp16
-# needs a GPU execution provider.
-_PRECISIONS = {'cpu': ('fp32', 'int8'), 'cuda': ('fp32', 'fp16')}
+CAPABILITIES = BackendCapabilities(
+    name='onnxruntime', module='onnxruntime', precisions=(('cpu', ('fp32', 'int8')), ('cuda', ('fp32', 'fp16'))),
+    int8=INT8_DYNAMIC, fixed_input_size=True)
 
 
 def providers_for(device: str, precision: str, available: list[str]) -> list[str]:
     """Execution providers for `device`, best first; raises if the device has none here."""
-    if precision not in _PRECISIONS.get(device, ()):
-        raise BackendUnavailableError(
-            f"onnxruntime on {device} runs {', '.join(_PRECISIONS.get(device, ()))}, not '{precision}'")
+    CAPABILITIES.require(device, precision)
     if device == 'cpu':
         return ['CPUExecutionProvider']
     gpu = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in available]
@@ -36,9 +35,11 @@ def providers_for(device: str, precision: str, available: list[str]) -> list[str
 
 class OnnxRuntimeBackend(EncoderBackend):
     name = 'onnxruntime'
+    capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
                  threads: int = 0) -> None:
+        CAPABILITIES.require(device, precision)
         import onnxruntime as ort
 
         super().__init__(device, precision)

@@ -14,12 +14,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, BackendUnavailableError, \
+    EncoderBackend, ImageEncoding
 from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
 from robovision_ros.models import ModelInfo
 from robovision_ros.onnx_export import ExportError, cached_export, default_cache_dir, precision_variant
 
 LOG = logging.getLogger(__name__)
+CAPABILITIES = BackendCapabilities(
+    name='tensorrt', module='tensorrt', precisions=(('cuda', ('fp32', 'fp16', 'int8')),), int8=INT8_STATIC_QDQ,
+    fixed_input_size=True, device_tensors=True)
 # Which ONNX file each precision's engine is built from (strongly typed: the file's types decide).
 _ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
 
@@ -70,15 +74,12 @@ class _Engine:
 
 class TensorRTBackend(EncoderBackend):
     name = 'tensorrt'
+    capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
                  max_batch: int = 4, force_rebuild: bool = False) -> None:
+        CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
-        if device != 'cuda':
-            raise BackendUnavailableError('backend tensorrt needs device cuda')
-        if precision not in _ONNX_VARIANT:
-            raise BackendUnavailableError(
-                f"tensorrt precision '{precision}' not supported; supported: {', '.join(_ONNX_VARIANT)}")
         import torch
 
         if not torch.cuda.is_available():
