@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, create_backend
-from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info
+from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info, tokenize
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
 from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
 
@@ -70,9 +70,7 @@ class PerceptionEncoder:
         """Texts -> unnormalised text embeddings [T, D] (fixed-length padding, as exported)."""
         if self.tokenizer is None:
             raise BackendUnavailableError(f'{self.info.model_id} is a {self.info.model_type} model: no text')
-        tokens = self.tokenizer(list(texts), padding='max_length', max_length=self.backend.text_length,
-                                truncation=True, return_tensors='np')
-        return self.backend.encode_text(tokens['input_ids'], tokens['attention_mask'])
+        return self.backend.encode_text(*tokenize(self.tokenizer, texts, self.backend.text_length))
 
     def build_vocabulary(self, labels: Sequence[str], templates: Sequence[str], version: int,
                          allow_empty: bool = False) -> VocabularyEmbeddings:

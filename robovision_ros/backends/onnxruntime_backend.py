@@ -11,7 +11,8 @@ import numpy as np
 from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendUnavailableError, EncoderBackend, \
     ImageEncoding
 from robovision_ros.models import ModelInfo
-from robovision_ros.onnx_export import cached_export, precision_variant, text_precision
+from robovision_ros.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
+    TEXT_EMBEDDING, cached_export, precision_variant, text_precision
 
 LOG = logging.getLogger(__name__)
 
@@ -70,15 +71,15 @@ class OnnxRuntimeBackend(EncoderBackend):
             raise BackendUnavailableError(
                 f'onnxruntime engine takes {self.exported.input_size}x{self.exported.input_size} inputs; '
                 f'got {pixels.shape[-2]}x{pixels.shape[-1]} (multi-scale runs on the torch backend)')
-        patches, pooled = self.image_session.run(None, {'pixel_values': pixels})
+        patches, pooled = self.image_session.run([PATCH_TOKENS, GLOBAL_EMBEDDING], {PIXEL_VALUES: pixels})
         grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
         return ImageEncoding(patches, pooled, grid)
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self.text_session is None:
             raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
-        (text,) = self.text_session.run(None, {'input_ids': input_ids.astype(np.int64),
-                                               'attention_mask': attention_mask.astype(np.int64)})
+        feeds = {INPUT_IDS: input_ids.astype(np.int64), ATTENTION_MASK: attention_mask.astype(np.int64)}
+        (text,) = self.text_session.run([TEXT_EMBEDDING], feeds)
         return text
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from robovision_ros.backends.base import BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
-from robovision_ros.models import ModelInfo, clip_text_length, load_tokenizer, load_torch_model, \
+from robovision_ros.models import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
     text_encoder_module, vision_encoder_module
 
 
@@ -34,7 +34,7 @@ class TorchBackend(EncoderBackend):
         self.vision_interpolating = vision_encoder_module(self.model, info, interpolate_pos_encoding=True)
         self.text = text_encoder_module(self.model) if info.has_text else None
         if info.has_text:
-            self.logit_scale = float(self.model.logit_scale.detach().float().exp())
+            self.logit_scale = clip_logit_scale(self.model)
             self.text_length = clip_text_length(load_tokenizer(info), self.model)
         self.cuda_graphs = cuda_graphs and device == 'cuda'
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
