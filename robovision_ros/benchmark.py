@@ -154,21 +154,30 @@ class EngineVariant:
         self.encoder.close()
 
 
-VARIANTS = {
-    'cpu': (('naive', 'fp32'), ('torch', 'fp32'), ('torch', 'bf16'), ('onnxruntime', 'fp32'),
-            ('onnxruntime', 'int8')),
-    'cuda': (('naive', 'fp32'), ('torch', 'fp32'), ('torch', 'bf16'), ('torch', 'fp16'), ('torch', 'fp16+graphs')),
-}
-
-
 def variants_for(device: str) -> tuple[tuple[str, str], ...]:
-    variants = VARIANTS[device]
-    if device == 'cuda':
-        import importlib.util
+    """What is timed on `device`: the naive pipeline, then each installed backend's precisions there as its
+    capabilities declare them (fp16 also with CUDA graphs where the backend replays them). Left out: static int8,
+    which needs a calibrated Q/DQ file made beforehand, and onnxruntime on CUDA without a GPU provider."""
+    import importlib.util
 
-        if importlib.util.find_spec('tensorrt') is not None:
-            variants += (('tensorrt', 'fp16'),)
-    return variants
+    from robovision_ros.backends import INT8_STATIC_QDQ, backend_capabilities
+
+    variants: list[tuple[str, str]] = [('naive', 'fp32')]
+    for capabilities in backend_capabilities().values():
+        if importlib.util.find_spec(capabilities.module) is None:
+            continue
+        if capabilities.name == 'onnxruntime' and device == 'cuda':
+            import onnxruntime
+
+            if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
+                continue
+        for precision in capabilities.precisions_on(device):
+            if precision == 'int8' and capabilities.int8 == INT8_STATIC_QDQ:
+                continue
+            variants.append((capabilities.name, precision))
+            if precision == 'fp16' and capabilities.cuda_graphs and device == 'cuda':
+                variants.append((capabilities.name, 'fp16+graphs'))
+    return tuple(variants)
 
 
 def make_variant(model_dir: str, backend: str, precision: str, device: str = 'cpu') -> Any:

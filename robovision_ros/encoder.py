@@ -14,10 +14,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.backends import BackendUnavailableError, create_backend
+from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, create_backend
 from robovision_ros.clip_scoring import (DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, decode,
                                          decode_batch, l2_normalize, zero_shot_probabilities)
-from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info
+from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info, tokenize
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
 from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
 
@@ -50,13 +50,16 @@ class PerceptionEncoder:
     """One loaded model on one backend, with its preprocessing, tokenizer and vocabulary cache."""
 
     def __init__(self, model_id: str, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
-                 cache_dir: Optional[Path] = None, force_rebuild: bool = False) -> None:
+                 cache_dir: Optional[Path] = None, force_rebuild: bool = False,
+                 int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE) -> None:
+        """`int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it."""
         self.info: ModelInfo = read_model_info(model_id)
         self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(self.info.path))
-        self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild)
+        self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
+                                      int8_min_cosine)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
         self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
-        self._device_preprocessing = device == 'cuda' and self.backend.name in ('torch', 'tensorrt')
+        self._device_preprocessing = device == 'cuda' and self.backend.capabilities.device_tensors
 
     @property
     def logit_scale(self) -> float:
@@ -66,9 +69,7 @@ class PerceptionEncoder:
         """Texts -> unnormalised text embeddings [T, D] (fixed-length padding, as exported)."""
         if self.tokenizer is None:
             raise BackendUnavailableError(f'{self.info.model_id} is a {self.info.model_type} model: no text')
-        tokens = self.tokenizer(list(texts), padding='max_length', max_length=self.backend.text_length,
-                                truncation=True, return_tensors='np')
-        return self.backend.encode_text(tokens['input_ids'], tokens['attention_mask'])
+        return self.backend.encode_text(*tokenize(self.tokenizer, texts, self.backend.text_length))
 
     def build_vocabulary(self, labels: Sequence[str], templates: Sequence[str], version: int,
                          allow_empty: bool = False,

@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from robovision_ros.backends.onnxruntime_backend import CAPABILITIES as ONNXRUNTIME
+from robovision_ros.backends.tensorrt_backend import CAPABILITIES as TENSORRT
+
 
 def _progress(message: str) -> None:
     print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
@@ -46,20 +49,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.split('\n')[0])
     parser.add_argument('model', help='model directory, hub id, or embedded:<name>')
     parser.add_argument('--out', type=Path, required=True, help='output directory')
-    parser.add_argument('--int8', action='store_true', help='also write dynamic-int8 ONNX files')
+    parser.add_argument('--int8', action='store_true',
+                        help='also write the dynamic-int8 image encoder (the text encoder stays fp32)')
     parser.add_argument('--fp16', action='store_true', help='also write fp16 ONNX files (for GPU providers)')
     parser.add_argument('--int8-qdq', action='store_true',
                         help='also write static int8 Q/DQ ONNX files (what TensorRT int8 engines are built from)')
     parser.add_argument('--calibration-images', type=Path,
                         help='folder of representative images for --int8-qdq (default: 64 generated scenes)')
-    parser.add_argument('--tensorrt', choices=('fp32', 'fp16', 'int8'), help='also build a TensorRT engine')
+    parser.add_argument('--tensorrt', choices=TENSORRT.precisions_on('cuda'), help='also build a TensorRT engine')
     parser.add_argument('--force-rebuild', action='store_true', help='rebuild the TensorRT engine')
     args = parser.parse_args(argv)
 
     from robovision_ros.backends import BackendUnavailableError
     from robovision_ros.models import ModelLoadError, read_model_info
     from robovision_ros.frame_sources import FrameSourceError
-    from robovision_ros.onnx_export import ExportError, export_onnx, parity_check, precision_variant
+    from robovision_ros.onnx_export import ExportError, export_onnx, parity_check, precision_variant, \
+        text_precision
 
     try:
         info = read_model_info(args.model)
@@ -68,11 +73,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _progress('onnx.checker passed')
         precisions = ['fp32'] + (['int8'] if args.int8 else []) + (['fp16'] if args.fp16 else [])
         for precision in precisions:
-            for path in (exported.image_path, exported.text_path):
-                if path is not None and precision != 'fp32':
-                    _progress(f'writing {precision} variant of {path.name}')
-                    precision_variant(exported, path, precision)
-            if precision == 'fp16':
+            for path, tower_precision in ((exported.image_path, precision),
+                                          (exported.text_path, text_precision(precision))):
+                if path is not None and tower_precision != 'fp32':
+                    _progress(f'writing {tower_precision} variant of {path.name}')
+                    precision_variant(exported, path, tower_precision)
+            if not ONNXRUNTIME.runs('cpu', precision):
                 continue  # fp16 graphs are for GPU providers; the CPU parity check would not be meaningful
             diffs = parity_check(info, exported, precision)
             _progress(f'parity vs PyTorch fp32 ({precision}): ' +

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 EMBEDDED_PREFIX = 'embedded:'
 EMBEDDED_DIR = Path(__file__).resolve().parent / 'models'
@@ -123,6 +123,21 @@ def load_tokenizer(info: ModelInfo) -> Any:
 def clip_text_length(tokenizer: Any, model: Any) -> int:
     """Fixed token length of the text encoder input: the tokenizer's limit, capped by the position table."""
     return int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], length: int, tensors: str = 'np') -> tuple[Any, Any]:
+    """Texts -> (input_ids, attention_mask) ``[T, length]``: padded and truncated to the text encoder's fixed
+    length, as int64 numpy arrays (`tensors` 'np') or torch tensors ('pt')."""
+    tokens = tokenizer(list(texts), padding='max_length', max_length=length, truncation=True, return_tensors=tensors)
+    ids, mask = tokens['input_ids'], tokens['attention_mask']
+    if tensors == 'np':
+        return ids.astype('int64'), mask.astype('int64')
+    return ids, mask
+
+
+def clip_logit_scale(model: Any) -> float:
+    """CLIP's zero-shot multiplier of cosine similarities: exp of the trained `logit_scale` parameter."""
+    return float(model.logit_scale.detach().float().exp())
 
 
 def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding: bool = False) -> Any:

@@ -3,7 +3,7 @@
 Layout of an export directory:
     image_encoder.onnx          pixel_values [B,3,H,W] -> patch_tokens [B,N,D], global_embedding [B,Dg]
     text_encoder.onnx           input_ids, attention_mask [B,L] (L fixed) -> text_embedding [B,D]   (CLIP)
-    *.fp16.onnx / *.int8.onnx   precision variants, made on demand
+    *.fp16.onnx / *.int8.onnx   precision variants, made on demand (int8: the image encoder only, see text_precision)
     export.json                 model fingerprint, logit scale, text length, input size
 """
 from __future__ import annotations
@@ -17,14 +17,24 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.models import ModelInfo, clip_text_length, load_tokenizer, load_torch_model, text_encoder_module, \
-    vision_encoder_module
+from robovision_ros.models import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
+    text_encoder_module, tokenize, vision_encoder_module
 
 LOG = logging.getLogger(__name__)
 OPSET = 17
 IMAGE_FILE = 'image_encoder.onnx'
 TEXT_FILE = 'text_encoder.onnx'
 METADATA_FILE = 'export.json'
+# Tensor names of the exported graphs, written by the export and fed/read by every backend that loads them.
+PIXEL_VALUES = 'pixel_values'  # float32 [B, 3, H, W], normalised
+PATCH_TOKENS = 'patch_tokens'  # float32 [B, N, D]
+GLOBAL_EMBEDDING = 'global_embedding'  # float32 [B, Dg]
+INPUT_IDS = 'input_ids'  # int64 [B, L]
+ATTENTION_MASK = 'attention_mask'  # int64 [B, L]
+TEXT_EMBEDDING = 'text_embedding'  # float32 [B, D]
+# How `*.int8.onnx` files are made, recorded in their ONNX metadata: a cached file of another recipe is remade.
+INT8_RECIPE_KEY = 'robovision_ros.int8_recipe'
+INT8_RECIPE = 'dynamic-s8-per-channel-7bit-v2'
 
 
 class ExportError(RuntimeError):
@@ -67,9 +77,8 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
         warnings.simplefilter('ignore')  # tracer and deprecation chatter from the TorchScript exporter
         torch.onnx.export(
             vision_encoder_module(model, info), (torch.zeros(1, 3, size, size),), str(image_path),
-            input_names=['pixel_values'], output_names=['patch_tokens', 'global_embedding'],
-            dynamic_axes={'pixel_values': {0: 'batch'}, 'patch_tokens': {0: 'batch'},
-                          'global_embedding': {0: 'batch'}},
+            input_names=[PIXEL_VALUES], output_names=[PATCH_TOKENS, GLOBAL_EMBEDDING],
+            dynamic_axes={name: {0: 'batch'} for name in (PIXEL_VALUES, PATCH_TOKENS, GLOBAL_EMBEDDING)},
             opset_version=OPSET, dynamo=False)
     onnx.checker.check_model(str(image_path))
     text_path = None
@@ -78,20 +87,18 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
     if info.has_text:
         tokenizer = load_tokenizer(info)
         text_length = clip_text_length(tokenizer, model)
-        tokens = tokenizer(['a photo'], padding='max_length', max_length=text_length, truncation=True,
-                           return_tensors='pt')
+        tokens = tokenize(tokenizer, ['a photo'], text_length, 'pt')
         text_path = out_dir / TEXT_FILE
         progress(f'exporting text encoder (length {text_length}) to {text_path}')
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             torch.onnx.export(
-                text_encoder_module(model), (tokens['input_ids'], tokens['attention_mask']), str(text_path),
-                input_names=['input_ids', 'attention_mask'], output_names=['text_embedding'],
-                dynamic_axes={'input_ids': {0: 'batch'}, 'attention_mask': {0: 'batch'},
-                              'text_embedding': {0: 'batch'}},
+                text_encoder_module(model), tokens, str(text_path),
+                input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[TEXT_EMBEDDING],
+                dynamic_axes={name: {0: 'batch'} for name in (INPUT_IDS, ATTENTION_MASK, TEXT_EMBEDDING)},
                 opset_version=OPSET, dynamo=False)
         onnx.checker.check_model(str(text_path))
-        logit_scale = float(model.logit_scale.detach().exp())
+        logit_scale = clip_logit_scale(model)
     metadata = {'fingerprint': info.fingerprint, 'model_id': info.model_id, 'logit_scale': logit_scale,
                 'text_length': text_length, 'input_size': size, 'opset': OPSET}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
@@ -117,15 +124,48 @@ def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> Exported
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
-    """Dynamic int8 quantization (signed int8 weights) after ONNX Runtime's quantization pre-processing."""
+    """Dynamic int8 quantization after ONNX Runtime's pre-processing, by recipe `INT8_RECIPE` (recorded in the file).
+
+    Weights are signed, per channel and 7-bit (`reduce_range`): ONNX Runtime multiplies the uint8 activations by
+    the int8 weights with U8S8 kernels, and on x86 without VNNI (AVX2, AVX-512 without VNNI) those sum each pair of
+    products with VPMADDUBSW into a saturating int16. With 8-bit weights a pair reaches 2 * 255 * 127 = 64770 and is
+    clipped to 32767, so accuracy depended on the CPU (cosine 0.97 on an AVX2 EPYC, 0.9998 with VNNI). With weights
+    in [-64, 64] a pair is at most 2 * 255 * 64 = 32640: nothing saturates, and every x86 kernel (VNNI or not)
+    computes the same exact integer sums. See ONNX Runtime's quantization guide (onnxruntime.ai/docs/performance/
+    model-optimizations/quantization.html, "reduce_range") and the comment on `session.x64quantprecision` in
+    onnxruntime_session_options_config_keys.h ("x64 SSE4.1/AVX2/AVX512 (with no VNNI) has overflow problem with
+    quantized matrix multiplication with U8S8").
+    """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = out_path.with_suffix('.prep.onnx')
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
     prepared.unlink(missing_ok=True)
+    model = onnx.load(str(out_path))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        INT8_RECIPE_KEY: INT8_RECIPE})
+    onnx.save(model, str(out_path))
     return out_path
+
+
+def int8_recipe(path: Path) -> Optional[str]:
+    """The int8 recipe recorded in an int8 ONNX file (None for files made before recipes were recorded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == INT8_RECIPE_KEY), None)
+
+
+def text_precision(precision: str) -> str:
+    """The precision the text tower runs in for a run `precision`.
+
+    Dynamic int8 keeps the text tower in fp32: it runs once per vocabulary change, not per frame, so int8 would save
+    nothing on the hot path and only cost accuracy. Other precisions (fp16, Q/DQ) apply to both towers.
+    """
+    return 'fp32' if precision == 'int8' else precision
 
 
 class _CalibrationReader:
@@ -163,15 +203,13 @@ def calibration_feeds(info: ModelInfo, exported: ExportedModel, images: Sequence
     from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
 
     preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(info.path))
-    image_feeds = [{'pixel_values': preprocessor(images[i:i + batch])} for i in range(0, len(images), batch)]
+    image_feeds = [{PIXEL_VALUES: preprocessor(images[i:i + batch])} for i in range(0, len(images), batch)]
     text_feeds: list[dict[str, np.ndarray]] = []
     if exported.text_path is not None and texts:
         tokenizer = load_tokenizer(info)
         for i in range(0, len(texts), batch):
-            tokens = tokenizer(list(texts[i:i + batch]), padding='max_length', max_length=exported.text_length,
-                               truncation=True, return_tensors='np')
-            text_feeds.append({'input_ids': tokens['input_ids'].astype(np.int64),
-                               'attention_mask': tokens['attention_mask'].astype(np.int64)})
+            ids, mask = tokenize(tokenizer, texts[i:i + batch], exported.text_length)
+            text_feeds.append({INPUT_IDS: ids, ATTENTION_MASK: mask})
     return image_feeds, text_feeds
 
 
@@ -186,10 +224,18 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
 
 
 def precision_variant(exported: ExportedModel, path: Optional[Path], precision: str) -> Optional[Path]:
-    """Path of the ONNX file for `precision`, made from the fp32 file if it does not exist yet."""
+    """Path of the ONNX file for `precision`, made from the fp32 file if it does not exist yet (or, for int8, was
+    made by another recipe than `INT8_RECIPE`)."""
     target = exported.variant(path, precision)
-    if path is None or target is None or target.is_file():
+    if path is None or target is None:
         return target
+    if target.is_file():
+        if precision != 'int8':
+            return target
+        recipe = int8_recipe(target)
+        if recipe == INT8_RECIPE:
+            return target
+        LOG.info('remaking %s: made by int8 recipe %s, current is %s', target.name, recipe, INT8_RECIPE)
     if precision == 'int8':
         return quantize_int8(path, target)
     if precision == 'fp16':
@@ -210,21 +256,18 @@ def parity_check(info: ModelInfo, exported: ExportedModel, precision: str = 'fp3
     pixels = rng.standard_normal((2, 3, exported.input_size, exported.input_size)).astype(np.float32)
     image_path = precision_variant(exported, exported.image_path, precision)
     session = ort.InferenceSession(str(image_path), providers=['CPUExecutionProvider'])
-    patches, pooled = session.run(None, {'pixel_values': pixels})
+    patches, pooled = session.run([PATCH_TOKENS, GLOBAL_EMBEDDING], {PIXEL_VALUES: pixels})
     with torch.inference_mode():
         ref_patches, ref_pooled = vision_encoder_module(model, info)(torch.from_numpy(pixels))
-    result = {'patch_tokens': float(np.abs(patches - ref_patches.numpy()).max()),
-              'global_embedding': float(np.abs(pooled - ref_pooled.numpy()).max())}
+    result = {PATCH_TOKENS: float(np.abs(patches - ref_patches.numpy()).max()),
+              GLOBAL_EMBEDDING: float(np.abs(pooled - ref_pooled.numpy()).max())}
     if exported.text_path is not None:
         tokenizer = load_tokenizer(info)
-        tokens = tokenizer(['a photo of a red cup', 'blue bottle'], padding='max_length',
-                           max_length=exported.text_length, truncation=True, return_tensors='np')
-        text_path = precision_variant(exported, exported.text_path, precision)
+        ids, mask = tokenize(tokenizer, ['a photo of a red cup', 'blue bottle'], exported.text_length)
+        text_path = precision_variant(exported, exported.text_path, text_precision(precision))
         session = ort.InferenceSession(str(text_path), providers=['CPUExecutionProvider'])
-        ids = tokens['input_ids'].astype(np.int64)
-        mask = tokens['attention_mask'].astype(np.int64)
-        (text,) = session.run(None, {'input_ids': ids, 'attention_mask': mask})
+        (text,) = session.run([TEXT_EMBEDDING], {INPUT_IDS: ids, ATTENTION_MASK: mask})
         with torch.inference_mode():
             ref_text = text_encoder_module(model)(torch.from_numpy(ids), torch.from_numpy(mask))
-        result['text_embedding'] = float(np.abs(text - ref_text.numpy()).max())
+        result[TEXT_EMBEDDING] = float(np.abs(text - ref_text.numpy()).max())
     return result

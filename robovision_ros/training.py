@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from robovision_ros.models import tokenize
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
 from robovision_ros.scenes import LABELS, SceneGenerator
 from robovision_ros.tiny_models import clip_preprocessor_config, make_tiny_vit, save_clip_model, \
@@ -100,8 +101,7 @@ def train_clip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 40
                            image_size=IMAGE_SIZE, patch_size=PATCH_SIZE),
         projection_dim=64)
     model = CLIPModel(config)
-    tokens = [tokenizer([t.format(label) for label in LABELS], padding='max_length', max_length=16,
-                        return_tensors='pt') for t in TEMPLATES]
+    tokens = [tokenize(tokenizer, [t.format(label) for label in LABELS], 16, 'pt') for t in TEMPLATES]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     pixels = torch.from_numpy(data.pixels)
     present = torch.from_numpy(data.present)
@@ -125,7 +125,8 @@ def train_clip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 40
         image_emb = F.normalize(model.visual_projection(vision.pooler_output), dim=-1)
         patch_emb = F.normalize(model.visual_projection(model.vision_model.post_layernorm(
             vision.last_hidden_state[:, 1:])), dim=-1)
-        text = model.text_model(**tokens[template])
+        ids, mask = tokens[template]
+        text = model.text_model(input_ids=ids, attention_mask=mask)
         text_emb = F.normalize(model.text_projection(text.pooler_output), dim=-1)
         cosine = image_emb @ text_emb.T
         soft = targets / targets.sum(1, keepdim=True)

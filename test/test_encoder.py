@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import os
+import platform
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from conftest import structured_images
-from robovision_ros.backends import BackendUnavailableError, choose_backend, create_backend
+from robovision_ros.backends import BACKENDS, DEVICES, INT8_DYNAMIC, INT8_STATIC_QDQ, PRECISIONS, \
+    BackendUnavailableError, Int8AccuracyError, backend_capabilities, check_combination, choose_backend, \
+    create_backend
+from robovision_ros.backends.accuracy_gate import probe_images
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.models import ModelLoadError, read_model_info
+from robovision_ros.onnx_export import INT8_RECIPE, cached_export, int8_recipe, precision_variant
 from robovision_ros.vocabulary import VocabularyError
 
 
@@ -108,6 +116,142 @@ def test_onnxruntime_int8_cosine_on_structured_images(torch_clip, tiny_clip_dir,
     assert _cosine(int8.encode_texts(texts), torch_clip.encode_texts(texts)).min() >= 0.99
 
 
+def test_int8_runs_the_text_tower_in_fp32(tiny_clip_dir, model_cache):
+    """int8 quantizes the per-frame image tower only; the text tower (run per vocabulary change) stays fp32."""
+    int8 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'int8', model_cache)
+    fp32 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'fp32', model_cache)
+    texts = ['a photo of a red cup', 'a yellow box']
+    np.testing.assert_allclose(int8.encode_texts(texts), fp32.encode_texts(texts), atol=1e-6)
+    exported = cached_export(int8.info, model_cache)
+    assert exported.variant(exported.image_path, 'int8').is_file()
+    assert not exported.variant(exported.text_path, 'int8').is_file()
+
+
+def test_int8_image_weights_cannot_saturate_x86_u8s8_kernels(tiny_clip_dir, model_cache):
+    """Without VNNI, x86 U8S8 kernels add pairs of uint8 x int8 products in a saturating int16 (VPMADDUBSW). The
+    7-bit weights of the int8 recipe keep every pair within int16, so no x86 CPU saturates."""
+    import onnx
+    from onnx import numpy_helper
+
+    exported = cached_export(read_model_info(str(tiny_clip_dir)), model_cache)
+    path = precision_variant(exported, exported.image_path, 'int8')
+    assert int8_recipe(path) == INT8_RECIPE
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 10
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest <= 64 and 2 * 255 * largest <= np.iinfo(np.int16).max
+
+
+def test_an_int8_file_of_an_old_recipe_is_remade(tiny_clip_dir, tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exported = cached_export(read_model_info(str(tiny_clip_dir)), tmp_path)
+    old = exported.variant(exported.image_path, 'int8')
+    quantize_dynamic(str(exported.image_path), str(old), weight_type=QuantType.QInt8, per_channel=True)  # old recipe
+    assert int8_recipe(old) is None
+    assert precision_variant(exported, exported.image_path, 'int8') == old
+    assert int8_recipe(old) == INT8_RECIPE
+
+
+_AVX2_CHILD = """
+import sys
+import numpy as np
+import onnxruntime as ort
+pixels = np.load(sys.argv[1])
+for path, out in zip(sys.argv[2::2], sys.argv[3::2]):
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    np.save(out, session.run(None, {'pixel_values': pixels})[1])
+"""
+
+
+@pytest.mark.skipif(shutil.which('qemu-x86_64') is None or platform.machine() != 'x86_64',
+                    reason='needs qemu-user (apt install qemu-user) on x86-64 to emulate an AVX2-only CPU')
+def test_int8_is_the_same_on_an_avx2_only_cpu(tiny_clip_dir, model_cache, tmp_path):
+    """ONNX Runtime has no option to force its non-VNNI int8 kernels, so the int8 image encoder runs under QEMU
+    emulating a Haswell CPU (AVX2, no AVX-512, no VNNI): ONNX Runtime's CPU dispatch then picks the AVX2 U8S8
+    kernels, as on an AVX2-only EPYC. Our recipe gives the same numbers there as here; a full-range 8-bit recipe
+    (the old one) does not, where this host has VNNI."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+
+    exported = cached_export(read_model_info(str(tiny_clip_dir)), model_cache)
+    recipe = precision_variant(exported, exported.image_path, 'int8')
+    full_range = tmp_path / 'full_range.int8.onnx'
+    quantize_dynamic(str(exported.image_path), str(full_range), weight_type=QuantType.QInt8, per_channel=True)
+    pixels = ImagePreprocessor(PreprocessConfig.from_model_dir(tiny_clip_dir))(structured_images(8, seed=3))
+    np.save(tmp_path / 'pixels.npy', pixels)
+
+    def native(path):
+        return ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(
+            None, {'pixel_values': pixels})[1]
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run(['qemu-x86_64', '-cpu', 'Haswell', sys.executable, '-c', _AVX2_CHILD, str(tmp_path / 'pixels.npy'),
+                    str(recipe), str(tmp_path / 'recipe.npy'), str(full_range), str(tmp_path / 'full_range.npy')],
+                   check=True, env=env, timeout=600, stderr=subprocess.DEVNULL)
+    avx2 = np.load(tmp_path / 'recipe.npy')
+    fp32 = native(exported.image_path)
+    # Exact integer sums on both CPUs: only float rounding may differ.
+    np.testing.assert_allclose(avx2, native(recipe), atol=1e-5)
+    assert _cosine(avx2, fp32).min() >= 0.99
+    flags = open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else ''
+    if 'avx512_vnni' in flags or 'avx_vnni' in flags:  # control: the emulated CPU really ran non-VNNI kernels
+        assert np.abs(np.load(tmp_path / 'full_range.npy') - native(full_range)).max() > 1e-3
+
+
+def test_int8_gate_passes_on_the_tiny_model(tiny_clip_dir, model_cache):
+    int8 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'int8', model_cache, int8_min_cosine=0.99)
+    accuracy = int8.backend.int8_accuracy
+    assert accuracy is not None and 0.99 <= accuracy.worst < 1.0
+    assert accuracy.worst == min(accuracy.global_cosine, accuracy.patch_cosine)
+    fp32 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'fp32', model_cache)
+    assert fp32.backend.int8_accuracy is None
+
+
+def test_int8_gate_fails_above_the_measured_cosine(tiny_clip_dir, model_cache):
+    with pytest.raises(Int8AccuracyError, match=r'cosine 0\.9\d{3} .* below int8_min_cosine 1\.0; use precision fp32'):
+        create_backend(read_model_info(str(tiny_clip_dir)), 'onnxruntime', 'cpu', 'int8', model_cache,
+                       int8_min_cosine=1.0)
+    with pytest.raises(ValueError, match='int8_min_cosine must be in'):
+        create_backend(read_model_info(str(tiny_clip_dir)), 'onnxruntime', 'cpu', 'int8', model_cache,
+                       int8_min_cosine=1.5)
+
+
+def test_a_corrupted_int8_engine_fails_the_gate(tiny_clip_dir, model_cache, tmp_path):
+    """Shuffled int8 weights in a cached int8 file of the current recipe: loading it fails, naming the cosine."""
+    import onnx
+    from onnx import numpy_helper
+
+    info = read_model_info(str(tiny_clip_dir))
+    precision_variant(cached_export(info, model_cache), cached_export(info, model_cache).image_path, 'int8')
+    shutil.copytree(model_cache / 'onnx', tmp_path / 'onnx')
+    exported = cached_export(info, tmp_path)
+    path = exported.variant(exported.image_path, 'int8')
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.INT8 and tensor.name.endswith('_quantized'):
+            weights = numpy_helper.to_array(tensor)
+            tensor.CopyFrom(numpy_helper.from_array(rng.permutation(weights.ravel()).reshape(weights.shape),
+                                                    tensor.name))
+    onnx.save(model, str(path))
+    assert int8_recipe(path) == INT8_RECIPE  # reused as is: only the gate can catch it
+    with pytest.raises(Int8AccuracyError, match=r'cosine -?0\.\d{4} .* below int8_min_cosine 0\.99'):
+        create_backend(info, 'onnxruntime', 'cpu', 'int8', tmp_path)
+
+
+def test_probe_images_are_deterministic_structured_cards():
+    first, second = probe_images(64), probe_images(64)
+    assert len(first) >= 4 and all(a.shape == (64, 64, 3) and a.dtype == np.uint8 for a in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    # structured, not noise: few colours, and most vertical neighbours are equal (the gradient runs along x)
+    assert all((a[1:] == a[:-1]).all(axis=-1).mean() > 0.7 for a in first)
+    assert all(len(np.unique(a.reshape(-1, 3), axis=0)) < 500 for a in first)
+
+
 def test_torch_bf16_on_cpu_is_close(torch_clip, tiny_clip_dir, model_cache):
     bf16 = PerceptionEncoder(str(tiny_clip_dir), 'torch', 'cpu', 'bf16', model_cache)
     cosine = _global_cosine(bf16, torch_clip, structured_images(4, seed=5))
@@ -140,6 +284,97 @@ def test_cuda_without_gpu_is_an_error_not_a_fallback(tiny_clip_dir, model_cache)
 def test_auto_choice():
     assert choose_backend('cpu', 'fp32') == 'onnxruntime'
     assert choose_backend('cpu', 'bf16') == 'torch'
+
+
+def _construct(info, backend, device, precision, cache_dir):
+    """The backend's own constructor (no auto, no accuracy gate)."""
+    if backend == 'torch':
+        from robovision_ros.backends.torch_backend import TorchBackend
+
+        return TorchBackend(info, device, precision)
+    if backend == 'onnxruntime':
+        from robovision_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(info, device, precision, cache_dir)
+    from robovision_ros.backends.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(info, device, precision, cache_dir)
+
+
+@pytest.mark.parametrize('precision', PRECISIONS)
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_capability_matrix_check_and_constructors_agree(tiny_clip_dir, model_cache, backend, device, precision):
+    """Every backend x device x precision is accepted by check_combination and by loading, or rejected by both
+    with the same reason. Accepted on cuda without a GPU, loading fails for that reason only."""
+    import torch
+
+    info = read_model_info(str(tiny_clip_dir))
+    reason = check_combination(backend, device, precision)
+
+    def load():
+        if backend == 'auto':
+            return create_backend(info, backend, device, precision, model_cache, int8_min_cosine=None)
+        return _construct(info, backend, device, precision, model_cache)
+
+    if reason is not None:
+        with pytest.raises(BackendUnavailableError) as error:
+            load()
+        assert str(error.value) == reason
+    elif device == 'cpu' or torch.cuda.is_available():
+        load().close()
+    else:
+        with pytest.raises(BackendUnavailableError, match='cuda|GPU') as error:
+            load()
+        assert 'not supported' not in str(error.value) and ', not ' not in str(error.value)
+
+
+@pytest.mark.parametrize('backend,device,precision', [('torch', 'gpu', 'fp32'), ('torch', 'cpu', 'fp64'),
+                                                      ('jax', 'cpu', 'fp32')])
+def test_unknown_names_are_rejected_the_same_way(tiny_clip_dir, model_cache, backend, device, precision):
+    reason = check_combination(backend, device, precision)
+    assert reason is not None and 'not supported; supported:' in reason
+    with pytest.raises(BackendUnavailableError) as error:
+        create_backend(read_model_info(str(tiny_clip_dir)), backend, device, precision, model_cache)
+    assert str(error.value) == reason
+
+
+def test_auto_picks_only_a_backend_that_runs_the_combination(monkeypatch):
+    import importlib.util
+
+    assert choose_backend('cpu', 'int8') == 'onnxruntime'
+    assert choose_backend('cuda', 'bf16') == 'torch'  # TensorRT does not run bf16, installed or not
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'tensorrt' else find_spec(name))
+    with pytest.raises(BackendUnavailableError, match='no installed backend runs int8 on cuda; tensorrt would'):
+        choose_backend('cuda', 'int8')  # was: torch, which rejects int8
+    assert choose_backend('cuda', 'fp16') == 'torch'
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: object() if name == 'tensorrt' else find_spec(name))
+    assert choose_backend('cuda', 'int8') == 'tensorrt'
+    assert check_combination('auto', 'cuda', 'int8') is None
+    with pytest.raises(BackendUnavailableError, match=r'no backend runs fp16 on cpu \(torch runs fp32, bf16'):
+        choose_backend('cpu', 'fp16')
+
+
+def test_capabilities_are_declared_without_importing_frameworks():
+    code = ('import sys\n'
+            'from robovision_ros.backends import backend_capabilities, check_combination\n'
+            'table = backend_capabilities()\n'
+            'check_combination("torch", "cpu", "int8")\n'
+            'assert list(table) == ["torch", "onnxruntime", "tensorrt"], list(table)\n'
+            'print(sorted(m for m in ("torch", "onnxruntime", "tensorrt") if m in sys.modules))\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == '[]'
+
+
+def test_capabilities_describe_each_backend():
+    table = backend_capabilities()
+    assert table['onnxruntime'].int8 == INT8_DYNAMIC and table['onnxruntime'].runs('cpu', 'int8')
+    assert table['tensorrt'].int8 == INT8_STATIC_QDQ and table['tensorrt'].devices == ('cuda',)
+    assert table['torch'].int8 == '' and not any(table['torch'].runs(d, 'int8') for d in DEVICES)
+    assert table['torch'].cuda_graphs and table['torch'].device_tensors and not table['torch'].fixed_input_size
+    assert table['onnxruntime'].fixed_input_size and not table['onnxruntime'].device_tensors
 
 
 def test_vocabulary_change_encodes_only_new_labels(torch_clip):

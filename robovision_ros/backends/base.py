@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from robovision_ros.backends.accuracy_gate import Int8Accuracy
 
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'auto')
 DEVICES = ('cpu', 'cuda')
@@ -14,6 +17,57 @@ PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend, device or precision cannot run here. Raised at load time; never a fallback."""
+
+
+# What int8 means on a backend.
+INT8_DYNAMIC = 'dynamic int8 (weights quantized ahead, activations per batch at run time; no calibration)'
+INT8_STATIC_QDQ = 'static int8 from a calibrated Q/DQ ONNX file (robovision_export --int8-qdq)'
+
+
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What one backend can run, declared once in its module (without importing its framework) and read by
+    `auto` selection, the backend's constructor, parameter validation, the benchmark and the export tool."""
+
+    name: str
+    module: str  # the Python module the backend needs installed
+    precisions: tuple[tuple[str, tuple[str, ...]], ...]  # (device, precisions it runs there), devices in order
+    int8: str = ''  # what int8 means here (INT8_DYNAMIC, INT8_STATIC_QDQ), '' where int8 is not run
+    fixed_input_size: bool = False  # True: only the model's native input size (no multi-scale)
+    device_tensors: bool = False  # encode_image accepts torch tensors already on the device (GPU preprocessing)
+    cuda_graphs: bool = False  # can replay captured CUDA graphs
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(device for device, _ in self.precisions)
+
+    def precisions_on(self, device: str) -> tuple[str, ...]:
+        return dict(self.precisions).get(device, ())
+
+    def runs(self, device: str, precision: str) -> bool:
+        return precision in self.precisions_on(device)
+
+    def rejection(self, device: str, precision: str, table: 'tuple[BackendCapabilities, ...]' = ()) -> Optional[str]:
+        """Why this backend cannot run `precision` on `device` (None if it can). `table`, all backends'
+        capabilities, lets the reason name the backends that do run `precision`."""
+        if device not in self.devices:
+            return f"backend {self.name} needs device {' or '.join(self.devices)}"
+        if self.runs(device, precision):
+            return None
+        reason = f"{self.name} on {device} runs {', '.join(self.precisions_on(device))}, not '{precision}'"
+        elsewhere = [d for d in self.devices if self.runs(d, precision)]
+        if elsewhere:
+            return f"{reason}; {precision} needs device {' or '.join(elsewhere)}"
+        others = [c.name for c in table if any(c.runs(d, precision) for d in c.devices)]
+        return f"{reason}; use {' or '.join(others)} for {precision}" if others else reason
+
+    def require(self, device: str, precision: str) -> None:
+        """Raise BackendUnavailableError with `rejection`'s reason unless this backend runs the combination."""
+        from robovision_ros.backends import backend_capabilities
+
+        reason = self.rejection(device, precision, tuple(backend_capabilities().values()))
+        if reason is not None:
+            raise BackendUnavailableError(reason)
 
 
 @dataclass(frozen=True)
@@ -29,8 +83,10 @@ class EncoderBackend(ABC):
     """Runs a model's vision (and, for CLIP, text) encoder on preprocessed inputs."""
 
     name: str = ''
+    capabilities: BackendCapabilities  # the module's CAPABILITIES
     logit_scale: float = 1.0  # CLIP: multiplier of cosine similarities in zero-shot logits
     text_length: int = 0  # fixed token length of the text encoder input (0: the tokenizer decides)
+    int8_accuracy: Optional[Int8Accuracy] = None  # int8: what the accuracy gate measured at load
 
     def __init__(self, device: str, precision: str) -> None:
         self.device = device

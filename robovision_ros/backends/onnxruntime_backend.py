@@ -8,22 +8,22 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendUnavailableError, EncoderBackend, \
+    ImageEncoding
 from robovision_ros.models import ModelInfo
-from robovision_ros.onnx_export import cached_export, precision_variant
+from robovision_ros.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
+    TEXT_EMBEDDING, cached_export, precision_variant, text_precision
 
 LOG = logging.getLogger(__name__)
 
-# Which precisions each device runs here: int8 is ONNX Runtime's dynamic quantization (CPU kernels); fp16
-# needs a GPU execution provider.
-_PRECISIONS = {'cpu': ('fp32', 'int8'), 'cuda': ('fp32', 'fp16')}
+CAPABILITIES = BackendCapabilities(
+    name='onnxruntime', module='onnxruntime', precisions=(('cpu', ('fp32', 'int8')), ('cuda', ('fp32', 'fp16'))),
+    int8=INT8_DYNAMIC, fixed_input_size=True)
 
 
 def providers_for(device: str, precision: str, available: list[str]) -> list[str]:
     """Execution providers for `device`, best first; raises if the device has none here."""
-    if precision not in _PRECISIONS.get(device, ()):
-        raise BackendUnavailableError(
-            f"onnxruntime on {device} runs {', '.join(_PRECISIONS.get(device, ()))}, not '{precision}'")
+    CAPABILITIES.require(device, precision)
     if device == 'cpu':
         return ['CPUExecutionProvider']
     gpu = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in available]
@@ -36,9 +36,11 @@ def providers_for(device: str, precision: str, available: list[str]) -> list[str
 
 class OnnxRuntimeBackend(EncoderBackend):
     name = 'onnxruntime'
+    capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
                  threads: int = 0) -> None:
+        CAPABILITIES.require(device, precision)
         import onnxruntime as ort
 
         super().__init__(device, precision)
@@ -59,7 +61,7 @@ class OnnxRuntimeBackend(EncoderBackend):
         self.image_session = ort.InferenceSession(str(image_path), options, providers=self.providers)
         self.text_session: Any = None
         if self.exported.text_path is not None:
-            text_path = precision_variant(self.exported, self.exported.text_path, precision)
+            text_path = precision_variant(self.exported, self.exported.text_path, text_precision(precision))
             self.text_session = ort.InferenceSession(str(text_path), options, providers=self.providers)
         LOG.info('onnxruntime %s %s with providers %s', device, precision, self.image_session.get_providers())
 
@@ -69,15 +71,15 @@ class OnnxRuntimeBackend(EncoderBackend):
             raise BackendUnavailableError(
                 f'onnxruntime engine takes {self.exported.input_size}x{self.exported.input_size} inputs; '
                 f'got {pixels.shape[-2]}x{pixels.shape[-1]} (multi-scale runs on the torch backend)')
-        patches, pooled = self.image_session.run(None, {'pixel_values': pixels})
+        patches, pooled = self.image_session.run([PATCH_TOKENS, GLOBAL_EMBEDDING], {PIXEL_VALUES: pixels})
         grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
         return ImageEncoding(patches, pooled, grid)
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self.text_session is None:
             raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
-        (text,) = self.text_session.run(None, {'input_ids': input_ids.astype(np.int64),
-                                               'attention_mask': attention_mask.astype(np.int64)})
+        feeds = {INPUT_IDS: input_ids.astype(np.int64), ATTENTION_MASK: attention_mask.astype(np.int64)}
+        (text,) = self.text_session.run([TEXT_EMBEDDING], feeds)
         return text
 
     def close(self) -> None:

@@ -14,12 +14,17 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, BackendUnavailableError, \
+    EncoderBackend, ImageEncoding
 from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
 from robovision_ros.models import ModelInfo
-from robovision_ros.onnx_export import ExportError, cached_export, default_cache_dir, precision_variant
+from robovision_ros.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
+    TEXT_EMBEDDING, ExportError, cached_export, default_cache_dir, precision_variant
 
 LOG = logging.getLogger(__name__)
+CAPABILITIES = BackendCapabilities(
+    name='tensorrt', module='tensorrt', precisions=(('cuda', ('fp32', 'fp16', 'int8')),), int8=INT8_STATIC_QDQ,
+    fixed_input_size=True, device_tensors=True)
 # Which ONNX file each precision's engine is built from (strongly typed: the file's types decide).
 _ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
 
@@ -49,20 +54,21 @@ class _Engine:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
-    def run(self, feeds: dict[str, Any]) -> list[Any]:
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Run on torch CUDA tensors by input name; outputs by name."""
         import torch
 
         stream = torch.cuda.current_stream()
         for name, tensor in feeds.items():
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
-        outputs = []
+        outputs = {}
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
             dtype = torch.float16 if self.engine.get_tensor_dtype(name) == self.trt.DataType.HALF else torch.float32
             out = torch.empty(shape, dtype=dtype, device='cuda')
             self.context.set_tensor_address(name, out.data_ptr())
-            outputs.append(out)
+            outputs[name] = out
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError('TensorRT execution failed')
         return outputs
@@ -70,15 +76,12 @@ class _Engine:
 
 class TensorRTBackend(EncoderBackend):
     name = 'tensorrt'
+    capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
                  max_batch: int = 4, force_rebuild: bool = False) -> None:
+        CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
-        if device != 'cuda':
-            raise BackendUnavailableError('backend tensorrt needs device cuda')
-        if precision not in _ONNX_VARIANT:
-            raise BackendUnavailableError(
-                f"tensorrt precision '{precision}' not supported; supported: {', '.join(_ONNX_VARIANT)}")
         import torch
 
         if not torch.cuda.is_available():
@@ -93,7 +96,7 @@ class TensorRTBackend(EncoderBackend):
         self.text_length = self.exported.text_length
         self.cache = EngineCache(cache_root / 'tensorrt')
         size = self.exported.input_size
-        image_profile = (('pixel_values', (1, 3, size, size), (1, 3, size, size), (max_batch, 3, size, size)),)
+        image_profile = ((PIXEL_VALUES, (1, 3, size, size), (1, 3, size, size), (max_batch, 3, size, size)),)
         self.image_engine, self._image_key = self._engine(
             'image_encoder', self._onnx(self.exported.image_path),
             image_profile, force_rebuild)
@@ -101,7 +104,7 @@ class TensorRTBackend(EncoderBackend):
         if self.exported.text_path is not None:
             length = self.exported.text_length
             text_profile = tuple((name, (1, length), (8, length), (64, length))
-                                 for name in ('input_ids', 'attention_mask'))
+                                 for name in (INPUT_IDS, ATTENTION_MASK))
             self.text_engine, _ = self._engine(
                 'text_encoder', self._onnx(self.exported.text_path),
                 text_profile, force_rebuild)
@@ -159,7 +162,8 @@ class TensorRTBackend(EncoderBackend):
         import torch
 
         pixels = torch.as_tensor(pixel_values).to('cuda', torch.float32).contiguous()
-        patches, pooled = self.image_engine.run({'pixel_values': pixels})
+        outputs = self.image_engine.run({PIXEL_VALUES: pixels})
+        patches, pooled = outputs[PATCH_TOKENS], outputs[GLOBAL_EMBEDDING]
         torch.cuda.current_stream().synchronize()
         grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
         return ImageEncoding(patches.float().cpu().numpy(), pooled.float().cpu().numpy(), grid)
@@ -169,9 +173,9 @@ class TensorRTBackend(EncoderBackend):
 
         if self.text_engine is None:
             raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
-        feeds = {'input_ids': torch.as_tensor(input_ids, dtype=torch.int64, device='cuda'),
-                 'attention_mask': torch.as_tensor(attention_mask, dtype=torch.int64, device='cuda')}
-        (text,) = self.text_engine.run(feeds)
+        feeds = {INPUT_IDS: torch.as_tensor(input_ids, dtype=torch.int64, device='cuda'),
+                 ATTENTION_MASK: torch.as_tensor(attention_mask, dtype=torch.int64, device='cuda')}
+        text = self.text_engine.run(feeds)[TEXT_EMBEDDING]
         torch.cuda.current_stream().synchronize()
         return text.float().cpu().numpy()
 

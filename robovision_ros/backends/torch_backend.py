@@ -5,26 +5,28 @@ from typing import Any
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, ImageEncoding
-from robovision_ros.models import ModelInfo, clip_text_length, load_tokenizer, load_torch_model, \
+from robovision_ros.backends.base import BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.models import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
     text_encoder_module, vision_encoder_module
+
+
+CAPABILITIES = BackendCapabilities(
+    name='torch', module='torch', precisions=(('cpu', ('fp32', 'bf16')), ('cuda', ('fp32', 'bf16', 'fp16'))),
+    device_tensors=True, cuda_graphs=True)
 
 
 class TorchBackend(EncoderBackend):
     name = 'torch'
+    capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cuda_graphs: bool = False) -> None:
+        CAPABILITIES.require(device, precision)
         import torch
 
         super().__init__(device, precision)
         if device == 'cuda' and not torch.cuda.is_available():
             raise BackendUnavailableError('device cuda requested but torch finds no CUDA GPU')
         dtypes = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-        if precision not in dtypes:
-            raise BackendUnavailableError(
-                f"torch backend does not run precision '{precision}'; use onnxruntime or tensorrt for int8")
-        if precision == 'fp16' and device != 'cuda':
-            raise BackendUnavailableError('torch fp16 needs device cuda; on cpu use fp32 or bf16')
         self.info = info
         self.dtype = dtypes[precision]
         self.model = load_torch_model(info).to(device=device, dtype=self.dtype)
@@ -32,7 +34,7 @@ class TorchBackend(EncoderBackend):
         self.vision_interpolating = vision_encoder_module(self.model, info, interpolate_pos_encoding=True)
         self.text = text_encoder_module(self.model) if info.has_text else None
         if info.has_text:
-            self.logit_scale = float(self.model.logit_scale.detach().float().exp())
+            self.logit_scale = clip_logit_scale(self.model)
             self.text_length = clip_text_length(load_tokenizer(info), self.model)
         self.cuda_graphs = cuda_graphs and device == 'cuda'
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
