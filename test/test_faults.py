@@ -121,8 +121,8 @@ def graph(tiny_clip_dir, model_cache, tmp_path_factory):
 
 HOSTILE_COMPRESSED = [
     (CompressedImage(format='jpeg', data=b''), 'rejected'),
-    (CompressedImage(format='png', data=_png_claiming(40000, 40000)), 'max_image_pixels'),
-    (CompressedImage(format='jpeg', data=_jpeg_claiming(65000, 65000)), 'max_image_pixels'),
+    (CompressedImage(format='png', data=_png_claiming(40000, 40000)), 'exceeds the limit'),
+    (CompressedImage(format='jpeg', data=_jpeg_claiming(65000, 65000)), 'exceeds the limit'),
     (CompressedImage(format='jpeg', data=b'\xff\xd8' + bytes(100)), 'rejected'),
     (CompressedImage(format='h264', data=b'\x00\x00\x00\x01' * 10), 'rejected'),
 ]
@@ -148,7 +148,7 @@ def test_hostile_raw_frames_are_rejected_and_the_node_keeps_serving(graph):
         (Image(height=2, width=2, encoding='yuv444', step=6, data=bytes(12)), "encoding 'yuv444' not supported"),
         (Image(height=100, width=100, encoding='rgb8', step=300, data=bytes(30)), 'data holds'),
         (Image(height=4, width=4, encoding='rgb8', step=2, data=bytes(48)), 'step'),
-        (Image(height=30000, width=30000, encoding='mono8', step=30000, data=bytes(10)), 'max_image_pixels'),
+        (Image(height=30000, width=30000, encoding='mono8', step=30000, data=bytes(10)), 'exceeds the limit'),
     ]
     for msg, text in hostile:
         graph.send_until_logged(graph.raw, msg, text)
@@ -189,6 +189,7 @@ def test_diagnostics_warn_on_recent_rejections_and_recover(graph):
     ({'max_image_pixels': 0}, 'max_image_pixels'),
     ({'image_topics': ['/other']}, 'cannot change while configured'),
     ({'executor': 'single'}, 'read-only'),
+    ({'precision': 'fp16'}, 'cannot change while configured'),
 ])
 def test_wrong_parameter_values_are_rejected_with_a_reason(graph, values, reason):
     results = set_parameters(graph.ros, graph.node, values)
@@ -274,8 +275,11 @@ def test_bad_start_values_fail_configure_with_one_line_and_release_the_model(tin
         assert not change_state(graph.ros, graph.node, 'configure')
         assert graph.ros.spin_until(lambda: 'configure failed' in graph.process.output()
                                     and 'prompt template' in graph.process.output(), 5.0)
-        # Nothing stays loaded: fixed parameters can be set again, and a corrected value configures.
+        # Nothing stays loaded: fixed parameters can be set again, and a corrected value configures. A backend,
+        # device and precision that do not run together are refused with the capability table's reason.
         assert set_parameters(graph.ros, graph.node, {'precision': 'fp32'})[0].successful
+        (result,) = set_parameters(graph.ros, graph.node, {'precision': 'fp16'})
+        assert not result.successful and "not 'fp16'" in result.reason, result.reason
         assert set_parameters(graph.ros, graph.node, {'prompt_templates': ['a {}.']})[0].successful
         assert change_state(graph.ros, graph.node, 'configure') and change_state(graph.ros, graph.node, 'activate')
         graph.serve_good_frame()

@@ -24,15 +24,16 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from robovision_ros.backends import BACKENDS, DEVICES, PRECISIONS, BackendUnavailableError
+from robovision_ros.backends import BACKENDS, DEFAULT_INT8_MIN_COSINE, DEVICES, PRECISIONS, BackendUnavailableError, \
+    check_combination
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.models import ModelLoadError
 from robovision_ros.nodes.frame_worker import Frame, FrameWorker, RecentWindow, StageStats, WorkerSettings
 from robovision_ros.onnx_export import ExportError
 from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, PreprocessConfigError, decode_image_msg
 
-FIXED_PARAMETERS = ('model', 'backend', 'device', 'precision', 'engine_cache_dir', 'image_topics', 'qos',
-                    'qos_depth', 'batch')
+FIXED_PARAMETERS = ('model', 'backend', 'device', 'precision', 'int8_min_cosine', 'engine_cache_dir', 'image_topics',
+                    'qos', 'qos_depth', 'batch')
 # Failures a user causes (wrong model path, unsupported combination): one line, no traceback.
 LOAD_ERRORS = (ModelLoadError, BackendUnavailableError, ExportError, PreprocessConfigError, OSError, ValueError)
 EXECUTORS = ('multi', 'single')
@@ -94,6 +95,9 @@ class PerceptionNode(LifecycleNode):
         self.declare_parameter('backend', 'auto', _descriptor(f'One of {", ".join(BACKENDS)}.' + fixed))
         self.declare_parameter('device', 'cpu', _descriptor(f'One of {", ".join(DEVICES)}.' + fixed))
         self.declare_parameter('precision', 'fp32', _descriptor(f'One of {", ".join(PRECISIONS)}.' + fixed))
+        self.declare_parameter('int8_min_cosine', DEFAULT_INT8_MIN_COSINE, _descriptor(
+            'int8 accuracy gate: configure fails when the int8 engine agrees with fp32 less than this (cosine on '
+            'built-in probe images).' + fixed, float_range=(0.0, 1.0)))
         self.declare_parameter('engine_cache_dir', '',
                                _descriptor('ONNX/TensorRT cache directory ("" = ~/.cache/robovision_ros).' + fixed))
         self.declare_parameter('image_topics', ['image_raw'], _descriptor(
@@ -212,6 +216,10 @@ class PerceptionNode(LifecycleNode):
             problem = _finite(values[name], name)
             if problem:
                 return problem
+        if names & {'backend', 'device', 'precision'}:
+            reason = check_combination(values['backend'], values['device'], values['precision'])
+            if reason:
+                return reason
         if 'image_topics' in names:
             try:
                 topics = string_list(values['image_topics'], 'image_topics')
@@ -244,7 +252,8 @@ class PerceptionNode(LifecycleNode):
                 raise ConfigureError(reason)
             cache = self._param('engine_cache_dir') or None
             self.encoder = PerceptionEncoder(model, self._param('backend'), self._param('device'),
-                                             self._param('precision'), Path(cache) if cache else None)
+                                             self._param('precision'), Path(cache) if cache else None,
+                                             int8_min_cosine=float(self._param('int8_min_cosine')))
             self.encoder.warm_up()
             self._prepare()
             self._create_outputs()
