@@ -113,3 +113,42 @@ def get_state(ros: RosTestContext, node: str) -> str:
 
 def set_parameters(ros: RosTestContext, node: str, values: dict):
     return lifecycle_client.set_parameters(ros.node, ros.executor, node, values)
+
+
+def ros_argument(value) -> str:
+    """A parameter value as `--ros-args -p name:=VALUE` reads it (YAML): lists as JSON, strings as they are."""
+    import json
+
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value))
+    return str(value)
+
+
+class PerceptionProcess:
+    """A perception node (clip_perception or feature_extractor) in its own process, in a namespace of its own.
+
+    `node` is the name its lifecycle and parameter services are called under; `topic(suffix)` names its outputs.
+    """
+
+    def __init__(self, kind: str, log_path: Path, params: Optional[dict] = None, prefix: str = '/rv') -> None:
+        self.kind = kind
+        self.namespace = unique_name(prefix)
+        self.node = f'{self.namespace.lstrip("/")}/{kind}'
+        args = ['-m', f'robovision_ros.nodes.{kind}', '--ros-args', '-r', f'__ns:={self.namespace}']
+        for name, value in (params or {}).items():
+            args += ['-p', f'{name}:={ros_argument(value)}']
+        self.process = NodeProcess(args, log_path)
+
+    def topic(self, suffix: str) -> str:
+        return f'{self.namespace}/{self.kind}/{suffix}'
+
+    def output(self) -> str:
+        return self.process.output()
+
+    def alive(self) -> bool:
+        return self.process.alive()
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        return self.process.stop(timeout_s)

@@ -9,18 +9,16 @@ from conftest import structured_images
 from robovision_ros.message_conversions import patch_features_to_numpy
 from robovision_ros.msg import PatchFeatures
 from robovision_ros.preprocessing import encode_raw_image
-from ros_harness import NodeProcess, RosTestContext, change_state, get_state, set_parameters, unique_name
+from ros_harness import PerceptionProcess, RosTestContext, change_state, get_state, set_parameters
 
 
 def test_patch_features_multi_scale_fp16(tiny_vit_dir, model_cache, tmp_path):
-    namespace = unique_name('/rvfe')
+    process = PerceptionProcess('feature_extractor', tmp_path / 'node.log', prefix='/rvfe', params={
+        'model': tiny_vit_dir, 'backend': 'torch', 'image_topics': ['image'], 'engine_cache_dir': model_cache,
+        'scales': [1.0, 1.5], 'output_dtype': 'float16', 'normalize': True})
+    namespace, node = process.namespace, process.node
     topic = namespace + '/image'
-    process = NodeProcess(['-m', 'robovision_ros.nodes.feature_extractor', '--ros-args', '-r', f'__ns:={namespace}',
-                           '-p', f'model:={tiny_vit_dir}', '-p', 'backend:=torch', '-p', f'image_topics:=["{topic}"]',
-                           '-p', f'engine_cache_dir:={model_cache}', '-p', 'scales:=[1.0, 1.5]',
-                           '-p', 'output_dtype:=float16', '-p', 'normalize:=true'], tmp_path / 'node.log')
     ros = RosTestContext('fe_test')
-    node = f'{namespace.lstrip("/")}/feature_extractor'
     received = []
     ros.node.create_subscription(PatchFeatures, f'{namespace}/feature_extractor/patch_features', received.append, 10)
     publisher = ros.node.create_publisher(Image, topic, qos_profile_sensor_data)
