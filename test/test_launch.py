@@ -103,3 +103,10 @@ class TestRobovisionLaunch(unittest.TestCase):
                        for value in status.values)
 
         self.assertTrue(self.ros.spin_until(precision_reported, 15.0), 'diagnostics do not report precision int8')
+
+
+@launch_testing.post_shutdown_test()
+class TestNoProcessDied(unittest.TestCase):
+
+    def test_exit_codes(self, proc_info):
+        launch_testing.asserts.assertExitCodes(proc_info)
