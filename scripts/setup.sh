@@ -21,19 +21,50 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 
+# Offline machines: ROBOVISION_WHEELS=DIR installs from a folder of wheels only (scripts/build_wheelhouse.sh
+# makes one for a given Python version). A machine that already has a torch (e.g. a CUDA build) keeps it with
+# ROBOVISION_TORCH=system: the venv then sees the system site-packages and nothing installs another torch.
+wheels=${ROBOVISION_WHEELS:-}
+torch_source=${ROBOVISION_TORCH:-pip}
+case "$torch_source" in pip|system) ;; *) log "ROBOVISION_TORCH must be pip or system, not '$torch_source'"; exit 2 ;; esac
+if [ ! -x "$venv/bin/python" ] && [ "$torch_source" = system ]; then
+  log "creating venv $venv (with system site-packages, for the installed torch)"
+  "$python" -m venv --system-site-packages "$venv"
+fi
+
 # The stamp holds a hash of everything that decides what is installed; unchanged, the install is skipped.
 stamp="$venv/.robovision-install-stamp"
-want=$(cat requirements-ros.txt requirements.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$( (cat requirements-ros.txt requirements.txt constraints.txt scripts/setup.sh; echo "$wheels $torch_source") \
+  | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing ROS 2 Kilted wheels and Python dependencies (first run: a few minutes)"
-  # torch first and alone, so that pip takes the local CPU build before anything else can ask for torch.
+  source_args=()
+  if [ -n "$wheels" ]; then
+    [ -d "$wheels" ] || { log "ROBOVISION_WHEELS=$wheels is not a directory"; exit 2; }
+    source_args=(--no-index --find-links "$wheels")
+    log "offline: installing from $wheels only"
+  fi
+  constraints=constraints.txt
+  requirements=(-r requirements-ros.txt -r requirements.txt)
+  if [ "$torch_source" = system ]; then
+    "$venv/bin/python" -c 'import torch; print("[setup] using the installed torch", torch.__version__)' >&2 \
+      || { log "ROBOVISION_TORCH=system but no torch is importable"; exit 2; }
+    # Everything but the torch pin: pip must accept the installed torch, whatever its version and build.
+    constraints=$(mktemp)
+    grep -v '^torch' constraints.txt > "$constraints"
+    grep -v '^torch' requirements.txt > "$constraints.requirements"
+    requirements=(-r requirements-ros.txt -r "$constraints.requirements")
+  fi
   pip_install() {
     # pip warns once per package about this machine's unused local index paths; keep the rest of stderr.
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt "$@" \
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${source_args[@]}" -c "$constraints" "$@" \
       2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   }
-  pip_install 'torch==2.13.0'
-  pip_install -r requirements-ros.txt -r requirements.txt
+  # torch first and alone, so that pip takes the local CPU build before anything else can ask for torch.
+  if [ "$torch_source" = pip ]; then
+    pip_install "$(grep '^torch==' requirements.txt)"
+  fi
+  pip_install "${requirements[@]}"
 
   # The wheels were built under /opt/python/cp311-cp311; their generated CMake exports name that
   # interpreter's include dirs, which don't exist here and stop CMake's generate step. Point them at this

@@ -11,13 +11,13 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from robovision_ros.frame_sources import FrameSourceError, open_source
+from robovision_ros.nodes.node_process import run_node_process
 from robovision_ros.preprocessing import encode_raw_image
 
 ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
@@ -100,24 +100,13 @@ class ImageSourceNode(Node):
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    from rclpy.executors import ExternalShutdownException
+    def create() -> ImageSourceNode:
+        try:
+            return ImageSourceNode()
+        except FrameSourceError as error:
+            raise ValueError(str(error)) from None
 
-    rclpy.init(args=args)
-    try:
-        node = ImageSourceNode()
-    except FrameSourceError as error:
-        print(f'image_source: error: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.source.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node_process('image_source', create, args, stop_node=lambda node: node.source.close())
 
 
 if __name__ == '__main__':

@@ -8,15 +8,12 @@ The inference itself runs on a `FrameWorker` thread (nodes/frame_worker.py, no R
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -29,6 +26,7 @@ from robovision_ros.backends import BACKENDS, DEFAULT_INT8_MIN_COSINE, DEVICES, 
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.models import ModelLoadError
 from robovision_ros.nodes.frame_worker import Frame, FrameWorker, RecentWindow, StageStats, WorkerSettings
+from robovision_ros.nodes.node_process import run_node_process
 from robovision_ros.onnx_export import ExportError
 from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, PreprocessConfigError, decode_image_msg
 
@@ -486,43 +484,8 @@ def make_executor(kind: str) -> Any:
 
 
 def run_node(node_class: type, args: Optional[list[str]] = None) -> int:
-    """Spin a perception node until Ctrl-C, SIGTERM or shutdown; the worker stops before the context goes.
-
-    rclpy's own signal handlers would shut the context down at once, under a frame being published; here the
-    first SIGINT/SIGTERM only asks the spin loop to end, and later ones (launch sends SIGINT, then SIGTERM, and
-    a terminal's Ctrl-C reaches the whole process group) are ignored while the node shuts down cleanly.
-    """
-    from rclpy.executors import ExternalShutdownException
-    from rclpy.signals import SignalHandlerOptions
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = executor = None
-    code = 0
-    try:
-        node = node_class()
-        executor = make_executor(node.get_parameter('executor').value)
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
-    except ValueError as error:
-        print(f'{node_class.__name__}: {error}', flush=True)
-        code = 2
-    finally:
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)  # further signals while shutting down are expected and ignored
-        if node is not None:
-            node.stop()
-        if executor is not None:
-            executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    """Spin a perception node until Ctrl-C, SIGTERM or shutdown; its worker threads stop before the context goes
+    (see nodes/node_process.py), on the executor its `executor` parameter names."""
+    return run_node_process(node_class.__name__, node_class, args,
+                            lambda node: make_executor(node.get_parameter('executor').value),
+                            lambda node: node.stop())
