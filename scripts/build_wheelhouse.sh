@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Build a folder of wheels for an offline install on a machine of another Python version (or this one):
+# Build a folder of wheels for an offline install, for this machine's Python or another version:
 #   scripts/build_wheelhouse.sh DIR [PYTHON_VERSION]        e.g. scripts/build_wheelhouse.sh /media/usb/wheels 3.12
-# Then, on the offline machine (Linux x86_64, glibc >= 2.28):
+# Then, on the offline machine (Linux x86_64, glibc >= 2.28, that Python version):
 #   ROBOVISION_WHEELS=DIR scripts/setup.sh                  (add ROBOVISION_TORCH=system to keep a CUDA torch there)
-# Downloads binary wheels only (for the target version and manylinux x86_64), from the same requirements and
-# constraints as scripts/setup.sh, plus the build tools pip needs inside the venv.
+# The package set is the one scripts/setup.sh resolved into this machine's venv (run it first): each is fetched
+# as a binary wheel for the target version and manylinux x86_64; pure-Python packages published only as source
+# are built into version-independent wheels here.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:?usage: scripts/build_wheelhouse.sh DIR [PYTHON_VERSION]}
-version=${2:-$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
+venv=${ROBOVISION_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/robovision_ros/venv}
+[ -x "$venv/bin/python" ] || { echo "[wheelhouse] no venv at $venv: run scripts/setup.sh first" >&2; exit 2; }
+version=${2:-$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')}
 mkdir -p "$out"
-cd "$root"
+out=$(cd "$out" && pwd)
 platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 linux_x86_64; do
   platforms+=(--platform "$p")
 done
-echo "[wheelhouse] Python $version wheels into $out" >&2
-python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version "$version" \
-  "${platforms[@]}" -d "$out" -c constraints.txt -r requirements-ros.txt -r requirements.txt pip wheel
+quiet() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+packages=$("$venv/bin/python" -m pip freeze --disable-pip-version-check --exclude-editable | grep '==')
+echo "[wheelhouse] $(echo "$packages" | wc -l) packages for Python $version into $out" >&2
+built=()
+for spec in $packages pip wheel setuptools; do
+  if ! python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+      --python-version "$version" "${platforms[@]}" -d "$out" "$spec" 2> >(quiet); then
+    # No binary wheel for that version: a pure-Python source package builds into a py3 wheel usable anywhere.
+    python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$out" "$spec" 2> >(quiet)
+    built+=("$spec")
+  fi
+done
+[ ${#built[@]} -eq 0 ] || echo "[wheelhouse] built from source: ${built[*]}" >&2
 echo "[wheelhouse] $(find "$out" -name '*.whl' | wc -l) wheels, $(du -sh "$out" | cut -f1)" >&2
