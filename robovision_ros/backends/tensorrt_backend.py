@@ -29,6 +29,49 @@ CAPABILITIES = BackendCapabilities(
 _ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
 
 
+class CudaDevice:
+    """Every CUDA call the backend makes, in one place: whether a GPU is visible, which GPU the engine key names,
+    the stream TensorRT runs on and the torch device its buffers live on. The tests replace `DEVICE` with a CPU
+    stand-in to run the backend's logic against a test double of TensorRT."""
+
+    torch_device = 'cuda'
+
+    def available(self) -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    def name(self) -> str:
+        import torch
+
+        return torch.cuda.get_device_name()
+
+    def compute_capability(self) -> str:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability()
+        return f'{major}.{minor}'
+
+    def stream_handle(self) -> int:
+        """The current torch stream as the handle execute_async_v3 takes."""
+        import torch
+
+        return torch.cuda.current_stream().cuda_stream
+
+    def synchronize(self) -> None:
+        import torch
+
+        torch.cuda.current_stream().synchronize()
+
+    def empty_cache(self) -> None:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+DEVICE = CudaDevice()
+
+
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
@@ -58,7 +101,6 @@ class _Engine:
         """Run on torch CUDA tensors by input name; outputs by name."""
         import torch
 
-        stream = torch.cuda.current_stream()
         for name, tensor in feeds.items():
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
@@ -66,10 +108,10 @@ class _Engine:
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
             dtype = torch.float16 if self.engine.get_tensor_dtype(name) == self.trt.DataType.HALF else torch.float32
-            out = torch.empty(shape, dtype=dtype, device='cuda')
+            out = torch.empty(shape, dtype=dtype, device=DEVICE.torch_device)
             self.context.set_tensor_address(name, out.data_ptr())
             outputs[name] = out
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        if not self.context.execute_async_v3(DEVICE.stream_handle()):
             raise RuntimeError('TensorRT execution failed')
         return outputs
 
@@ -82,9 +124,7 @@ class TensorRTBackend(EncoderBackend):
                  max_batch: int = 4, force_rebuild: bool = False) -> None:
         CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
-        import torch
-
-        if not torch.cuda.is_available():
+        if not DEVICE.available():
             raise BackendUnavailableError('device cuda requested but no CUDA GPU is visible')
         trt = _import_tensorrt()
         self.trt = trt
@@ -118,11 +158,8 @@ class TensorRTBackend(EncoderBackend):
         return path
 
     def _key(self, onnx_path: Path, profile: tuple) -> EngineKey:
-        import torch
-
-        major, minor = torch.cuda.get_device_capability()
         return EngineKey(onnx_sha256=file_sha256(onnx_path), tensorrt_version=self.trt.__version__,
-                         gpu_name=torch.cuda.get_device_name(), compute_capability=f'{major}.{minor}',
+                         gpu_name=DEVICE.name(), compute_capability=DEVICE.compute_capability(),
                          precision=self.precision, profile=profile)
 
     def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
@@ -161,10 +198,10 @@ class TensorRTBackend(EncoderBackend):
     def encode_image(self, pixel_values: Any) -> ImageEncoding:
         import torch
 
-        pixels = torch.as_tensor(pixel_values).to('cuda', torch.float32).contiguous()
+        pixels = torch.as_tensor(pixel_values).to(DEVICE.torch_device, torch.float32).contiguous()
         outputs = self.image_engine.run({PIXEL_VALUES: pixels})
         patches, pooled = outputs[PATCH_TOKENS], outputs[GLOBAL_EMBEDDING]
-        torch.cuda.current_stream().synchronize()
+        DEVICE.synchronize()
         grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
         return ImageEncoding(patches.float().cpu().numpy(), pooled.float().cpu().numpy(), grid)
 
@@ -173,15 +210,13 @@ class TensorRTBackend(EncoderBackend):
 
         if self.text_engine is None:
             raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
-        feeds = {INPUT_IDS: torch.as_tensor(input_ids, dtype=torch.int64, device='cuda'),
-                 ATTENTION_MASK: torch.as_tensor(attention_mask, dtype=torch.int64, device='cuda')}
+        feeds = {INPUT_IDS: torch.as_tensor(input_ids, dtype=torch.int64, device=DEVICE.torch_device),
+                 ATTENTION_MASK: torch.as_tensor(attention_mask, dtype=torch.int64, device=DEVICE.torch_device)}
         text = self.text_engine.run(feeds)[TEXT_EMBEDDING]
-        torch.cuda.current_stream().synchronize()
+        DEVICE.synchronize()
         return text.float().cpu().numpy()
 
     def close(self) -> None:
-        import torch
-
         self.image_engine = None
         self.text_engine = None
-        torch.cuda.empty_cache()
+        DEVICE.empty_cache()
