@@ -8,6 +8,7 @@ memory, streams): that needs `ROBOVISION_TENSORRT_TESTS=1` on a machine with Ten
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import sys
 from collections import Counter
@@ -159,6 +160,29 @@ def test_force_rebuild_builds_again_under_the_same_key(trt, clip):
     first = TensorRTBackend(info, 'cuda', 'fp32', cache).cache_key
     again = TensorRTBackend(info, 'cuda', 'fp32', cache, force_rebuild=True).cache_key
     assert again == first and trt.CALLS['build'] == 4 and len(_engines(cache)) == 2
+
+
+def test_a_corrupt_cached_engine_is_rebuilt(trt, clip, caplog):
+    info, cache = clip
+    key = _image_key(info, cache)
+    TensorRTBackend(info, 'cuda', 'fp32', cache)
+    path = EngineCache(cache / 'tensorrt').path_for(key, 'image_encoder')
+    path.write_bytes(b'truncated')
+    with caplog.at_level(logging.WARNING, logger=tensorrt_backend.LOG.name):
+        backend = TensorRTBackend(info, 'cuda', 'fp32', cache)
+    assert trt.CALLS['build'] == 3  # the image engine only
+    assert path.read_bytes().startswith(b'FAKETRT')
+    assert any(str(path) in r.getMessage() and 'rebuilding' in r.getMessage() for r in caplog.records)
+    pixels = np.zeros((1, 3, info.image_size, info.image_size), np.float32)
+    assert backend.encode_image(pixels).global_embedding.shape[0] == 1
+
+
+def test_an_engine_that_does_not_deserialise_even_when_fresh_is_a_clear_error(trt, clip, monkeypatch):
+    info, cache = clip
+    monkeypatch.setattr(trt.Runtime, 'deserialize_cuda_engine', lambda self, data: None)
+    with pytest.raises(BackendUnavailableError, match=r'could not deserialise the engine it just built from .*\.onnx'):
+        TensorRTBackend(info, 'cuda', 'fp32', cache)
+    assert trt.CALLS['build'] == 1 and _engines(cache) == []  # not cached, so the next load builds again
 
 
 def test_parser_errors_are_named(trt, clip):

@@ -86,11 +86,9 @@ def _import_tensorrt() -> Any:
 class _Engine:
     """One deserialised engine with its execution context and torch output buffers."""
 
-    def __init__(self, trt: Any, engine_bytes: bytes, logger: Any) -> None:
-        self.runtime = trt.Runtime(logger)
-        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise BackendUnavailableError('TensorRT could not deserialise the cached engine')
+    def __init__(self, trt: Any, runtime: Any, engine: Any) -> None:
+        self.runtime = runtime  # kept: TensorRT needs the runtime to outlive its engines
+        self.engine = engine
         self.context = self.engine.create_execution_context()
         self.trt = trt
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -130,6 +128,7 @@ class TensorRTBackend(EncoderBackend):
         self.trt = trt
         self.info = info
         self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
         cache_root = cache_dir or default_cache_dir()
         self.exported = cached_export(info, cache_root)
         self.logit_scale = self.exported.logit_scale
@@ -163,14 +162,24 @@ class TensorRTBackend(EncoderBackend):
                          precision=self.precision, profile=profile)
 
     def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
+        """The engine for `onnx_path` and `profile`: from the cache, else built and cached. A cached engine that
+        does not deserialise (truncated, corrupt) is rebuilt and replaced, with a warning."""
         key = self._key(onnx_path, profile)
         engine_bytes = None if force_rebuild else self.cache.load(key, stem)
-        if engine_bytes is None:
-            LOG.info('building TensorRT engine %s (%s); this takes minutes', stem, self.precision)
-            engine_bytes = self._build(onnx_path, profile)
-            path = self.cache.store(key, stem, engine_bytes)
-            LOG.info('cached TensorRT engine at %s', path)
-        return _Engine(self.trt, engine_bytes, self.logger), key
+        if engine_bytes is not None:
+            engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+            if engine is not None:
+                return _Engine(self.trt, self.runtime, engine), key
+            LOG.warning('cached TensorRT engine %s does not deserialise (corrupt or truncated); rebuilding it',
+                        self.cache.path_for(key, stem))
+        LOG.info('building TensorRT engine %s (%s); this takes minutes', stem, self.precision)
+        engine_bytes = self._build(onnx_path, profile)
+        engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            raise BackendUnavailableError(f'TensorRT could not deserialise the engine it just built from {onnx_path}')
+        path = self.cache.store(key, stem, engine_bytes)
+        LOG.info('cached TensorRT engine at %s', path)
+        return _Engine(self.trt, self.runtime, engine), key
 
     def _build(self, onnx_path: Path, profile: tuple) -> bytes:
         trt = self.trt
