@@ -286,6 +286,47 @@ def test_encode_text_equals_onnxruntime(trt, clip, clip_reference, batch):
     assert trt.EXECUTIONS == [{INPUT_IDS: ids.shape, ATTENTION_MASK: ids.shape}]
 
 
+def test_batches_beyond_the_optimization_profile_run_in_chunks(trt, clip, clip_reference):
+    """The image profile runs up to 4 frames (one per camera in batch mode) and the text profile 64 texts, while a
+    vocabulary is encoded 128 texts at a time: larger batches run in chunks, not into a refused shape."""
+    info, cache = clip
+    backend = TensorRTBackend(info, 'cuda', 'fp32', cache)
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((6, 3, info.image_size, info.image_size)).astype(np.float32)
+    np.testing.assert_allclose(backend.encode_image(pixels).patch_tokens,
+                               clip_reference.encode_image(pixels).patch_tokens, rtol=1e-5, atol=1e-5)
+    ids, mask = _tokens(rng, 70, backend.text_length)
+    np.testing.assert_allclose(backend.encode_text(ids, mask), clip_reference.encode_text(ids, mask),
+                               rtol=1e-5, atol=1e-5)
+    assert [shapes[PIXEL_VALUES][0] for shapes in trt.EXECUTIONS[:2]] == [4, 2]
+    assert [shapes[INPUT_IDS][0] for shapes in trt.EXECUTIONS[2:]] == [64, 6]
+
+
+def test_non_contiguous_inputs_are_made_dense(trt, clip, clip_reference):
+    info, cache = clip
+    backend = TensorRTBackend(info, 'cuda', 'fp32', cache)
+    ids, mask = _tokens(np.random.default_rng(1), 3, backend.text_length)
+    fortran_ids, fortran_mask = np.asfortranarray(ids), np.asfortranarray(mask)
+    np.testing.assert_allclose(backend.encode_text(fortran_ids, fortran_mask), clip_reference.encode_text(ids, mask),
+                               rtol=1e-5, atol=1e-5)
+    pixels = np.random.default_rng(2).standard_normal((2, info.image_size, info.image_size, 3)).astype(np.float32)
+    channels_first = pixels.transpose(0, 3, 1, 2)  # a strided view
+    np.testing.assert_allclose(backend.encode_image(channels_first).global_embedding,
+                               clip_reference.encode_image(channels_first).global_embedding, rtol=1e-5, atol=1e-5)
+
+
+def test_shapes_the_engine_does_not_run_are_clear_errors(trt, clip):
+    info, cache = clip
+    backend = TensorRTBackend(info, 'cuda', 'fp32', cache)
+    size, length = info.image_size, backend.text_length
+    with pytest.raises(BackendUnavailableError, match=f'takes {size}x{size} inputs; got 32x32'):
+        backend.encode_image(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(BackendUnavailableError, match=rf'refused input_ids of shape \(1, {length + 1}\) '
+                                                      rf'\(its profile runs \(1, {length}\) to \(64, {length}\)\)'):
+        backend.encode_text(np.ones((1, length + 1), np.int64), np.ones((1, length + 1), np.int64))
+    assert trt.CALLS['execute'] == 0
+
+
 def test_vit_has_an_image_engine_only(trt, tiny_vit_dir, model_cache, tmp_path):
     info = read_model_info(str(tiny_vit_dir))
     cache = _private_cache(tiny_vit_dir, model_cache, tmp_path)

@@ -86,21 +86,41 @@ def _import_tensorrt() -> Any:
 class _Engine:
     """One deserialised engine with its execution context and torch output buffers."""
 
-    def __init__(self, trt: Any, runtime: Any, engine: Any) -> None:
+    def __init__(self, trt: Any, runtime: Any, engine: Any, profile: tuple) -> None:
         self.runtime = runtime  # kept: TensorRT needs the runtime to outlive its engines
         self.engine = engine
         self.context = self.engine.create_execution_context()
         self.trt = trt
+        self.profile = {name: (minimum, maximum) for name, minimum, _, maximum in profile}
+        self.max_batch = min(maximum[0] for _, maximum in self.profile.values())
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        """Run on torch CUDA tensors by input name; outputs by name."""
+        """Run on device tensors by input name; outputs by name. A batch larger than the optimization profile's
+        maximum runs in chunks of that maximum."""
         import torch
 
-        for name, tensor in feeds.items():
-            self.context.set_input_shape(name, tuple(tensor.shape))
+        batch = next(iter(feeds.values())).shape[0]
+        if batch <= self.max_batch:
+            return self._run(feeds)
+        chunks = [self._run({name: tensor[start:start + self.max_batch] for name, tensor in feeds.items()})
+                  for start in range(0, batch, self.max_batch)]
+        return {name: torch.cat([chunk[name] for chunk in chunks]) for name in self.outputs}
+
+    def _run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        # TensorRT reads dense row-major memory at the address it is given. The dense copies stay referenced until
+        # execution is enqueued (freed earlier, the allocator could hand their memory to the next copy, which the
+        # stream would run before the engine reads them).
+        inputs = {name: tensor.contiguous() for name, tensor in feeds.items()}
+        for name, tensor in inputs.items():
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                minimum, maximum = self.profile[name]
+                raise BackendUnavailableError(f'TensorRT engine refused {name} of shape {tuple(tensor.shape)} '
+                                              f'(its profile runs {minimum} to {maximum})')
             self.context.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
         for name in self.outputs:
@@ -169,7 +189,7 @@ class TensorRTBackend(EncoderBackend):
         if engine_bytes is not None:
             engine = self.runtime.deserialize_cuda_engine(engine_bytes)
             if engine is not None:
-                return _Engine(self.trt, self.runtime, engine), key
+                return _Engine(self.trt, self.runtime, engine, profile), key
             LOG.warning('cached TensorRT engine %s does not deserialise (corrupt or truncated); rebuilding it',
                         self.cache.path_for(key, stem))
         LOG.info('building TensorRT engine %s (%s); this takes minutes', stem, self.precision)
@@ -179,7 +199,7 @@ class TensorRTBackend(EncoderBackend):
             raise BackendUnavailableError(f'TensorRT could not deserialise the engine it just built from {onnx_path}')
         path = self.cache.store(key, stem, engine_bytes)
         LOG.info('cached TensorRT engine at %s', path)
-        return _Engine(self.trt, self.runtime, engine), key
+        return _Engine(self.trt, self.runtime, engine, profile), key
 
     def _build(self, onnx_path: Path, profile: tuple) -> bytes:
         trt = self.trt
@@ -208,6 +228,11 @@ class TensorRTBackend(EncoderBackend):
         import torch
 
         pixels = torch.as_tensor(pixel_values).to(DEVICE.torch_device, torch.float32).contiguous()
+        size = self.exported.input_size
+        if tuple(pixels.shape[-2:]) != (size, size):
+            raise BackendUnavailableError(
+                f'tensorrt engine takes {size}x{size} inputs; got {pixels.shape[-2]}x{pixels.shape[-1]} '
+                '(multi-scale runs on the torch backend)')
         outputs = self.image_engine.run({PIXEL_VALUES: pixels})
         patches, pooled = outputs[PATCH_TOKENS], outputs[GLOBAL_EMBEDDING]
         DEVICE.synchronize()
