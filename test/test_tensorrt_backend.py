@@ -238,8 +238,10 @@ def test_int8_engines_are_built_from_the_qdq_files(trt, clip):
     text_feeds = [{INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids)}]
     quantize_qdq_int8(exported.image_path, exported.variant(exported.image_path, 'qdq'), image_feeds)
     quantize_qdq_int8(exported.text_path, exported.variant(exported.text_path, 'qdq'), text_feeds)
-    backend = TensorRTBackend(info, 'cuda', 'int8', cache)
+    backend = create_backend(info, 'tensorrt', 'cuda', 'int8', cache, int8_min_cosine=0.0)
     assert backend.cache_key == _image_key(info, cache, 'int8', 'image_encoder.qdq.onnx').digest
+    # the accuracy gate ran on the engine: quantized (below 1), and close to fp32 (2 random calibration batches)
+    assert backend.int8_accuracy is not None and 0.5 < backend.int8_accuracy.worst < 0.9999
     image_network, text_network = trt.BUILT_NETWORKS
     assert image_network.strongly_typed and text_network.strongly_typed
     assert b'QuantizeLinear' in image_network.onnx and b'QuantizeLinear' in text_network.onnx
