@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -87,11 +88,11 @@ def clip(tiny_clip_dir, model_cache, tmp_path) -> tuple[ModelInfo, Path]:
 
 
 def _image_key(info: ModelInfo, cache: Path, precision: str = 'fp32', onnx: str = 'image_encoder.onnx',
-               version: str = '10.9.0') -> EngineKey:
+               export_dir: Optional[Path] = None) -> EngineKey:
     """The key the backend must store the image engine under, computed here from its definition."""
     size = info.image_size
-    path = cache / 'onnx' / info.fingerprint / onnx
-    return EngineKey(onnx_sha256=file_sha256(path), tensorrt_version=version, gpu_name=GPU_NAME,
+    path = (export_dir or cache / 'onnx' / info.fingerprint) / onnx
+    return EngineKey(onnx_sha256=file_sha256(path), tensorrt_version='10.9.0', gpu_name=GPU_NAME,
                      compute_capability='9.0', precision=precision,
                      profile=((PIXEL_VALUES, (1, 3, size, size), (1, 3, size, size), (4, 3, size, size)),))
 
@@ -362,3 +363,17 @@ def test_combinations_outside_the_capability_table_are_rejected_with_its_reason(
         assert str(error.value) == reason
     assert trt.CALLS['build'] == 0 and trt.CALLS['parse'] == 0
     assert dataclasses.asdict(tensorrt_backend.CAPABILITIES)['precisions'] == (('cuda', ('fp32', 'fp16', 'int8')),)
+
+
+def test_export_cli_builds_the_engine_from_the_files_it_wrote(trt, tiny_clip_dir, tmp_path, capsys):
+    """`robovision_export --int8-qdq --tensorrt int8` builds from the Q/DQ files it just wrote into --out (it used
+    to export the model a second time under --out/onnx/ and then miss the Q/DQ files there)."""
+    from robovision_ros.export_cli import main
+
+    out = tmp_path / 'export'
+    assert main([str(tiny_clip_dir), '--out', str(out), '--int8-qdq', '--tensorrt', 'int8']) == 0, \
+        capsys.readouterr().err
+    key = _image_key(read_model_info(str(tiny_clip_dir)), out, 'int8', 'image_encoder.qdq.onnx', export_dir=out)
+    assert f'TensorRT engine ready, key {key.digest}' in capsys.readouterr().out
+    assert EngineCache(out / 'tensorrt').load(key, 'image_encoder') is not None
+    assert not (out / 'onnx').exists() and trt.CALLS['build'] == 2

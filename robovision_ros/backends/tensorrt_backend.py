@@ -19,7 +19,7 @@ from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, B
 from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
 from robovision_ros.models import ModelInfo
 from robovision_ros.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ExportError, cached_export, default_cache_dir, precision_variant
+    TEXT_EMBEDDING, ExportedModel, ExportError, cached_export, default_cache_dir, precision_variant
 
 LOG = logging.getLogger(__name__)
 CAPABILITIES = BackendCapabilities(
@@ -139,7 +139,8 @@ class TensorRTBackend(EncoderBackend):
     capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
-                 max_batch: int = 4, force_rebuild: bool = False) -> None:
+                 max_batch: int = 4, force_rebuild: bool = False, exported: Optional[ExportedModel] = None) -> None:
+        """`exported`: the ONNX export to build from (default: `info`'s cached export under `cache_dir`)."""
         CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
         if not DEVICE.available():
@@ -150,7 +151,7 @@ class TensorRTBackend(EncoderBackend):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         cache_root = cache_dir or default_cache_dir()
-        self.exported = cached_export(info, cache_root)
+        self.exported = exported or cached_export(info, cache_root)
         self.logit_scale = self.exported.logit_scale
         self.text_length = self.exported.text_length
         self.cache = EngineCache(cache_root / 'tensorrt')
