@@ -1,10 +1,15 @@
-"""TensorRT backend (native Python API, TensorRT 10 and 11). UNVERIFIED: no TensorRT exists where this was
-written; only the engine-cache key logic (robovision_ros.engine_cache) is tested.
+"""TensorRT backend (native Python API, TensorRT 10 and 11).
+
+UNVERIFIED on hardware: no TensorRT has run this code. Its logic runs in CI against a test double of the TensorRT
+API (test/fake_tensorrt.py, which executes each engine's ONNX file in ONNX Runtime on CPU): engine build, cache key,
+reuse and rebuild, parser, build and version errors, the int8 Q/DQ file, optimization profiles and the buffer,
+shape and name plumbing. TensorRT's own behaviour (kernels, precision, memory, streams) is checked only by
+`ROBOVISION_TENSORRT_TESTS=1` on a machine with TensorRT and a GPU.
 
 Engines are built from the ONNX export as strongly typed networks: precision comes from the ONNX file itself
 (fp32, the fp16 variant, or for int8 the Q/DQ variant made by `robovision_export --int8-qdq` with calibration
 images), which is what TensorRT 11 requires (it drops the FP16/INT8 builder flags) and works the same on
-TensorRT 10. Buffers are torch CUDA tensors.
+TensorRT 10. Buffers are torch tensors on the device of `DEVICE`, the one place the backend's CUDA calls live.
 """
 from __future__ import annotations
 
