@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             _progress(f'building TensorRT {args.tensorrt} engine (minutes)')
             backend = TensorRTBackend(info, 'cuda', args.tensorrt, cache_dir=args.out,
-                                      force_rebuild=args.force_rebuild)
+                                      force_rebuild=args.force_rebuild, exported=exported)
             _progress(f'TensorRT engine ready, key {backend.cache_key}')
     except (ModelLoadError, ExportError, BackendUnavailableError, FrameSourceError) as error:
         print(f'robovision_export: error: {error}', file=sys.stderr)

@@ -1,10 +1,15 @@
-"""TensorRT backend (native Python API, TensorRT 10 and 11). UNVERIFIED: no TensorRT exists where this was
-written; only the engine-cache key logic (robovision_ros.engine_cache) is tested.
+"""TensorRT backend (native Python API, TensorRT 10 and 11).
+
+UNVERIFIED on hardware: no TensorRT has run this code. Its logic runs in CI against a test double of the TensorRT
+API (test/fake_tensorrt.py, which executes each engine's ONNX file in ONNX Runtime on CPU): engine build, cache key,
+reuse and rebuild, parser, build and version errors, the int8 Q/DQ file, optimization profiles and the buffer,
+shape and name plumbing. TensorRT's own behaviour (kernels, precision, memory, streams) is checked only by
+`ROBOVISION_TENSORRT_TESTS=1` on a machine with TensorRT and a GPU.
 
 Engines are built from the ONNX export as strongly typed networks: precision comes from the ONNX file itself
 (fp32, the fp16 variant, or for int8 the Q/DQ variant made by `robovision_export --int8-qdq` with calibration
 images), which is what TensorRT 11 requires (it drops the FP16/INT8 builder flags) and works the same on
-TensorRT 10. Buffers are torch CUDA tensors.
+TensorRT 10. Buffers are torch tensors on the device of `DEVICE`, the one place the backend's CUDA calls live.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, B
 from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
 from robovision_ros.models import ModelInfo
 from robovision_ros.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ExportError, cached_export, default_cache_dir, precision_variant
+    TEXT_EMBEDDING, ExportedModel, ExportError, cached_export, default_cache_dir, precision_variant
 
 LOG = logging.getLogger(__name__)
 CAPABILITIES = BackendCapabilities(
@@ -27,6 +32,49 @@ CAPABILITIES = BackendCapabilities(
     fixed_input_size=True, device_tensors=True)
 # Which ONNX file each precision's engine is built from (strongly typed: the file's types decide).
 _ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
+
+
+class CudaDevice:
+    """Every CUDA call the backend makes, in one place: whether a GPU is visible, which GPU the engine key names,
+    the stream TensorRT runs on and the torch device its buffers live on. The tests replace `DEVICE` with a CPU
+    stand-in to run the backend's logic against a test double of TensorRT."""
+
+    torch_device = 'cuda'
+
+    def available(self) -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    def name(self) -> str:
+        import torch
+
+        return torch.cuda.get_device_name()
+
+    def compute_capability(self) -> str:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability()
+        return f'{major}.{minor}'
+
+    def stream_handle(self) -> int:
+        """The current torch stream as the handle execute_async_v3 takes."""
+        import torch
+
+        return torch.cuda.current_stream().cuda_stream
+
+    def synchronize(self) -> None:
+        import torch
+
+        torch.cuda.current_stream().synchronize()
+
+    def empty_cache(self) -> None:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+DEVICE = CudaDevice()
 
 
 def _import_tensorrt() -> Any:
@@ -43,33 +91,50 @@ def _import_tensorrt() -> Any:
 class _Engine:
     """One deserialised engine with its execution context and torch output buffers."""
 
-    def __init__(self, trt: Any, engine_bytes: bytes, logger: Any) -> None:
-        self.runtime = trt.Runtime(logger)
-        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise BackendUnavailableError('TensorRT could not deserialise the cached engine')
+    def __init__(self, trt: Any, runtime: Any, engine: Any, profile: tuple) -> None:
+        self.runtime = runtime  # kept: TensorRT needs the runtime to outlive its engines
+        self.engine = engine
         self.context = self.engine.create_execution_context()
         self.trt = trt
+        self.profile = {name: (minimum, maximum) for name, minimum, _, maximum in profile}
+        self.max_batch = min(maximum[0] for _, maximum in self.profile.values())
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        """Run on torch CUDA tensors by input name; outputs by name."""
+        """Run on device tensors by input name; outputs by name. A batch larger than the optimization profile's
+        maximum runs in chunks of that maximum."""
         import torch
 
-        stream = torch.cuda.current_stream()
-        for name, tensor in feeds.items():
-            self.context.set_input_shape(name, tuple(tensor.shape))
+        batch = next(iter(feeds.values())).shape[0]
+        if batch <= self.max_batch:
+            return self._run(feeds)
+        chunks = [self._run({name: tensor[start:start + self.max_batch] for name, tensor in feeds.items()})
+                  for start in range(0, batch, self.max_batch)]
+        return {name: torch.cat([chunk[name] for chunk in chunks]) for name in self.outputs}
+
+    def _run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        # TensorRT reads dense row-major memory at the address it is given. The dense copies stay referenced until
+        # execution is enqueued (freed earlier, the allocator could hand their memory to the next copy, which the
+        # stream would run before the engine reads them).
+        inputs = {name: tensor.contiguous() for name, tensor in feeds.items()}
+        for name, tensor in inputs.items():
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                minimum, maximum = self.profile[name]
+                raise BackendUnavailableError(f'TensorRT engine refused {name} of shape {tuple(tensor.shape)} '
+                                              f'(its profile runs {minimum} to {maximum})')
             self.context.set_tensor_address(name, tensor.data_ptr())
         outputs = {}
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
             dtype = torch.float16 if self.engine.get_tensor_dtype(name) == self.trt.DataType.HALF else torch.float32
-            out = torch.empty(shape, dtype=dtype, device='cuda')
+            out = torch.empty(shape, dtype=dtype, device=DEVICE.torch_device)
             self.context.set_tensor_address(name, out.data_ptr())
             outputs[name] = out
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        if not self.context.execute_async_v3(DEVICE.stream_handle()):
             raise RuntimeError('TensorRT execution failed')
         return outputs
 
@@ -79,19 +144,19 @@ class TensorRTBackend(EncoderBackend):
     capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
-                 max_batch: int = 4, force_rebuild: bool = False) -> None:
+                 max_batch: int = 4, force_rebuild: bool = False, exported: Optional[ExportedModel] = None) -> None:
+        """`exported`: the ONNX export to build from (default: `info`'s cached export under `cache_dir`)."""
         CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
-        import torch
-
-        if not torch.cuda.is_available():
+        if not DEVICE.available():
             raise BackendUnavailableError('device cuda requested but no CUDA GPU is visible')
         trt = _import_tensorrt()
         self.trt = trt
         self.info = info
         self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
         cache_root = cache_dir or default_cache_dir()
-        self.exported = cached_export(info, cache_root)
+        self.exported = exported or cached_export(info, cache_root)
         self.logit_scale = self.exported.logit_scale
         self.text_length = self.exported.text_length
         self.cache = EngineCache(cache_root / 'tensorrt')
@@ -118,22 +183,29 @@ class TensorRTBackend(EncoderBackend):
         return path
 
     def _key(self, onnx_path: Path, profile: tuple) -> EngineKey:
-        import torch
-
-        major, minor = torch.cuda.get_device_capability()
         return EngineKey(onnx_sha256=file_sha256(onnx_path), tensorrt_version=self.trt.__version__,
-                         gpu_name=torch.cuda.get_device_name(), compute_capability=f'{major}.{minor}',
+                         gpu_name=DEVICE.name(), compute_capability=DEVICE.compute_capability(),
                          precision=self.precision, profile=profile)
 
     def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
+        """The engine for `onnx_path` and `profile`: from the cache, else built and cached. A cached engine that
+        does not deserialise (truncated, corrupt) is rebuilt and replaced, with a warning."""
         key = self._key(onnx_path, profile)
         engine_bytes = None if force_rebuild else self.cache.load(key, stem)
-        if engine_bytes is None:
-            LOG.info('building TensorRT engine %s (%s); this takes minutes', stem, self.precision)
-            engine_bytes = self._build(onnx_path, profile)
-            path = self.cache.store(key, stem, engine_bytes)
-            LOG.info('cached TensorRT engine at %s', path)
-        return _Engine(self.trt, engine_bytes, self.logger), key
+        if engine_bytes is not None:
+            engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+            if engine is not None:
+                return _Engine(self.trt, self.runtime, engine, profile), key
+            LOG.warning('cached TensorRT engine %s does not deserialise (corrupt or truncated); rebuilding it',
+                        self.cache.path_for(key, stem))
+        LOG.info('building TensorRT engine %s (%s); this takes minutes', stem, self.precision)
+        engine_bytes = self._build(onnx_path, profile)
+        engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            raise BackendUnavailableError(f'TensorRT could not deserialise the engine it just built from {onnx_path}')
+        path = self.cache.store(key, stem, engine_bytes)
+        LOG.info('cached TensorRT engine at %s', path)
+        return _Engine(self.trt, self.runtime, engine, profile), key
 
     def _build(self, onnx_path: Path, profile: tuple) -> bytes:
         trt = self.trt
@@ -161,10 +233,15 @@ class TensorRTBackend(EncoderBackend):
     def encode_image(self, pixel_values: Any) -> ImageEncoding:
         import torch
 
-        pixels = torch.as_tensor(pixel_values).to('cuda', torch.float32).contiguous()
+        pixels = torch.as_tensor(pixel_values).to(DEVICE.torch_device, torch.float32).contiguous()
+        size = self.exported.input_size
+        if tuple(pixels.shape[-2:]) != (size, size):
+            raise BackendUnavailableError(
+                f'tensorrt engine takes {size}x{size} inputs; got {pixels.shape[-2]}x{pixels.shape[-1]} '
+                '(multi-scale runs on the torch backend)')
         outputs = self.image_engine.run({PIXEL_VALUES: pixels})
         patches, pooled = outputs[PATCH_TOKENS], outputs[GLOBAL_EMBEDDING]
-        torch.cuda.current_stream().synchronize()
+        DEVICE.synchronize()
         grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
         return ImageEncoding(patches.float().cpu().numpy(), pooled.float().cpu().numpy(), grid)
 
@@ -173,15 +250,13 @@ class TensorRTBackend(EncoderBackend):
 
         if self.text_engine is None:
             raise BackendUnavailableError(f'{self.info.model_id} has no text encoder')
-        feeds = {INPUT_IDS: torch.as_tensor(input_ids, dtype=torch.int64, device='cuda'),
-                 ATTENTION_MASK: torch.as_tensor(attention_mask, dtype=torch.int64, device='cuda')}
+        feeds = {INPUT_IDS: torch.as_tensor(input_ids, dtype=torch.int64, device=DEVICE.torch_device),
+                 ATTENTION_MASK: torch.as_tensor(attention_mask, dtype=torch.int64, device=DEVICE.torch_device)}
         text = self.text_engine.run(feeds)[TEXT_EMBEDDING]
-        torch.cuda.current_stream().synchronize()
+        DEVICE.synchronize()
         return text.float().cpu().numpy()
 
     def close(self) -> None:
-        import torch
-
         self.image_engine = None
         self.text_engine = None
-        torch.cuda.empty_cache()
+        DEVICE.empty_cache()
