@@ -286,14 +286,13 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
     env = dict(os.environ)
     profile_path = _shipped_profile()
     env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile_path) if profile else ''
-    env['ROBOVISION_EXECUTOR'] = executor_kind
     namespace = f'/bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}'
     topics = [f'{namespace}/cam{i}/image_raw' for i in range(cameras)]
     frames = int(seconds * rate_hz)
     node_cmd = [sys.executable, '-m', 'robovision_ros.nodes.clip_perception', '--ros-args', '-r',
                 f'__ns:={namespace}', '-p', f'model:={model_dir}', '-p', f'backend:={backend}',
                 '-p', f'precision:={precision}', '-p', f'image_topics:={json.dumps(topics)}',
-                '-p', f'batch:={str(batch).lower()}', '-p', 'localize:=false',
+                '-p', f'batch:={str(batch).lower()}', '-p', 'localize:=false', '-p', f'executor:={executor_kind}',
                 '-p', f'labels:={json.dumps(list(LABELS))}', '-p', 'presence_queries:=["red cup"]']
     processes = [subprocess.Popen(node_cmd, env=env, cwd='/', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     context = rclpy.Context()
