@@ -17,7 +17,7 @@ import numpy as np
 from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, create_backend
 from robovision_ros.clip_scoring import (DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, decode,
                                          decode_batch, l2_normalize, zero_shot_probabilities)
-from robovision_ros.models import ModelInfo, load_tokenizer, read_model_info, tokenize
+from robovision_ros.model_dir import ModelInfo, load_tokenizer, read_model_info, tokenize
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
 from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
 

@@ -22,13 +22,24 @@ quiet() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 packages=$("$venv/bin/python" -m pip freeze --disable-pip-version-check --exclude-editable | grep '==')
 echo "[wheelhouse] $(echo "$packages" | wc -l) packages for Python $version into $out" >&2
 built=()
+bundled=()
 for spec in $packages pip wheel setuptools; do
-  if ! python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-      --python-version "$version" "${platforms[@]}" -d "$out" "$spec" 2> >(quiet); then
-    # No binary wheel for that version: a pure-Python source package builds into a py3 wheel usable anywhere.
-    python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$out" "$spec" 2> >(quiet)
-    built+=("$spec")
+  if python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+      --python-version "$version" "${platforms[@]}" -d "$out" "$spec" 2>/dev/null; then
+    continue
   fi
+  if ! python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary=:all: -d "$out/.src" "$spec" \
+      2>/dev/null; then
+    # Not on the index at all: metadata installed by another wheel (the ROS wheels carry their generated
+    # packages' own dist-info, e.g. action_msgs inside ros-action-msgs).
+    bundled+=("$spec")
+    continue
+  fi
+  # No binary wheel for that version: a pure-Python source package builds into a py3 wheel usable anywhere.
+  python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$out" "$out"/.src/* 2> >(quiet)
+  rm -rf "$out/.src"
+  built+=("$spec")
 done
 [ ${#built[@]} -eq 0 ] || echo "[wheelhouse] built from source: ${built[*]}" >&2
+[ ${#bundled[@]} -eq 0 ] || echo "[wheelhouse] installed by other wheels (not on the index): ${#bundled[@]}" >&2
 echo "[wheelhouse] $(find "$out" -name '*.whl' | wc -l) wheels, $(du -sh "$out" | cut -f1)" >&2

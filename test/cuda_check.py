@@ -38,7 +38,7 @@ def main() -> int:
     from transformers import CLIPConfig, CLIPModel
 
     from robovision_ros.encoder import PerceptionEncoder
-    from robovision_ros.tiny_models import make_tiny_clip
+    from robovision_ros.synthetic.tiny_models import make_tiny_clip
 
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
     report: dict = {'torch': torch.__version__, 'gpu': torch.cuda.get_device_name()}

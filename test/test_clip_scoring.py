@@ -9,7 +9,7 @@ from robovision_ros.clip_scoring import ClipFrameResult, decode, decode_batch
 from robovision_ros.encoder import ImageFeatures
 from robovision_ros.localization import localize, similarity_heatmap, similarity_heatmaps
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
-from robovision_ros.tiny_models import clip_preprocessor_config
+from robovision_ros.synthetic.tiny_models import clip_preprocessor_config
 from robovision_ros.vocabulary import VocabularyEmbeddings
 
 TEMPLATES = ('a photo of a {}.',)
@@ -162,7 +162,7 @@ def embedded_clip():
 
 
 def test_decode_equals_the_previous_hand_assembly_on_the_embedded_model(embedded_clip):
-    from robovision_ros.scenes import LABELS as SCENE_LABELS, SceneGenerator
+    from robovision_ros.synthetic.scenes import LABELS as SCENE_LABELS, SceneGenerator
 
     encoder = embedded_clip
     generator = SceneGenerator(9002, 240, 320, 1, 3)
@@ -188,7 +188,7 @@ def test_decode_equals_the_previous_hand_assembly_on_the_embedded_model(embedded
 
 def test_single_frame_decode_equals_the_evaluation_assembly(embedded_clip):
     """evaluation.py scored one image at a time with a heatmap per object label; decode gives the same answers."""
-    from robovision_ros.scenes import LABELS as SCENE_LABELS, SceneGenerator
+    from robovision_ros.synthetic.scenes import LABELS as SCENE_LABELS, SceneGenerator
 
     encoder = embedded_clip
     vocabulary = encoder.build_vocabulary(SCENE_LABELS, TEMPLATES, 1)

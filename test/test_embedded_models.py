@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robovision_ros.evaluation import evaluate_clip
-from robovision_ros.models import EMBEDDED_DIR, read_model_info
+from robovision_ros.synthetic.evaluation import evaluate_clip
+from robovision_ros.model_dir import EMBEDDED_DIR, read_model_info
 
 
 def test_embedded_models_are_hf_directories_under_15_mb():
@@ -43,7 +43,7 @@ def test_colour_words_read_the_right_channels(quality):
 def test_vit_features_separate_colours():
     """Nearest-centroid colour classification on the embedded ViT's CLS features of held-out scenes."""
     from robovision_ros.encoder import PerceptionEncoder
-    from robovision_ros.scenes import COLOURS, SceneGenerator
+    from robovision_ros.synthetic.scenes import COLOURS, SceneGenerator
 
     encoder = PerceptionEncoder('embedded:tiny_vit', 'onnxruntime', 'cpu', 'fp32')
     generator = SceneGenerator(seed=9100, min_objects=1, max_objects=1)

@@ -16,8 +16,8 @@ from robovision_ros.backends import BACKENDS, DEVICES, INT8_DYNAMIC, INT8_STATIC
     create_backend
 from robovision_ros.backends.accuracy_gate import probe_images
 from robovision_ros.encoder import PerceptionEncoder
-from robovision_ros.models import ModelLoadError, read_model_info
-from robovision_ros.onnx_export import INT8_RECIPE, cached_export, int8_recipe, precision_variant
+from robovision_ros.model_dir import ModelLoadError, read_model_info
+from robovision_ros.backends.onnx_export import INT8_RECIPE, cached_export, int8_recipe, precision_variant
 from robovision_ros.vocabulary import VocabularyError
 
 

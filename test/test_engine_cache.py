@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from robovision_ros.engine_cache import EngineCache, EngineCacheError, EngineKey, file_sha256
+from robovision_ros.backends.engine_cache import EngineCache, EngineCacheError, EngineKey, file_sha256
 
 PROFILE = (('pixel_values', (1, 3, 224, 224), (1, 3, 224, 224), (4, 3, 224, 224)),)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from robovision_ros.export_cli import main
+from robovision_ros.tools.export_cli import main
 
 
 def test_export_clip_with_int8(tiny_clip_dir, tmp_path, capsys):

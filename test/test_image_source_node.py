@@ -37,7 +37,7 @@ def test_generated_frames(tmp_path):
                                                 'encoding': 'rgb8', 'frame_id': 'table_cam', 'width': 160,
                                                 'height': 120, 'publish_compressed': 'true'}, 4, compressed=True)
     assert len(frames) == 4, log
-    from robovision_ros.scenes import SceneGenerator
+    from robovision_ros.synthetic.scenes import SceneGenerator
 
     for i, frame in enumerate(frames):
         assert (frame.width, frame.height, frame.encoding, frame.header.frame_id) == (160, 120, 'rgb8', 'table_cam')

@@ -6,7 +6,7 @@ import pytest
 
 from robovision_ros.localization import localize, similarity_heatmap
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
-from robovision_ros.tiny_models import clip_preprocessor_config
+from robovision_ros.synthetic.tiny_models import clip_preprocessor_config
 
 
 def test_heatmap_peak_and_roi_map_to_source_pixels():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robovision_ros.scenes import LABELS, SceneGenerator
+from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
 
 
 def test_deterministic_by_seed_and_index():

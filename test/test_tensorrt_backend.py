@@ -22,9 +22,9 @@ import fake_tensorrt
 from robovision_ros.backends import BackendUnavailableError, check_combination, create_backend, tensorrt_backend
 from robovision_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from robovision_ros.backends.tensorrt_backend import CudaDevice, TensorRTBackend
-from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
-from robovision_ros.models import ModelInfo, read_model_info
-from robovision_ros.onnx_export import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, cached_export, load_export, \
+from robovision_ros.backends.engine_cache import EngineCache, EngineKey, file_sha256
+from robovision_ros.model_dir import ModelInfo, read_model_info
+from robovision_ros.backends.onnx_export import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, cached_export, load_export, \
     quantize_qdq_int8
 
 GPU_NAME = 'NVIDIA H200 (test double)'
@@ -368,7 +368,7 @@ def test_combinations_outside_the_capability_table_are_rejected_with_its_reason(
 def test_export_cli_builds_the_engine_from_the_files_it_wrote(trt, tiny_clip_dir, tmp_path, capsys):
     """`robovision_export --int8-qdq --tensorrt int8` builds from the Q/DQ files it just wrote into --out (it used
     to export the model a second time under --out/onnx/ and then miss the Q/DQ files there)."""
-    from robovision_ros.export_cli import main
+    from robovision_ros.tools.export_cli import main
 
     out = tmp_path / 'export'
     assert main([str(tiny_clip_dir), '--out', str(out), '--int8-qdq', '--tensorrt', 'int8']) == 0, \

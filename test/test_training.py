@@ -7,7 +7,7 @@ import numpy as np
 def test_clip_training_is_reproducible(tmp_path):
     from safetensors.numpy import load_file
 
-    from robovision_ros.training import train_clip
+    from robovision_ros.synthetic.training import train_clip
 
     runs = [train_clip(tmp_path / str(i), steps=12, seed=5, scenes=64, batch=16, log=lambda _: None)
             for i in range(2)]

@@ -15,7 +15,7 @@ from robovision_ros.backends.accuracy_gate import DEFAULT_INT8_MIN_COSINE, Int8A
     gate_int8
 from robovision_ros.backends.base import BACKENDS, DEVICES, INT8_DYNAMIC, INT8_STATIC_QDQ, PRECISIONS, \
     BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
-from robovision_ros.models import ModelInfo
+from robovision_ros.model_dir import ModelInfo
 
 LOG = logging.getLogger(__name__)
 

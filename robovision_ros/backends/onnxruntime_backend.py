@@ -10,9 +10,9 @@ import numpy as np
 
 from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendUnavailableError, EncoderBackend, \
     ImageEncoding
-from robovision_ros.models import ModelInfo
-from robovision_ros.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, cached_export, precision_variant, text_precision
+from robovision_ros.model_dir import ModelInfo
+from robovision_ros.backends.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, \
+    PIXEL_VALUES, TEXT_EMBEDDING, cached_export, precision_variant, text_precision
 
 LOG = logging.getLogger(__name__)
 

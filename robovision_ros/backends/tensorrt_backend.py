@@ -21,10 +21,10 @@ import numpy as np
 
 from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, BackendUnavailableError, \
     EncoderBackend, ImageEncoding
-from robovision_ros.engine_cache import EngineCache, EngineKey, file_sha256
-from robovision_ros.models import ModelInfo
-from robovision_ros.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ExportedModel, ExportError, cached_export, default_cache_dir, precision_variant
+from robovision_ros.backends.engine_cache import EngineCache, EngineKey, file_sha256
+from robovision_ros.model_dir import ModelInfo
+from robovision_ros.backends.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, \
+    PIXEL_VALUES, TEXT_EMBEDDING, ExportedModel, ExportError, cached_export, default_cache_dir, precision_variant
 
 LOG = logging.getLogger(__name__)
 CAPABILITIES = BackendCapabilities(

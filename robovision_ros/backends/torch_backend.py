@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from robovision_ros.backends.base import BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
-from robovision_ros.models import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
+from robovision_ros.model_dir import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
     text_encoder_module, vision_encoder_module
 
 

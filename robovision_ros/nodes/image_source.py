@@ -16,7 +16,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from robovision_ros.frame_sources import FrameSourceError, open_source
+from robovision_ros.nodes.frame_sources import FrameSourceError, open_source
 from robovision_ros.nodes.node_process import run_node_process
 from robovision_ros.preprocessing import encode_raw_image
 

@@ -24,10 +24,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from robovision_ros.backends import BACKENDS, DEFAULT_INT8_MIN_COSINE, DEVICES, PRECISIONS, BackendUnavailableError, \
     check_combination
 from robovision_ros.encoder import PerceptionEncoder
-from robovision_ros.models import ModelLoadError
+from robovision_ros.model_dir import ModelLoadError
 from robovision_ros.nodes.frame_worker import Frame, FrameWorker, RecentWindow, StageStats, WorkerSettings
 from robovision_ros.nodes.node_process import run_node_process
-from robovision_ros.onnx_export import ExportError
+from robovision_ros.backends.onnx_export import ExportError
 from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, PreprocessConfigError, decode_image_msg
 
 FIXED_PARAMETERS = ('model', 'backend', 'device', 'precision', 'int8_min_cosine', 'engine_cache_dir', 'image_topics',

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from robovision_ros.preprocessing import decode_raw_image, encode_raw_image
-from robovision_ros.scenes import LABELS, SceneGenerator
+from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
 
 TEMPLATE = 'a photo of a {}.'
 FRAME_HW = (480, 640)
@@ -50,14 +50,14 @@ def benchmark_model_dir(name: str, cache: Path) -> str:
         import torch
         from transformers import CLIPConfig, CLIPModel
 
-        from robovision_ros.tiny_models import make_tiny_clip
-        from robovision_ros.training import corpus
+        from robovision_ros.synthetic.tiny_models import make_tiny_clip
+        from robovision_ros.synthetic.training import corpus
 
         torch.manual_seed(0)
         model = CLIPModel(CLIPConfig(vision_config={'patch_size': patch}))
         make_tiny_clip(directory, corpus(), image_size=224, num_merges=300, max_length=77, model=model)
         # CLIP's own image statistics, as the released ViT-B models use
-        from robovision_ros.tiny_models import clip_preprocessor_config
+        from robovision_ros.synthetic.tiny_models import clip_preprocessor_config
 
         (directory / 'preprocessor_config.json').write_text(json.dumps(clip_preprocessor_config(
             224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))))
@@ -86,7 +86,7 @@ class NaivePipeline:
         import torch
         from transformers import CLIPModel, CLIPProcessor
 
-        from robovision_ros.models import resolve_model_dir
+        from robovision_ros.model_dir import resolve_model_dir
 
         path = str(resolve_model_dir(model_dir))
         self.torch = torch
@@ -248,7 +248,7 @@ def memory_of_variant(model_dir: str, backend: str, precision: str, device: str 
     """Peak RSS and peak GPU memory (MB) of a fresh process that loads the variant and runs three frames."""
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child started by a large
     # parent would report the parent's peak.
-    code = ('import re, torch; from robovision_ros.benchmark import make_variant, bench_frames; '
+    code = ('import re, torch; from robovision_ros.tools.benchmark import make_variant, bench_frames; '
             f'v = make_variant({model_dir!r}, {backend!r}, {precision!r}, {device!r}); '
             '[v.frame(d) for d, _ in bench_frames(3)]; '
             'gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0; '
@@ -280,7 +280,7 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from robovision_ros import lifecycle_client
+    from robovision_ros.nodes import lifecycle_client
     from robovision_ros.msg import ZeroShotLabels
 
     env = dict(os.environ)

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.scenes import Scene, SceneGenerator
+from robovision_ros.synthetic.scenes import Scene, SceneGenerator
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 

@@ -1,6 +1,6 @@
 """robovision_train: train the embedded tiny CLIP and tiny ViT on generated tabletop scenes (2 CPU cores, minutes).
 
-    robovision_train --out robovision_ros/models [--clip-steps N] [--vit-steps N] [--seed S]
+    robovision_train --out robovision_ros/embedded_models [--clip-steps N] [--vit-steps N] [--seed S]
 
 Seeded and reproducible for the same versions and thread count (training pins torch to 2 threads). The CLIP is
 trained for what the nodes do with it:
@@ -21,10 +21,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.models import tokenize
+from robovision_ros.model_dir import tokenize
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
-from robovision_ros.scenes import LABELS, SceneGenerator
-from robovision_ros.tiny_models import clip_preprocessor_config, make_tiny_vit, save_clip_model, \
+from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
+from robovision_ros.synthetic.tiny_models import clip_preprocessor_config, make_tiny_vit, save_clip_model, \
     vit_preprocessor_config, write_clip_tokenizer
 
 TEMPLATES = ('a photo of a {}.', 'a {}.', 'a {} on a table.', 'a photo of the {}.', 'there is a {}.')
@@ -203,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     clip_dir = train_clip(args.out, args.clip_steps, args.seed, log=log)
     vit_dir = train_vit(args.out, args.vit_steps, args.seed, log=log)
-    from robovision_ros.evaluation import evaluate_clip
+    from robovision_ros.synthetic.evaluation import evaluate_clip
 
     report = evaluate_clip(str(clip_dir))
     (clip_dir / 'quality.json').write_text(json.dumps(report, indent=2))

@@ -52,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from robovision_ros.nodes.clip_perception import ClipPerceptionNode
     from robovision_ros.nodes.feature_extractor import FeatureExtractorNode
     from robovision_ros.nodes.image_source import ImageSourceNode
-    from robovision_ros.scenes import LABELS
+    from robovision_ros.synthetic.scenes import LABELS
 
     rclpy.init()
     topic = '/camera/image_raw'

@@ -24,10 +24,10 @@ def _progress(message: str) -> None:
 
 def _write_qdq(info, exported, calibration_dir: Optional[Path]) -> None:
     """Static int8 Q/DQ variants, calibrated on a folder of images or on generated scenes."""
-    from robovision_ros.frame_sources import open_source
-    from robovision_ros.onnx_export import calibration_feeds, quantize_qdq_int8
-    from robovision_ros.scenes import LABELS, SceneGenerator
-    from robovision_ros.training import TEMPLATES
+    from robovision_ros.nodes.frame_sources import open_source
+    from robovision_ros.backends.onnx_export import calibration_feeds, quantize_qdq_int8
+    from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
+    from robovision_ros.synthetic.training import TEMPLATES
 
     if calibration_dir is not None:
         source = open_source(str(calibration_dir), loop=False)
@@ -61,9 +61,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from robovision_ros.backends import BackendUnavailableError
-    from robovision_ros.models import ModelLoadError, read_model_info
-    from robovision_ros.frame_sources import FrameSourceError
-    from robovision_ros.onnx_export import ExportError, export_onnx, parity_check, precision_variant, \
+    from robovision_ros.model_dir import ModelLoadError, read_model_info
+    from robovision_ros.nodes.frame_sources import FrameSourceError
+    from robovision_ros.backends.onnx_export import ExportError, export_onnx, parity_check, precision_variant, \
         text_precision
 
     try:

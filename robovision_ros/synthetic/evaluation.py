@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from robovision_ros.encoder import PerceptionEncoder
-from robovision_ros.scenes import LABELS, SceneGenerator
+from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
 
 EVAL_SEEDS = (9001, 9002)  # disjoint from training seeds (seed * 1000 + {0, 500})
 DEFAULT_TEMPLATE = 'a photo of a {}.'

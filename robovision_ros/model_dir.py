@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 EMBEDDED_PREFIX = 'embedded:'
-EMBEDDED_DIR = Path(__file__).resolve().parent / 'models'
+EMBEDDED_DIR = Path(__file__).resolve().parent / 'embedded_models'
 SUPPORTED_MODEL_TYPES = ('clip', 'vit')
 
 

@@ -3,7 +3,7 @@
 No model hub is reachable on CI, so tests and the embedded default models start from directories written here:
 a `config.json` + `model.safetensors`, a `preprocessor_config.json`, and for CLIP a CLIP-format BPE tokenizer
 (`vocab.json` + `merges.txt`) learnt from a small corpus. They load through exactly the code path of a real
-model directory (`robovision_ros.models`).
+model directory (`robovision_ros.model_dir`).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.models import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
+from robovision_ros.model_dir import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
     text_encoder_module, tokenize, vision_encoder_module
 
 LOG = logging.getLogger(__name__)

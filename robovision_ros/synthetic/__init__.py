@@ -1,0 +1,2 @@
+"""The synthetic tabletop world: scene generator, tiny model factories, training and evaluation of the embedded
+models. Runtime modules import nothing from here."""
