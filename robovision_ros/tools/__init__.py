@@ -1,0 +1,1 @@
+"""Command-line tools that make or change models (fine-tuning, demos). The runtime never imports them."""
