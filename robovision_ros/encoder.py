@@ -17,7 +17,8 @@ import numpy as np
 from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, create_backend
 from robovision_ros.clip_scoring import (DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, decode,
                                          decode_batch, l2_normalize, zero_shot_probabilities)
-from robovision_ros.model_dir import ModelInfo, load_tokenizer, read_model_info, tokenize
+from robovision_ros.model_dir import ClassificationHead, ModelInfo, load_tokenizer, read_classification_head, \
+    read_model_info, tokenize
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
 from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
 
@@ -34,10 +35,21 @@ class ImageFeatures:
     geometry: PreprocessGeometry  # model-input pixels -> source-image pixels
     scale: float
     normalized: bool
+    class_logits: Optional[np.ndarray] = None  # [C], when the model has a classification head
 
     @property
     def grid(self) -> np.ndarray:
         return self.patch_tokens.reshape(self.grid_hw[0], self.grid_hw[1], -1)
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Softmax class scores of one image from the model's classification head."""
+
+    labels: tuple[str, ...]
+    scores: np.ndarray  # [C] float32, sums to 1
+    best_label: str
+    best_score: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,9 @@ class PerceptionEncoder:
                                       int8_min_cosine)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
         self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
+        # A ViT fine-tuned with a head: its logits are a Linear on the global embedding, applied here for every
+        # backend (the exported graph stays patch_tokens + global_embedding).
+        self.head: Optional[ClassificationHead] = read_classification_head(self.info)
         self._device_preprocessing = device == 'cuda' and self.backend.capabilities.device_tensors
 
     @property
@@ -88,10 +103,12 @@ class PerceptionEncoder:
         encoding = self.backend.encode_image(pixels)
         done = time.perf_counter()
         patches, pooled = encoding.patch_tokens, encoding.global_embedding
+        logits = self.head.logits(pooled) if self.head is not None else None
         if normalize:
             patches, pooled = l2_normalize(patches), l2_normalize(pooled)
         features = [ImageFeatures(patches[i], pooled[i], encoding.grid_hw,
-                                  self.preprocessor.geometry(image.shape[:2], scale), scale, normalize)
+                                  self.preprocessor.geometry(image.shape[:2], scale), scale, normalize,
+                                  None if logits is None else logits[i])
                     for i, image in enumerate(images)]
         return features, EncodeTiming((prepared - start) * 1e3, (done - prepared) * 1e3)
 
@@ -103,6 +120,16 @@ class PerceptionEncoder:
 
             return self.preprocessor.torch_preprocess(images, 'cuda', torch.float32, scale)
         return self.preprocessor(images, scale)
+
+    def classify(self, features: ImageFeatures) -> ClassificationResult:
+        """Softmax over the classification head's logits of one encoded image (models with a head only)."""
+        if self.head is None or features.class_logits is None:
+            raise BackendUnavailableError(f'{self.info.model_id} has no classification head')
+        logits = features.class_logits.astype(np.float64)
+        scores = np.exp(logits - logits.max())
+        scores = (scores / scores.sum()).astype(np.float32)
+        best = int(np.argmax(scores))
+        return ClassificationResult(self.head.labels, scores, self.head.labels[best], float(scores[best]))
 
     def similarities(self, global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings) -> np.ndarray:
         """Cosine similarity [B, L] of image embeddings to the vocabulary's label embeddings."""

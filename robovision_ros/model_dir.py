@@ -10,9 +10,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 EMBEDDED_PREFIX = 'embedded:'
+ADAPTERS_KEY = 'robovision_adapters'  # config.json field: bottleneck adapters after every transformer block
+ADAPTERS_FILE = 'adapters.safetensors'
 EMBEDDED_DIR = Path(__file__).resolve().parent / 'embedded_models'
 SUPPORTED_MODEL_TYPES = ('clip', 'vit')
 
@@ -105,7 +107,98 @@ def load_torch_model(info: ModelInfo) -> Any:
             model = ViTModel.from_pretrained(str(info.path), add_pooling_layer=False)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
+    spec = json.loads((info.path / 'config.json').read_text()).get(ADAPTERS_KEY)
+    if spec:
+        load_adapters(model, info.path, spec)
     return model.eval()
+
+
+def adapter_blocks(model: Any) -> list[Any]:
+    """The transformer blocks of a HF CLIP/ViT model (every tower), in module order."""
+    import re
+
+    pattern = re.compile(r'(^|\.)layers?\.\d+$')
+    return [module for name, module in model.named_modules() if pattern.search(name)]
+
+
+def insert_adapters(model: Any, bottleneck: int) -> int:
+    """Add a zero-initialised bottleneck adapter (down, GELU, up, residual) after every transformer block.
+
+    Each adapter is the block's submodule `adapter` (weights named `...layers.N.adapter.*`) and runs in a forward
+    hook on the block's output, so the model's own code, export and weight names stay as they are. Returns the
+    number of blocks adapted.
+    """
+    import torch
+
+    class BottleneckAdapter(torch.nn.Module):
+        def __init__(self, dim: int) -> None:
+            super().__init__()
+            self.down = torch.nn.Linear(dim, bottleneck)
+            self.up = torch.nn.Linear(bottleneck, dim)
+            torch.nn.init.zeros_(self.up.weight)
+            torch.nn.init.zeros_(self.up.bias)
+
+        def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+            return hidden + self.up(torch.nn.functional.gelu(self.down(hidden)))
+
+    def apply_adapter(block: Any, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (block.adapter(output[0]),) + tuple(output[1:])
+        return block.adapter(output)
+
+    blocks = adapter_blocks(model)
+    for block in blocks:
+        dim = next(m for m in block.modules() if isinstance(m, torch.nn.LayerNorm)).normalized_shape[0]
+        block.adapter = BottleneckAdapter(dim)
+        block.register_forward_hook(apply_adapter)
+    return len(blocks)
+
+
+def load_adapters(model: Any, path: Path, spec: dict[str, Any]) -> None:
+    """Insert the adapters that config field `robovision_adapters` describes and load their weights."""
+    from safetensors.torch import load_file
+
+    blocks = insert_adapters(model, int(spec['bottleneck']))
+    if blocks != int(spec.get('blocks', blocks)):
+        raise ModelLoadError(f"{path}: config says {spec['blocks']} adapted blocks; the model has {blocks}")
+    weights_path = path / spec.get('file', ADAPTERS_FILE)
+    if not weights_path.is_file():
+        raise ModelLoadError(f'{path}: {ADAPTERS_KEY} in config.json but no adapter weights {weights_path.name}')
+    missing, unexpected = model.load_state_dict(load_file(str(weights_path)), strict=False)
+    missing = [name for name in missing if '.adapter.' in name]
+    if missing or unexpected:
+        raise ModelLoadError(f'{weights_path}: adapter weights do not fit the model (missing {missing[:3]}, '
+                             f'unexpected {unexpected[:3]})')
+
+
+@dataclass(frozen=True)
+class ClassificationHead:
+    """A linear classifier on the global embedding (HF ViTForImageClassification: classifier(layernorm(CLS)))."""
+
+    labels: tuple[str, ...]
+    weight: Any  # float32 numpy [C, D]
+    bias: Any  # float32 numpy [C]
+
+    def logits(self, global_embeddings: Any) -> Any:
+        """[B, D] unnormalised global embeddings -> [B, C] logits."""
+        return global_embeddings @ self.weight.T + self.bias
+
+
+def read_classification_head(info: ModelInfo) -> Optional[ClassificationHead]:
+    """The ViT classification head stored with the model, or None (no head, or not a ViT)."""
+    if info.model_type != 'vit':
+        return None
+    config = json.loads((info.path / 'config.json').read_text())
+    if 'ViTForImageClassification' not in config.get('architectures', []) or not config.get('id2label'):
+        return None
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(info.path / 'model.safetensors'))
+    if 'classifier.weight' not in weights:
+        raise ModelLoadError(f'{info.path}: config names ViTForImageClassification but has no classifier weights')
+    labels = tuple(config['id2label'][str(i)] for i in range(len(config['id2label'])))
+    return ClassificationHead(labels, weights['classifier.weight'].astype('float32'),
+                              weights['classifier.bias'].astype('float32'))
 
 
 def load_tokenizer(info: ModelInfo) -> Any:

@@ -1,4 +1,8 @@
-"""feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale."""
+"""feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale.
+
+A model with a classification head (a ViT fine-tuned by robovision_finetune) also gets ~/class_scores
+(ClassScores), one message per image at scale 1.0.
+"""
 from __future__ import annotations
 
 import time
@@ -9,7 +13,7 @@ import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 
 from robovision_ros.message_conversions import fill_patch_features
-from robovision_ros.msg import PatchFeatures
+from robovision_ros.msg import ClassScores, PatchFeatures
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node
 
 OUTPUT_DTYPES = {'float32': np.float32, 'float16': np.float16}
@@ -30,6 +34,7 @@ class FeatureExtractorNode(PerceptionNode):
 
     def __init__(self, **kwargs: Any) -> None:
         self._publisher: Any = None
+        self._class_publisher: Any = None
         self._settings = FeatureSettings()
         super().__init__('feature_extractor', **kwargs)
 
@@ -73,11 +78,25 @@ class FeatureExtractorNode(PerceptionNode):
 
     def _create_outputs(self) -> None:
         self._publisher = self.create_lifecycle_publisher(PatchFeatures, '~/patch_features', 10)
+        if self.encoder is not None and self.encoder.head is not None:
+            self._class_publisher = self.create_lifecycle_publisher(ClassScores, '~/class_scores', 10)
 
     def _destroy_outputs(self) -> None:
         if self._publisher is not None:
             self.destroy_lifecycle_publisher(self._publisher)
         self._publisher = None
+        if self._class_publisher is not None:
+            self.destroy_lifecycle_publisher(self._class_publisher)
+        self._class_publisher = None
+
+    def _publish_class_scores(self, frame: Frame, feature: Any, model_id: str) -> None:
+        """ClassScores of one image from the model's classification head."""
+        assert self.encoder is not None
+        result = self.encoder.classify(feature)
+        msg = ClassScores(model_id=model_id, labels=list(result.labels), scores=result.scores.tolist(),
+                          best_label=result.best_label, best_score=result.best_score)
+        msg.header = frame.msg.header
+        self._class_publisher.publish(msg)
 
     def _process(self, frames: list[Frame], images: list[np.ndarray], received: list[float]) -> None:
         assert self.encoder is not None
@@ -99,6 +118,8 @@ class FeatureExtractorNode(PerceptionNode):
                 msg.preprocess_ms, msg.inference_ms = timing.preprocess_ms, timing.inference_ms
                 msg.total_ms = (time.monotonic() - arrival) * 1e3
                 self._publisher.publish(msg)
+                if self._class_publisher is not None and scale == 1.0:
+                    self._publish_class_scores(frame, feature, model_id)
             self.stages['preprocess_ms'].add(timing.preprocess_ms)
             self.stages['inference_ms'].add(timing.inference_ms)
             self.stages['postprocess_ms'].add((time.perf_counter() - start) * 1e3)

@@ -8,7 +8,7 @@ pixels. Objects are kept inside the central square, which a CLIP-style centre cr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -20,6 +20,17 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 OBJECTS: tuple[str, ...] = ('cup', 'bottle', 'box', 'plate', 'ball')
 LABELS: tuple[str, ...] = tuple(f'{colour} {kind}' for colour in COLOURS for kind in OBJECTS)
+# Concepts the embedded models never saw, for fine-tuning demos; opt-in (`SceneGenerator(colours=, kinds=)`), so
+# the default world -- and every image an existing seed renders -- stays as it was.
+NEW_COLOURS: dict[str, tuple[int, int, int]] = {
+    'purple': (125, 45, 165),
+    'orange': (240, 125, 25),
+}
+NEW_OBJECTS: tuple[str, ...] = ('can', 'mug')
+ALL_COLOURS: dict[str, tuple[int, int, int]] = {**COLOURS, **NEW_COLOURS}
+ALL_OBJECTS: tuple[str, ...] = OBJECTS + NEW_OBJECTS
+_ASPECTS = {'cup': (0.8, 1.0), 'bottle': (0.5, 1.0), 'box': (1.0, 0.85), 'plate': (1.0, 0.4), 'ball': (1.0, 1.0),
+            'can': (0.55, 0.9), 'mug': (1.0, 0.8)}
 
 # Muted surfaces and walls: none close to an object colour, so colour words stay about the objects.
 _TABLES = ((150, 110, 75), (120, 90, 60), (170, 150, 120), (128, 128, 128), (95, 95, 100), (180, 175, 165),
@@ -71,7 +82,14 @@ class SceneGenerator:
     """Deterministic scene renderer: `scene(i)` depends only on (seed, i) and the image size."""
 
     def __init__(self, seed: int = 0, height: int = 240, width: int = 320, min_objects: int = 1,
-                 max_objects: int = 3) -> None:
+                 max_objects: int = 3, colours: Optional[Sequence[str]] = None,
+                 kinds: Optional[Sequence[str]] = None) -> None:
+        """`colours` / `kinds` choose from ALL_COLOURS / ALL_OBJECTS (default: the original COLOURS, OBJECTS)."""
+        unknown = sorted(set(colours or ()) - set(ALL_COLOURS)) + sorted(set(kinds or ()) - set(ALL_OBJECTS))
+        if unknown:
+            raise ValueError(f'unknown scene colours/kinds {unknown}; known: {list(ALL_COLOURS)}, {list(ALL_OBJECTS)}')
+        self.colours: list[str] = list(colours or COLOURS)
+        self.kinds: tuple[str, ...] = tuple(kinds or OBJECTS)
         self.seed = seed
         self.height = height
         self.width = width
@@ -89,13 +107,13 @@ class SceneGenerator:
         rng = np.random.default_rng([self.seed, index])
         image = self._background(rng)
         count = len(objects) or int(rng.integers(self.min_objects, self.max_objects + 1))
-        wanted = list(objects) or [(str(rng.choice(list(COLOURS))), str(rng.choice(OBJECTS))) for _ in range(count)]
+        wanted = list(objects) or [(str(rng.choice(self.colours)), str(rng.choice(self.kinds))) for _ in range(count)]
         placed: list[SceneObject] = []
         for colour, kind in wanted:
             box = self._place(rng, kind, [o.box for o in placed])
             if box is None:
                 continue
-            self._draw(image, rng, kind, np.array(COLOURS[colour], float), box)
+            self._draw(image, rng, kind, np.array(ALL_COLOURS[colour], float), box)
             placed.append(SceneObject(colour, kind, box))
         noise = rng.normal(0, 4, image.shape)
         image = np.clip(image.astype(float) + noise, 0, 255).astype(np.uint8)
@@ -121,8 +139,7 @@ class SceneGenerator:
         h, w = self.height, self.width
         side = min(h, w)
         left = (w - side) // 2  # keep objects inside the central square
-        aspect = {'cup': (0.8, 1.0), 'bottle': (0.5, 1.0), 'box': (1.0, 0.85), 'plate': (1.0, 0.4),
-                  'ball': (1.0, 1.0)}[kind]
+        aspect = _ASPECTS[kind]
         for _ in range(50):
             size = rng.uniform(0.3, 0.42) * side
             bw, bh = int(size * aspect[0]), int(size * aspect[1])
@@ -180,6 +197,17 @@ class SceneGenerator:
             cv2.ellipse(image, (cx, (y0 + y1) // 2), (bw // 2, bh // 2), 0, 0, 360, dark, -1)
             cv2.ellipse(image, (cx, (y0 + y1) // 2), (int(bw * 0.42), int(bh * 0.36)), 0, 0, 360, base, -1)
             cv2.ellipse(image, (cx, (y0 + y1) // 2), (int(bw * 0.25), int(bh * 0.2)), 0, 0, 360, light, -1)
+        elif kind == 'can':  # upright cylinder: body, darker rim ellipse on top, light stripe
+            cv2.rectangle(image, (x0, y0 + bh // 10), (x1 - 1, y1 - bh // 12), base, -1)
+            cv2.ellipse(image, (cx, y1 - bh // 12), (bw // 2, max(bh // 12, 2)), 0, 0, 180, base, -1)
+            cv2.ellipse(image, (cx, y0 + bh // 10), (bw // 2, max(bh // 10, 2)), 0, 0, 360, light, -1)
+            cv2.ellipse(image, (cx, y0 + bh // 10), (int(bw * 0.4), max(bh // 14, 1)), 0, 0, 360, dark, 1)
+            cv2.rectangle(image, (x0, y0 + int(bh * 0.45)), (x1 - 1, y0 + int(bh * 0.6)), light, -1)
+        elif kind == 'mug':  # wide straight body with a big ring handle on the right
+            body_w = int(bw * 0.68)
+            cv2.circle(image, (x0 + body_w, (y0 + y1) // 2), max(int(bh * 0.28), 3), dark, max(bw // 10, 3))
+            cv2.rectangle(image, (x0, y0 + bh // 8), (x0 + body_w, y1 - 1), base, -1)
+            cv2.ellipse(image, (x0 + body_w // 2, y0 + bh // 8), (body_w // 2, max(bh // 9, 2)), 0, 0, 360, dark, -1)
         else:  # ball
             radius = min(bw, bh) // 2
             centre = (cx, (y0 + y1) // 2)

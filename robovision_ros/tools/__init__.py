@@ -1,1 +1,1 @@
-"""Command-line tools: export, benchmark, the demo (main job). Runtime modules import nothing from here."""
+"""Command-line tools: export, benchmark, the demo (main job), fine-tuning. The runtime never imports them."""

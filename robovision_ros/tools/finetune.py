@@ -1,0 +1,541 @@
+"""robovision_finetune: teach a CLIP or ViT model new objects with LoRA or bottleneck adapters.
+
+    robovision_finetune MODEL DATA --out DIR [--method lora|adapter] [--steps N] [--device cpu|cuda] [--resume]
+
+DATA is an image folder (`DATA/<label>/*.jpg|png`) or a JSON Lines file of `{"image": path, "text": "a photo of
+..."}` (paths relative to the file). CLIP is tuned contrastively (image and text towers) against each label's
+prompt (`a photo of a {label}.` for a folder, the line's text for JSON Lines), plus the presence decision the
+nodes make (cosine >= threshold), so zero-shot use with any vocabulary keeps working. A ViT gets a
+classification head on its CLS token while its backbone is adapted.
+
+DIR is a model directory the nodes load with `model:=DIR`: LoRA writes the merged weights (no runtime cost) and
+the adapter alone in `DIR/lora_adapter/`; bottleneck adapters are stored as `adapters.safetensors` plus a
+`robovision_adapters` field in config.json, which `robovision_ros.model_dir.load_torch_model` inserts. A report
+(report.json, report.md) compares the model before and after on the validation split and the base model's own
+held-out evaluation. Training is seeded, checkpoints into DIR/checkpoints every N steps, and `--resume`
+continues from there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from robovision_ros.model_dir import ADAPTERS_FILE, ADAPTERS_KEY, ModelInfo, ModelLoadError, clip_text_length, \
+    insert_adapters, load_tokenizer, load_torch_model, read_model_info
+from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+CLIP_TEMPLATE = 'a photo of a {}.'
+METHODS = ('lora', 'adapter')
+# Attention query/value projections: HF CLIP and ViT (transformers >= 5) say q_proj/v_proj, older ViTs query/value.
+LORA_TARGETS = (('q_proj', 'v_proj'), ('query', 'value'))
+# The presence decision the nodes make: sigmoid(sharpness * (cosine - threshold)), as the embedded CLIP was trained.
+PRESENCE_THRESHOLD = 0.25
+PRESENCE_SHARPNESS = 10.0
+CHECKPOINT_FILE = 'checkpoints/last.pt'
+COPIED_FILES = ('preprocessor_config.json', 'vocab.json', 'merges.txt', 'tokenizer.json', 'tokenizer_config.json',
+                'special_tokens_map.json')
+
+
+class DatasetError(ValueError):
+    """Training data that cannot be used: the message says what was expected and what was found."""
+
+
+class FinetuneError(RuntimeError):
+    """A fine-tuning run that cannot start or continue (bad options, device, checkpoint)."""
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    path: str
+    label: int  # index into Dataset.labels
+    image: np.ndarray  # RGB uint8 [H, W, 3]
+
+
+@dataclass
+class Dataset:
+    labels: tuple[str, ...]  # normalised
+    prompts: tuple[str, ...]  # CLIP text per label
+    train: list[Example]
+    val: list[Example]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def normalise_label(text: str) -> str:
+    """Case, underscores and runs of whitespace do not distinguish labels."""
+    return ' '.join(text.replace('_', ' ').split()).casefold()
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert('RGB'))
+
+
+def _collect(source: Path) -> tuple[list[tuple[Path, str]], bool]:
+    """(image path, raw label) pairs and whether labels are whole prompts (JSON Lines)."""
+    if source.is_file() and source.suffix in ('.jsonl', '.json'):
+        items = []
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                items.append((source.parent / record['image'], str(record['text'])))
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise DatasetError(f'{source}:{number}: expected {{"image": path, "text": "a photo of ..."}}; '
+                                   f'got {line[:80]!r} ({error})') from error
+        return items, True
+    if not source.is_dir():
+        raise DatasetError(f'{source}: expected an image folder DIR/<label>/*.jpg|png or a .jsonl file')
+    items = [(path, folder.name) for folder in sorted(p for p in source.iterdir() if p.is_dir())
+             for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+    return items, False
+
+
+def load_dataset(source: Path, val_fraction: float = 0.2, seed: int = 0,
+                 template: str = CLIP_TEMPLATE) -> Dataset:
+    """Read, check and split (seeded, per label) the training data; unreadable images are skipped and listed."""
+    source = Path(source)
+    items, are_prompts = _collect(source)
+    if not items:
+        raise DatasetError(f'{source}: no images found; expected DIR/<label>/*.jpg|png (at least two labels) or a '
+                           f'.jsonl file of {{"image": path, "text": ...}}')
+    raw_by_label: dict[str, str] = {}
+    for _, raw in items:
+        label = normalise_label(raw)
+        if label in raw_by_label and raw_by_label[label] != raw:
+            raise DatasetError(f"labels '{raw_by_label[label]}' and '{raw}' are the same after normalisation "
+                               f"(case, '_', whitespace) as '{label}'; expected distinct labels -- merge or rename")
+        raw_by_label[label] = raw
+    labels = tuple(sorted(raw_by_label))
+    if len(labels) < 2:
+        raise DatasetError(f'{source}: found one label {labels}; expected at least two to train a classifier '
+                           'or contrast prompts')
+    index = {label: i for i, label in enumerate(labels)}
+    examples: list[Example] = []
+    skipped: list[tuple[str, str]] = []
+    for path, raw in items:
+        try:
+            image = _read_image(path)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image"
+            skipped.append((str(path), f'{type(error).__name__}: {error}'))
+            continue
+        examples.append(Example(str(path), index[normalise_label(raw)], image))
+    rng = np.random.default_rng(seed)
+    train: list[Example] = []
+    val: list[Example] = []
+    for i, label in enumerate(labels):
+        mine = [e for e in examples if e.label == i]
+        if not mine:
+            raise DatasetError(f"label '{label}': every image was unreadable; expected at least one usable image")
+        order = rng.permutation(len(mine))
+        n_val = min(int(round(len(mine) * val_fraction)), len(mine) - 1)
+        if val_fraction > 0 and len(mine) >= 2:
+            n_val = max(n_val, 1)
+        val += [mine[j] for j in order[:n_val]]
+        train += [mine[j] for j in order[n_val:]]
+    prompts = labels if are_prompts else tuple(template.format(label) for label in labels)
+    return Dataset(labels, prompts, train, val, skipped)
+
+
+# --- model ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FinetuneOptions:
+    method: str = 'lora'
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: Optional[tuple[str, ...]] = None  # default: default_lora_targets(model)
+    bottleneck: int = 16
+    steps: int = 300
+    batch: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = 'cpu'
+    val_fraction: float = 0.2
+    checkpoint_every: int = 100
+    presence_weight: float = 1.0
+    template: str = CLIP_TEMPLATE
+    heldout_scenes: int = 120
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must agree on to be resumed."""
+        keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
+                'val_fraction', 'presence_weight', 'template')
+        return {key: getattr(self, key) for key in keys}
+
+
+def default_lora_targets(model: Any) -> tuple[str, ...]:
+    """The attention query/value projection names this model uses."""
+    names = {name.rsplit('.', 1)[-1] for name, _ in model.named_modules()}
+    for pair in LORA_TARGETS:
+        if set(pair) <= names:
+            return pair
+    raise FinetuneError(f'no attention projections named {LORA_TARGETS} found; pass --target-modules')
+
+
+class TrainableModel:
+    """The model being tuned: the plain HF module (`core`) with LoRA layers or adapters inside, and its losses."""
+
+    def __init__(self, info: ModelInfo, dataset: Dataset, options: FinetuneOptions) -> None:
+        import torch
+
+        self.info = info
+        self.options = options
+        torch.manual_seed(options.seed)
+        backbone = load_torch_model(info)
+        if info.model_type == 'clip':
+            self.core = backbone
+            tokenizer = load_tokenizer(info)
+            self.tokens = tokenizer(list(dataset.prompts), padding='max_length', truncation=True,
+                                    max_length=clip_text_length(tokenizer, backbone), return_tensors='pt')
+        else:
+            from transformers import ViTConfig, ViTForImageClassification
+
+            config = ViTConfig.from_dict(backbone.config.to_dict())
+            config.num_labels = len(dataset.labels)
+            config.id2label = {i: label for i, label in enumerate(dataset.labels)}
+            config.label2id = {label: i for i, label in enumerate(dataset.labels)}
+            config.architectures = ['ViTForImageClassification']
+            self.core = ViTForImageClassification(config)
+            self.core.vit = backbone
+        self.peft_model: Any = None
+        self.adapted_blocks = 0
+        for parameter in self.core.parameters():
+            parameter.requires_grad_(False)
+        if options.method == 'lora':
+            from peft import LoraConfig, get_peft_model
+
+            targets = list(options.target_modules or default_lora_targets(self.core))
+            config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                                target_modules=targets,
+                                modules_to_save=['classifier'] if info.model_type == 'vit' else None)
+            try:
+                self.peft_model = get_peft_model(self.core, config)
+            except ValueError as error:
+                raise FinetuneError(f'LoRA target modules {targets} not found in {info.model_id}: {error}') from error
+        elif options.method == 'adapter':
+            self.adapted_blocks = insert_adapters(self.backbone, options.bottleneck)
+            if info.model_type == 'vit':
+                self.core.classifier.requires_grad_(True)
+        else:
+            raise FinetuneError(f"method '{options.method}' not supported; supported: {', '.join(METHODS)}")
+        self.core.to(options.device)
+        if info.model_type == 'clip':
+            self.tokens = {k: v.to(options.device) for k, v in self.tokens.items()}
+
+    @property
+    def backbone(self) -> Any:
+        """The module `load_torch_model` returns for this model type (adapter weights are named relative to it)."""
+        return self.core if self.info.model_type == 'clip' else self.core.vit
+
+    def trainable(self) -> dict[str, Any]:
+        return {name: p for name, p in self.core.named_parameters() if p.requires_grad}
+
+    def loss(self, pixels: Any, targets: Any) -> Any:
+        import torch.nn.functional as F
+
+        if self.info.model_type == 'vit':
+            return F.cross_entropy(self.core(pixel_values=pixels).logits, targets)
+        model = self.core
+        image = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+        text = F.normalize(model.text_projection(model.text_model(**self.tokens).pooler_output), dim=-1)
+        cosine = image @ text.T
+        contrastive = F.cross_entropy(model.logit_scale.exp().detach() * cosine, targets)
+        if self.options.presence_weight == 0:
+            return contrastive
+        one_hot = F.one_hot(targets, cosine.shape[1]).float()
+        presence = F.binary_cross_entropy_with_logits(PRESENCE_SHARPNESS * (cosine - PRESENCE_THRESHOLD), one_hot,
+                                                      pos_weight=cosine.new_tensor(3.0))
+        return contrastive + self.options.presence_weight * presence
+
+    def save(self, out: Path, base: ModelInfo) -> dict[str, int]:
+        """Write the loadable model directory; returns the sizes in bytes of what was added."""
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        self.core.eval()
+        sizes: dict[str, int] = {}
+        if self.peft_model is not None:
+            adapter_dir = out / 'lora_adapter'
+            self.peft_model.save_pretrained(str(adapter_dir))
+            sizes['adapter_bytes'] = sum(p.stat().st_size for p in adapter_dir.rglob('*.safetensors'))
+            merged = self.peft_model.merge_and_unload()
+            merged.to('cpu').save_pretrained(str(out))
+        else:
+            state = self.core.to('cpu').state_dict()
+            self.core.save_pretrained(str(out), state_dict={k: v for k, v in state.items() if '.adapter.' not in k})
+            adapters = {k: v.contiguous() for k, v in self.backbone.state_dict().items() if '.adapter.' in k}
+            save_file(adapters, str(out / ADAPTERS_FILE))
+            sizes['adapter_bytes'] = (out / ADAPTERS_FILE).stat().st_size
+            config_path = out / 'config.json'
+            config = json.loads(config_path.read_text())
+            config[ADAPTERS_KEY] = {'bottleneck': self.options.bottleneck, 'blocks': self.adapted_blocks,
+                                    'file': ADAPTERS_FILE}
+            config_path.write_text(json.dumps(config, indent=2))
+        for name in COPIED_FILES:
+            if (base.path / name).is_file():
+                shutil.copy2(base.path / name, out / name)
+        return sizes
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+def _pixels(examples: Sequence[Example], preprocessor: ImagePreprocessor) -> np.ndarray:
+    return np.concatenate([preprocessor([e.image]) for e in examples]) if examples else np.zeros((0, 3, 1, 1))
+
+
+def _lr(step: int, steps: int, base: float) -> float:
+    warmup = max(steps // 10, 1)
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(steps - warmup, 1)))
+
+
+def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = False,
+          stop_after: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
+    """Run the seeded training loop; checkpoints to out/checkpoints/last.pt. `stop_after` ends early (tests)."""
+    import torch
+    from tqdm import tqdm
+
+    options = model.options
+    preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
+    pixels = torch.from_numpy(_pixels(dataset.train, preprocessor))
+    targets = torch.tensor([e.label for e in dataset.train])
+    params = model.trainable()
+    optimizer = torch.optim.AdamW(list(params.values()), lr=options.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(options.seed)
+    checkpoint = out / CHECKPOINT_FILE
+    start_step, elapsed = 0, 0.0
+    if resume and checkpoint.is_file():
+        saved = torch.load(str(checkpoint), weights_only=False)
+        if saved['options'] != options.identity():
+            raise FinetuneError(f'{checkpoint} was made with other options {saved["options"]}; '
+                                f'expected {options.identity()} (start without --resume, or match them)')
+        with torch.no_grad():
+            for name, value in saved['trainable'].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(saved['optimizer'])
+        generator.set_state(saved['generator'])
+        torch.set_rng_state(saved['torch_rng'])
+        start_step, elapsed = saved['step'], saved['elapsed_s']
+    elif resume:
+        raise FinetuneError(f'--resume: no checkpoint {checkpoint}')
+    model.core.train()
+    started = time.monotonic() - elapsed
+    bar = tqdm(total=options.steps, initial=start_step, disable=not progress, desc=f'{options.method}',
+               unit='step', dynamic_ncols=True)
+    loss_value = float('nan')
+    end = options.steps if stop_after is None else min(options.steps, stop_after)
+    for step in range(start_step, end):
+        for group in optimizer.param_groups:
+            group['lr'] = _lr(step, options.steps, options.lr)
+        idx = torch.randint(0, len(pixels), (min(options.batch, len(pixels)),), generator=generator)
+        images = pixels[idx]
+        flip = torch.rand(len(idx), generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images).to(options.device)
+        loss = model.loss(images, targets[idx].to(options.device))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        optimizer.step()
+        loss_value = float(loss.item())
+        bar.set_postfix(loss=f'{loss_value:.3f}')
+        bar.update(1)
+        done = step + 1
+        if done % options.checkpoint_every == 0 or done == end:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({'step': done, 'options': options.identity(), 'elapsed_s': time.monotonic() - started,
+                        'trainable': {k: v.detach().cpu() for k, v in params.items()},
+                        'optimizer': optimizer.state_dict(), 'generator': generator.get_state(),
+                        'torch_rng': torch.get_rng_state()}, str(checkpoint))
+    bar.close()
+    model.core.eval()
+    return {'steps': end, 'final_loss': loss_value, 'training_s': time.monotonic() - started,
+            'trainable_params': int(sum(p.numel() for p in params.values())),
+            'total_params': int(sum(p.numel() for p in model.core.parameters()))}
+
+
+# --- evaluation -------------------------------------------------------------------------------------------------
+def validation_accuracy(model_dir: str, dataset: Dataset, backend: str = 'torch') -> float:
+    """Top-1 over the dataset's labels on the validation split, through the encoder the nodes use."""
+    from robovision_ros.encoder import PerceptionEncoder
+
+    if not dataset.val:
+        return float('nan')
+    encoder = PerceptionEncoder(model_dir, backend, 'cpu', 'fp32')
+    try:
+        correct = 0
+        if encoder.info.model_type == 'clip':
+            vocabulary = encoder.build_vocabulary(dataset.prompts, ['{}'], 1)
+            for example in dataset.val:
+                features, _ = encoder.encode_images([example.image])
+                correct += encoder.decode(features[0], vocabulary).best_label == dataset.prompts[example.label]
+        else:
+            if encoder.head is None:
+                raise FinetuneError(f'{model_dir} has no classification head to evaluate')
+            for example in dataset.val:
+                features, _ = encoder.encode_images([example.image])
+                correct += encoder.classify(features[0]).best_label == dataset.labels[example.label]
+        return correct / len(dataset.val)
+    finally:
+        encoder.close()
+
+
+def linear_probe_accuracy(info: ModelInfo, dataset: Dataset, steps: int = 300, seed: int = 0) -> float:
+    """A frozen backbone + a linear head on its global embedding (the baseline a ViT fine-tune must beat)."""
+    import torch
+    import torch.nn.functional as F
+
+    from robovision_ros.encoder import PerceptionEncoder
+
+    encoder = PerceptionEncoder(str(info.path), 'torch', 'cpu', 'fp32')
+    try:
+        def embed(examples: Sequence[Example]) -> Any:
+            features, _ = encoder.encode_images([e.image for e in examples])
+            return torch.from_numpy(np.stack([f.global_embedding for f in features]))
+
+        train_x, val_x = embed(dataset.train), embed(dataset.val)
+    finally:
+        encoder.close()
+    train_y = torch.tensor([e.label for e in dataset.train])
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(train_x.shape[1], len(dataset.labels))
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(head(train_x), train_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = head(val_x).argmax(1)
+    return float((predicted == torch.tensor([e.label for e in dataset.val])).float().mean())
+
+
+def heldout_evaluation(model_dir: str, model_type: str, scenes: int) -> dict[str, float]:
+    """The base model's own held-out evaluation (generated scenes of the embedded models' world)."""
+    from robovision_ros.synthetic.evaluation import evaluate_clip, evaluate_vit_colours
+
+    if model_type == 'clip':
+        return evaluate_clip(model_dir, 'onnxruntime', scenes=scenes)
+    return evaluate_vit_colours(model_dir, 'onnxruntime', scenes=scenes)
+
+
+# --- the tool ---------------------------------------------------------------------------------------------------
+def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = FinetuneOptions(),
+             resume: bool = False, stop_after: Optional[int] = None, progress: bool = True,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fine-tune `model_id` on `data` into the model directory `out`; returns the report (also written there)."""
+    import torch
+
+    if options.device == 'cuda' and not torch.cuda.is_available():
+        raise FinetuneError('--device cuda: torch sees no CUDA device here')
+    torch.set_num_threads(min(torch.get_num_threads(), 2) if options.device == 'cpu' else torch.get_num_threads())
+    info = read_model_info(model_id)
+    dataset = load_dataset(data, options.val_fraction, options.seed, options.template)
+    log(f'{len(dataset.labels)} labels, {len(dataset.train)} training / {len(dataset.val)} validation images'
+        + (f', {len(dataset.skipped)} unreadable skipped' if dataset.skipped else ''))
+    model = TrainableModel(info, dataset, options)
+    training = train(model, dataset, out, resume, stop_after, progress)
+    if stop_after is not None and training['steps'] < options.steps:
+        return {'stopped_at': training['steps']}
+    sizes = model.save(out, info)
+    model_bytes = sum(p.stat().st_size for p in info.path.glob('*.safetensors'))
+    log(f'wrote {out}; evaluating')
+    report: dict[str, Any] = {
+        'base_model': model_id, 'model_type': info.model_type, 'output': str(out), 'options': asdict(options),
+        'labels': list(dataset.labels), 'train_images': len(dataset.train), 'val_images': len(dataset.val),
+        'skipped_images': [{'path': p, 'reason': r} for p, r in dataset.skipped],
+        **training, **sizes, 'base_model_bytes': model_bytes,
+        'adapter_fraction_of_model': sizes['adapter_bytes'] / max(model_bytes, 1),
+        'val_accuracy_after': validation_accuracy(str(out), dataset),
+    }
+    if info.model_type == 'clip':
+        report['val_accuracy_before'] = validation_accuracy(model_id, dataset)
+    else:
+        report['val_accuracy_before'] = float('nan')  # the base has no head for these labels
+        report['val_accuracy_linear_probe'] = linear_probe_accuracy(info, dataset, seed=options.seed)
+    if options.heldout_scenes > 0:
+        report['heldout_before'] = heldout_evaluation(model_id, info.model_type, options.heldout_scenes)
+        report['heldout_after'] = heldout_evaluation(str(out), info.model_type, options.heldout_scenes)
+    write_report(out, report)
+    return report
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """report.json and a short report.md next to the model."""
+    (out / 'report.json').write_text(json.dumps(report, indent=2))
+    rows = [('validation top-1 before', report.get('val_accuracy_before')),
+            ('validation top-1 after', report.get('val_accuracy_after')),
+            ('frozen backbone + linear head', report.get('val_accuracy_linear_probe')),
+            ('trainable parameters', f"{report['trainable_params']:,} of {report['total_params']:,}"),
+            ('adapter size', f"{report['adapter_bytes']:,} bytes ({100 * report['adapter_fraction_of_model']:.1f} % "
+                             f"of the base model's {report['base_model_bytes']:,})"),
+            ('training time', f"{report['training_s']:.0f} s, {report['steps']} steps"),
+            ('skipped images', len(report['skipped_images']))]
+    for key in ('heldout_before', 'heldout_after'):
+        if key in report:
+            rows.append((key.replace('_', ' '), ', '.join(f'{k} {v:.3f}' for k, v in report[key].items()
+                                                          if k != 'scenes')))
+    lines = [f"# Fine-tuning report: {report['options']['method']} on {report['base_model']}", '',
+             f"Output: `{report['output']}` ({report['model_type']}, {len(report['labels'])} labels, "
+             f"{report['train_images']} training / {report['val_images']} validation images)", '',
+             '| | |', '|---|---|']
+    lines += [f'| {name} | {value if not isinstance(value, float) else f"{value:.3f}"} |'
+              for name, value in rows if value is not None]
+    lines += [''] + [f"- skipped {s['path']}: {s['reason']}" for s in report['skipped_images']]
+    (out / 'report.md').write_text('\n'.join(lines).rstrip() + '\n')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='robovision_finetune', description=__doc__.split('\n')[0])
+    parser.add_argument('model', help='base model: directory, hub id or embedded:<name>')
+    parser.add_argument('data', type=Path, help='image folder DIR/<label>/*.jpg|png or a .jsonl file')
+    parser.add_argument('--out', type=Path, required=True, help='output model directory')
+    parser.add_argument('--method', choices=METHODS, default='lora')
+    parser.add_argument('--rank', type=int, default=16, help='LoRA rank')
+    parser.add_argument('--alpha', type=float, default=32.0, help='LoRA alpha')
+    parser.add_argument('--dropout', type=float, default=0.05, help='LoRA dropout')
+    parser.add_argument('--target-modules', nargs='+', default=None,
+                        help='LoRA target module names (default: the attention q_proj v_proj, or query value)')
+    parser.add_argument('--bottleneck', type=int, default=16, help='adapter bottleneck width')
+    parser.add_argument('--steps', type=int, default=300)
+    parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--lr', type=float, default=1e-3)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+    parser.add_argument('--val-fraction', type=float, default=0.2)
+    parser.add_argument('--checkpoint-every', type=int, default=100)
+    parser.add_argument('--presence-weight', type=float, default=1.0,
+                        help='CLIP: weight of the presence (cosine >= 0.25) loss next to the contrastive one')
+    parser.add_argument('--template', default=CLIP_TEMPLATE, help='CLIP prompt for folder labels')
+    parser.add_argument('--heldout-scenes', type=int, default=120,
+                        help="scenes for the base model's own held-out evaluation before/after (0: skip)")
+    parser.add_argument('--resume', action='store_true', help='continue from OUT/checkpoints/last.pt')
+    args = parser.parse_args(argv)
+    options = FinetuneOptions(
+        args.method, args.rank, args.alpha, args.dropout,
+        tuple(args.target_modules) if args.target_modules else None, args.bottleneck, args.steps, args.batch,
+        args.lr, args.seed, args.device, args.val_fraction, args.checkpoint_every, args.presence_weight,
+        args.template, args.heldout_scenes)
+    try:
+        report = finetune(args.model, args.data, args.out, options, resume=args.resume)
+    except (DatasetError, FinetuneError, ModelLoadError) as error:
+        print(f'robovision_finetune: {error}', file=sys.stderr)
+        return 2
+    print((args.out / 'report.md').read_text())
+    return 0 if report else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""robovision_finetune on the tiny random models: data checks, LoRA and adapter outputs that load like any model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robovision_ros.tools.finetune import DatasetError, FinetuneOptions, finetune, load_dataset
+
+COLOURS = {'red': (200, 30, 30), 'blue': (30, 40, 200), 'green': (40, 170, 50)}
+
+
+def make_folder(root: Path, labels=('red', 'blue', 'green'), per_label: int = 4, corrupt: bool = False) -> Path:
+    """DIR/<label>/*.png of noisy colour patches on a grey background."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in labels:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for n in range(per_label):
+            image = np.full((48, 64, 3), 128, np.uint8)
+            y, x = rng.integers(0, 24), rng.integers(0, 32)
+            image[y:y + 24, x:x + 32] = COLOURS.get(label, (90, 90, 90))
+            image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / label / f'{n}.png')
+    if corrupt:
+        (root / labels[0] / 'broken.png').write_bytes(b'not a png at all')
+    return root
+
+
+def quick(method: str = 'lora', **kwargs) -> FinetuneOptions:
+    values = dict(method=method, rank=4, alpha=8.0, bottleneck=8, steps=4, batch=4, checkpoint_every=2,
+                  heldout_scenes=0, seed=3)
+    values.update(kwargs)
+    return FinetuneOptions(**values)
+
+
+def test_data_errors_say_what_was_expected(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(DatasetError, match='no images found'):
+        load_dataset(tmp_path / 'empty')
+    with pytest.raises(DatasetError, match='at least two'):
+        load_dataset(make_folder(tmp_path / 'one', labels=('red',)))
+    with pytest.raises(DatasetError, match='same after normalisation'):
+        load_dataset(make_folder(tmp_path / 'clash', labels=('Red_Cup', 'red  cup')))
+    data = load_dataset(make_folder(tmp_path / 'ok', corrupt=True), val_fraction=0.25, seed=1)
+    assert data.labels == ('blue', 'green', 'red') and data.prompts[0] == 'a photo of a blue.'
+    assert [Path(p).name for p, _ in data.skipped] == ['broken.png']
+    assert len(data.train) == 9 and len(data.val) == 3 and {e.label for e in data.val} == {0, 1, 2}
+    again = load_dataset(tmp_path / 'ok', val_fraction=0.25, seed=1)
+    assert [e.path for e in again.val] == [e.path for e in data.val]  # seeded split
+    lines = [json.dumps({'image': f'ok/{c}/{n}.png', 'text': f'a photo of a {c} patch.'})
+             for c in COLOURS for n in range(4)]
+    (tmp_path / 'data.jsonl').write_text('\n'.join(lines))
+    data = load_dataset(tmp_path / 'data.jsonl')
+    assert data.prompts == data.labels == ('a photo of a blue patch.', 'a photo of a green patch.',
+                                           'a photo of a red patch.')
+
+
+def test_lora_clip_output_loads_like_any_model(tiny_clip_dir, model_cache, tmp_path):
+    from safetensors.numpy import load_file
+
+    from robovision_ros.encoder import PerceptionEncoder
+    from robovision_ros.model_dir import read_model_info
+
+    out = tmp_path / 'clip_lora'
+    report = finetune(str(tiny_clip_dir), make_folder(tmp_path / 'data', corrupt=True), out, quick(lr=5e-3),
+                      progress=False, log=lambda _: None)
+    assert (out / 'lora_adapter' / 'adapter_config.json').is_file()
+    assert [Path(s['path']).name for s in report['skipped_images']] == ['broken.png']
+    assert report['trainable_params'] < report['total_params'] / 10 and report['adapter_bytes'] > 0
+    assert 0 <= report['val_accuracy_after'] <= 1 and (out / 'report.md').is_file()
+    info = read_model_info(str(out))
+    assert info.model_type == 'clip' and info.fingerprint != read_model_info(str(tiny_clip_dir)).fingerprint
+    base, tuned = load_file(str(tiny_clip_dir / 'model.safetensors')), load_file(str(out / 'model.safetensors'))
+    assert base.keys() == tuned.keys()  # merged: plain CLIP weights, no LoRA names
+    name = 'vision_model.encoder.layers.0.self_attn.q_proj.weight'
+    assert not np.allclose(base[name], tuned[name])
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    outputs = {}
+    for backend in ('torch', 'onnxruntime'):
+        encoder = PerceptionEncoder(str(out), backend, 'cpu', 'fp32', cache_dir=model_cache)
+        outputs[backend] = encoder.encode_images([image])[0][0].global_embedding
+        assert encoder.encode_texts(['a photo of a red.']).shape == (1, info.global_dim)
+        encoder.close()
+    np.testing.assert_allclose(outputs['onnxruntime'], outputs['torch'], atol=1e-4)
+
+
+def test_adapters_are_inserted_by_the_loader_and_exported(tiny_clip_dir, model_cache, tmp_path):
+    from robovision_ros.encoder import PerceptionEncoder
+    from robovision_ros.model_dir import ADAPTERS_KEY, load_torch_model, read_model_info
+
+    out = tmp_path / 'clip_adapter'
+    report = finetune(str(tiny_clip_dir), make_folder(tmp_path / 'data'), out, quick('adapter', lr=5e-3),
+                      progress=False, log=lambda _: None)
+    config = json.loads((out / 'config.json').read_text())
+    assert config[ADAPTERS_KEY]['blocks'] == 4 and config[ADAPTERS_KEY]['bottleneck'] == 8  # 2 vision + 2 text
+    assert report['adapter_bytes'] == (out / 'adapters.safetensors').stat().st_size
+    model = load_torch_model(read_model_info(str(out)))
+    ups = [m.up.weight for name, m in model.named_modules() if name.endswith('.adapter')]
+    assert len(ups) == 4 and any(float(w.detach().abs().max()) > 0 for w in ups)  # trained, not the zero init
+    image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), np.uint8)
+    embeddings = {}
+    for name, model_dir, backend in (('base', tiny_clip_dir, 'onnxruntime'), ('torch', out, 'torch'),
+                                     ('onnxruntime', out, 'onnxruntime')):
+        encoder = PerceptionEncoder(str(model_dir), backend, 'cpu', 'fp32', cache_dir=model_cache)
+        features = encoder.encode_images([image])[0][0]
+        embeddings[name] = np.concatenate([features.global_embedding, features.patch_tokens.ravel()])
+        encoder.close()
+    np.testing.assert_allclose(embeddings['onnxruntime'], embeddings['torch'], atol=1e-4)
+    assert np.abs(embeddings['torch'] - embeddings['base']).max() > 1e-4  # the adapters are in the graph
+
+
+def test_vit_class_scores_equal_hf_logits_softmax(tiny_vit_dir, model_cache, tmp_path):
+    import torch
+    from transformers import ViTForImageClassification
+
+    from robovision_ros.encoder import PerceptionEncoder
+
+    out = tmp_path / 'vit_lora'
+    report = finetune(str(tiny_vit_dir), make_folder(tmp_path / 'data'), out, quick(lr=5e-3), progress=False,
+                      log=lambda _: None)
+    assert 'val_accuracy_linear_probe' in report
+    image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
+    hf = ViTForImageClassification.from_pretrained(str(out)).eval()
+    for backend in ('torch', 'onnxruntime'):
+        encoder = PerceptionEncoder(str(out), backend, 'cpu', 'fp32', cache_dir=model_cache)
+        features = encoder.encode_images([image], normalize=True)[0][0]  # logits come from the raw embedding
+        result = encoder.classify(features)
+        with torch.no_grad():
+            expected = torch.softmax(hf(pixel_values=torch.from_numpy(encoder.prepare([image]))).logits, -1)[0]
+        encoder.close()
+        assert result.labels == ('blue', 'green', 'red')
+        np.testing.assert_allclose(result.scores, expected.numpy(), atol=1e-5)
+        assert result.best_label == result.labels[int(expected.argmax())]
+
+
+def test_resume_continues_to_the_same_weights(tiny_vit_dir, tmp_path):
+    from safetensors.numpy import load_file
+
+    data = make_folder(tmp_path / 'data')
+    options = quick('adapter', steps=6, checkpoint_every=3)
+    finetune(str(tiny_vit_dir), data, tmp_path / 'straight', options, progress=False, log=lambda _: None)
+    stopped = finetune(str(tiny_vit_dir), data, tmp_path / 'resumed', options, stop_after=3, progress=False,
+                       log=lambda _: None)
+    assert stopped == {'stopped_at': 3} and not (tmp_path / 'resumed' / 'config.json').exists()
+    report = finetune(str(tiny_vit_dir), data, tmp_path / 'resumed', options, resume=True, progress=False,
+                      log=lambda _: None)
+    assert report['steps'] == 6
+    for name in ('adapters.safetensors', 'model.safetensors'):
+        straight = load_file(str(tmp_path / 'straight' / name))
+        resumed = load_file(str(tmp_path / 'resumed' / name))
+        for key in straight:
+            np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
