@@ -19,11 +19,12 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
   platforms+=(--platform "$p")
 done
 quiet() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
-packages=$("$venv/bin/python" -m pip freeze --disable-pip-version-check --exclude-editable | grep '==')
+# --all: pip, setuptools and wheel too, at the versions the constraints chose.
+packages=$("$venv/bin/python" -m pip freeze --all --disable-pip-version-check --exclude-editable | grep '==')
 echo "[wheelhouse] $(echo "$packages" | wc -l) packages for Python $version into $out" >&2
 built=()
 bundled=()
-for spec in $packages pip wheel setuptools; do
+for spec in $packages; do
   if python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
       --python-version "$version" "${platforms[@]}" -d "$out" "$spec" 2>/dev/null; then
     continue
