@@ -183,6 +183,7 @@ def test_diagnostics_warn_on_recent_rejections_and_recover(graph):
     ({'labels': [f'l{i}' for i in range(256)], 'prompt_templates': [f'{{}} {i}' for i in range(17)]}, 'at most 4096'),
     ({'labels': [True, False]}, 'must be strings'),
     ({'labels': 'single'}, None),  # a single string is one label
+    ({'labels': '[y, no]'}, 'quote each entry'),  # what `ros2 param set ... "[y, no]"` sends
     ({'presence_threshold': float('nan')}, 'presence_threshold'),
     ({'presence_threshold': 3.0}, 'presence_threshold'),
     ({'max_rate_hz': -1.0}, 'max_rate_hz'),

@@ -48,6 +48,7 @@ class ClipPerceptionNode(PerceptionNode):
 
     def __init__(self, **kwargs: Any) -> None:
         self._vocabularies: Optional[Vocabularies] = None
+        self._last_version = 0
         self._vocabulary_worker: Optional[VocabularyWorker] = None
         self._settings = ClipSettings()
         self._labels_pub: Any = None
@@ -105,7 +106,8 @@ class ClipPerceptionNode(PerceptionNode):
                                           cancelled=cancelled))
 
     def _prepare(self) -> None:
-        self._vocabularies = self._build(self._vocabulary_request(), 1)
+        # Versions keep counting across cleanup/configure, so a consumer never sees a number reused.
+        self._vocabularies = self._build(self._vocabulary_request(), self._last_version + 1)
         self._vocabulary_worker = VocabularyWorker(self._build, self._on_vocabulary_ready,
                                                    self._on_vocabulary_error, self.vocabularies)
         self.get_logger().info(_describe(self._vocabularies))
@@ -116,10 +118,13 @@ class ClipPerceptionNode(PerceptionNode):
         if self._vocabulary_worker is not None:
             self._vocabulary_worker.stop()
             self._vocabulary_worker = None
+        if self._vocabularies is not None:
+            self._last_version = self._vocabularies.version
         self._vocabularies = None
 
     def _on_vocabulary_ready(self, vocabularies: Vocabularies, texts: int, elapsed_ms: float) -> None:
         self._vocabularies = vocabularies  # one reference swap: the next frame is scored against all of it
+        self._last_version = vocabularies.version
         self.get_logger().info(f'{_describe(vocabularies)} ({texts} texts in {elapsed_ms:.0f} ms)')
 
     def _on_vocabulary_error(self, request: VocabularyRequest, error: BaseException, trace: str) -> None:

@@ -60,6 +60,10 @@ def string_list(value: Any, what: str, allow_empty: bool = False) -> list[str]:
     """A parameter value as a list of strings: a string array, one string (a single entry), or an empty array
     of any type (`ros2 param set ... "[]"` sends an empty bool array). Raises ValueError with the reason."""
     if isinstance(value, str):
+        if value.strip().startswith('[') and value.strip().endswith(']'):
+            # `ros2 param set ... "[y, no]"`: YAML read a mix of strings and booleans, so the CLI sent the text.
+            raise ValueError(f'{what}: {value!r} looks like a list whose entries YAML read as booleans or numbers; '
+                             f"quote each entry: \"['y', 'no']\"")
         values = [value]
     elif isinstance(value, (list, tuple)) or hasattr(value, 'tolist'):
         values = list(value)
