@@ -66,14 +66,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   fi
   pip_install "${requirements[@]}"
 
-  # The wheels were built under /opt/python/cp311-cp311; their generated CMake exports name that
+  # The wheels were built under /opt/python/cp3XY-cp3XY (cp311, cp312); their generated CMake exports name that
   # interpreter's include dirs, which don't exist here and stop CMake's generate step. Point them at this
   # venv's interpreter and numpy.
   py_include=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   np_include=$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')
-  { grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" || true; } | while read -r f; do
-    sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_include#g" \
-           -e "s#/opt/python/cp311-cp311/include/python3.11#$py_include#g" "$f"
+  py_version=$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  tag="cp${py_version/./}"
+  { grep -rl --include='*.cmake' "/opt/python/$tag-$tag" "$venv/share" || true; } | while read -r f; do
+    sed -i -e "s#/opt/python/$tag-$tag/lib/python$py_version/site-packages/numpy/_core/include#$np_include#g" \
+           -e "s#/opt/python/$tag-$tag/include/python$py_version#$py_include#g" "$f"
   done
   echo "$want" > "$stamp"
 else
