@@ -215,6 +215,8 @@ def test_presence_queries_emptied_as_the_cli_sends_it(graph):
 
 
 def test_a_large_vocabulary_does_not_stall_the_node(graph):
+    baseline = _rss_mb(graph.process.process.pid)
+    before = len(graph.serve_good_frame().labels)
     labels = [f'object {i}' for i in range(256)]
     templates = [f'a photo of a {{}}, take {i}.' for i in range(16)]  # 4096 texts, the limit
     results = set_parameters(graph.ros, graph.node, {'labels': labels, 'prompt_templates': templates})
@@ -225,25 +227,29 @@ def test_a_large_vocabulary_does_not_stall_the_node(graph):
     deadline = time.monotonic() + 120.0
     while time.monotonic() < deadline:
         out = graph.serve_good_frame()
-        assert len(out.labels) in (2, 256) and len(out.scores) == len(out.labels)  # old or new, never a mix
+        assert len(out.labels) in (before, 256) and len(out.scores) == len(out.labels)  # old or new, never a mix
         if len(out.labels) == 256:
             break
     assert len(out.labels) == 256
     assert set_parameters(graph.ros, graph.node, {'labels': ['red cup', 'blue bottle'],
                                                   'prompt_templates': ['a photo of a {}.']})[0].successful
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline and len(graph.serve_good_frame().labels) != 2:
+        pass
+    # Encoding ran in bounded batches and the text cache is bounded: memory returns near where it was.
+    assert _rss_mb(graph.process.process.pid) < baseline + 100
 
 
 def test_flood_with_services_answering(graph):
     msg = _raw(graph.good, stamp=(5, 0))
-    answered = 0
-    start = time.monotonic()
-    while time.monotonic() - start < 3.0:
-        for _ in range(20):
+    for _ in range(10):  # 10 bursts of 50 frames, each followed by a lifecycle query and a parameter set
+        for _ in range(50):
             graph.raw.publish(msg)
         assert get_state(graph.ros, graph.node) == 'active'
-        answered += 1
-    assert answered >= 3
+        assert set_parameters(graph.ros, graph.node, {'presence_threshold': 0.25})[0].successful
     graph.serve_good_frame()
+    values = {kv.key: kv.value for kv in graph.status().values} if graph.status() else {}
+    assert graph.process.alive() and int(values.get('dropped_superseded', 1)) >= 1
 
 
 def _rss_mb(pid: int) -> float:
