@@ -1,4 +1,5 @@
-"""Pure-Python distribution of the robovision_ros library.
+"""
+Pure-Python distribution of the robovision_ros library.
 
 `colcon build` uses CMakeLists.txt (the package's build type is ament_cmake, because only CMake can generate
 the messages). This file serves `pip install .` of the library alone -- encoders, preprocessing, export CLI --

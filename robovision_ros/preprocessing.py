@@ -1,4 +1,5 @@
-"""Where a frame becomes a tensor: image decoding (sensor_msgs semantics) and model preprocessing.
+"""
+Where a frame becomes a tensor: image decoding (sensor_msgs semantics) and model preprocessing.
 
 The core works on buffers and numpy arrays and needs no ROS; `decode_image_msg` is the thin adapter for
 `sensor_msgs/Image` and `sensor_msgs/CompressedImage`. Preprocessing follows the model directory's own
@@ -18,8 +19,10 @@ import numpy as np
 
 
 class ImageDecodeError(ValueError):
-    """An image message that cannot be decoded: unsupported encoding, inconsistent size, corrupt data, or an image
-    beyond the pixel or aspect-ratio bounds."""
+    """
+    An image message that cannot be decoded: unsupported encoding, inconsistent size, corrupt data, or an image
+    beyond the pixel or aspect-ratio bounds.
+    """
 
 
 class PreprocessConfigError(ValueError):
@@ -57,8 +60,10 @@ SUPPORTED_COMPRESSED_FORMATS: tuple[str, ...] = ('jpeg', 'png', 'tiff')
 
 
 def _cv2_code(layout: str) -> int:
-    """OpenCV conversion of a YUV/Bayer layout to RGB. OpenCV names Bayer patterns by the second row's first two
-    pixels, so its names look shifted: cv_bridge maps bayer_rggb8 to COLOR_BayerBG2BGR, and so do we (to RGB)."""
+    """
+    OpenCV conversion of a YUV/Bayer layout to RGB. OpenCV names Bayer patterns by the second row's first two
+    pixels, so its names look shifted: cv_bridge maps bayer_rggb8 to COLOR_BayerBG2BGR, and so do we (to RGB).
+    """
     import cv2
 
     return {
@@ -73,8 +78,10 @@ def _cv2_code(layout: str) -> int:
 
 def check_image_bounds(width: int, height: int, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                        max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO, what: str = 'image') -> None:
-    """Raise ImageDecodeError unless a `width` x `height` image is non-empty and within the pixel and aspect-ratio
-    bounds (None disables a bound). Called before anything of that size is allocated."""
+    """
+    Raise ImageDecodeError unless a `width` x `height` image is non-empty and within the pixel and aspect-ratio
+    bounds (None disables a bound). Called before anything of that size is allocated.
+    """
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f'{what} size {width}x{height} is empty')
     if max_pixels is not None and width * height > max_pixels:
@@ -97,7 +104,8 @@ def _as_bytes(data: Any) -> np.ndarray:
 def decode_raw_image(data: Any, encoding: str, width: int, height: int, step: int, is_bigendian: bool = False,
                      max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                      max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO) -> np.ndarray:
-    """Decode raw image bytes to an RGB uint8 ``[height, width, 3]`` array.
+    """
+    Decode raw image bytes to an RGB uint8 ``[height, width, 3]`` array.
 
     For rgb8 (and for bgr8/8UC3, as a reversed-channel view) the result is a view of `data`, not a copy.
     Rows may be padded (`step` > width * channels * itemsize); multi-byte pixels honour `is_bigendian`.
@@ -131,8 +139,10 @@ def decode_raw_image(data: Any, encoding: str, width: int, height: int, step: in
 
 
 def _demosaic(mosaic: np.ndarray, layout: str) -> np.ndarray:
-    """Bayer mosaic (uint8, or uint16 in any byte order) -> RGB uint8; 16-bit samples are demosaiced at full depth
-    and then scaled by 1/256, as for mono16."""
+    """
+    Bayer mosaic (uint8, or uint16 in any byte order) -> RGB uint8; 16-bit samples are demosaiced at full depth
+    and then scaled by 1/256, as for mono16.
+    """
     import cv2
 
     native = mosaic if mosaic.dtype == np.uint8 else mosaic.astype(np.uint16)
@@ -245,10 +255,12 @@ _HEADER_READERS = {'jpeg': _jpeg_size, 'png': _png_size, 'tiff': _tiff_size}
 
 
 def _parse_format(format_: str) -> tuple[Optional[str], list[str], bool]:
-    """image_transport format string -> (codec it names, other words naming no known codec, whether the decoded
+    """
+    image_transport format string -> (codec it names, other words naming no known codec, whether the decoded
     channels are in RGB order). image_transport writes 'jpeg' / 'png' (old) or '<encoding>; <codec> compressed
     <target>' (e.g. 'rgb8; jpeg compressed bgr8'); as its subscriber, we read the channels OpenCV decodes as RGB
-    only when the target says 'compressed rgb...', else as BGR."""
+    only when the target says 'compressed rgb...', else as BGR.
+    """
     text = format_.lower()
     codec_part = text.split(';', 1)[1] if ';' in text else text
     words = re.findall(r'[a-z0-9_]+', codec_part)
@@ -259,7 +271,8 @@ def _parse_format(format_: str) -> tuple[Optional[str], list[str], bool]:
 
 def decode_compressed_image(data: Any, format_: str, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                             max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO) -> np.ndarray:
-    """Decode a `sensor_msgs/CompressedImage` payload (jpeg, png or tiff) to an RGB uint8 array.
+    """
+    Decode a `sensor_msgs/CompressedImage` payload (jpeg, png or tiff) to an RGB uint8 array.
 
     The payload's magic bytes decide the codec; the format string decides the channel order (see
     `_parse_format`) and, when the bytes are no image we decode, the error. The size in the image header is
@@ -489,9 +502,11 @@ _PIL_FILTERS = {
 
 def _resample_weights(in_size: int, out_size: int, first: int, count: int,
                       resample: int) -> tuple[int, np.ndarray]:
-    """Rows `first` .. `first + count` of the matrix that resizes `in_size` samples to `out_size` (PIL's
+    """
+    Rows `first` .. `first + count` of the matrix that resizes `in_size` samples to `out_size` (PIL's
     antialiased filters, PIL's coefficients): returns (first source index read, weights ``[count, span]``).
-    Output indices outside 0 .. out_size get zero rows (padding)."""
+    Output indices outside 0 .. out_size get zero rows (padding).
+    """
     scale = in_size / out_size
     index = np.arange(first, first + count)
     valid = (index >= 0) & (index < out_size)
@@ -522,8 +537,10 @@ def _resample_weights(in_size: int, out_size: int, first: int, count: int,
 
 
 def _source_span(in_size: int, out_size: int, first: int, end: int, resample: int) -> tuple[int, int]:
-    """Source indices [start, stop) that resized outputs `first` .. `end` read, plus a sample of slack either
-    side (clamped to the image): what PIL needs to see to compute those outputs as it would from the whole."""
+    """
+    Source indices [start, stop) that resized outputs `first` .. `end` read, plus a sample of slack either
+    side (clamped to the image): what PIL needs to see to compute those outputs as it would from the whole.
+    """
     support = _PIL_FILTERS.get(resample, (0.5, None))[0] * max(in_size / out_size, 1.0)
     start = int(first * in_size / out_size - support) - 2
     stop = int(np.ceil(end * in_size / out_size + support)) + 2
@@ -531,7 +548,8 @@ def _source_span(in_size: int, out_size: int, first: int, end: int, resample: in
 
 
 class ImagePreprocessor:
-    """RGB uint8 frames -> normalised float32 NCHW model input, matching the HF image processor.
+    """
+    RGB uint8 frames -> normalised float32 NCHW model input, matching the HF image processor.
 
     Resizing uses PIL with the model's resampling filter, as the HF processor does; crop, rescale and
     normalisation are fused into one multiply-add with per-channel constants computed once here.
@@ -561,7 +579,8 @@ class ImagePreprocessor:
                                   crop_y=top, crop_x=left)
 
     def resize_and_crop(self, rgb: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        """Resize (PIL, the model's filter) and centre-crop one RGB uint8 image; returns uint8 HWC.
+        """
+        Resize (PIL, the model's filter) and centre-crop one RGB uint8 image; returns uint8 HWC.
 
         With `crop_before_resize`, PIL resizes only the source box that maps onto the crop (reading the filter's
         support around it) straight to the crop size; see the class docstring for how close that is to HF.
@@ -623,10 +642,12 @@ class ImagePreprocessor:
         return self._device_weights_cache[key]
 
     def torch_preprocess(self, images: Sequence[np.ndarray], device: str, dtype: Any, scale: float = 1.0) -> Any:
-        """The GPU path: upload the rows of each uint8 frame that the crop reads, once, then resize and crop in one
+        """
+        The GPU path: upload the rows of each uint8 frame that the crop reads, once, then resize and crop in one
         step on `device` with PIL's filter coefficients (two matrix products, rounded to uint8 between and after
         the passes as PIL does), and normalise. Matches the PIL path to within rounding (tested); the cost follows
-        the model input, not the frame's shape."""
+        the model input, not the frame's shape.
+        """
         import torch
 
         crops = []

@@ -1,4 +1,5 @@
-"""Text vocabulary: labels x prompt templates -> one normalised embedding per label, cached per text.
+"""
+Text vocabulary: labels x prompt templates -> one normalised embedding per label, cached per text.
 
 Each (model, template, label) text is encoded once; a vocabulary change encodes only texts not seen before.
 A label's embedding is the normalised mean of its normalised template embeddings (CLIP prompt ensembling).
@@ -92,7 +93,8 @@ class VocabularyCancelled(Exception):
 
 
 class TextVocabulary:
-    """Builds `VocabularyEmbeddings`, encoding each distinct prompt text once per model.
+    """
+    Builds `VocabularyEmbeddings`, encoding each distinct prompt text once per model.
 
     Encoding runs in batches of `ENCODE_BATCH` texts (bounded peak memory) and the cache of encoded texts is
     bounded (`CACHE_TEXTS`, least recently used dropped first), so memory returns near its baseline after a

@@ -1,4 +1,5 @@
-"""One-shot check of the CUDA paths (run by hand on a machine with a GPU; pytest does not collect it).
+"""
+One-shot check of the CUDA paths (run by hand on a machine with a GPU; pytest does not collect it).
 
     PYTHONPATH=. python test/cuda_check.py [OUT_DIR]
 

@@ -1,4 +1,5 @@
-"""A test double of the few TensorRT 10/11 Python API calls robovision_ros's TensorRT backend makes.
+"""
+A test double of the few TensorRT 10/11 Python API calls robovision_ros's TensorRT backend makes.
 
 Installed as `tensorrt` in sys.modules by the tests (test/test_tensorrt_backend.py), next to a CPU stand-in for the
 backend's CUDA calls. An engine "built" here is the ONNX file it was parsed from plus the network's inputs, outputs
@@ -375,10 +376,12 @@ class IExecutionContext:
         return True
 
     def get_tensor_shape(self, name: str) -> Dims:
-        """An input's set shape; an output's shape for the inputs' set shapes (-1 where not yet known).
+        """
+        An input's set shape; an output's shape for the inputs' set shapes (-1 where not yet known).
 
         TensorRT infers output shapes statically; the double learns them by running the ONNX file once on zeros
-        of the set input shapes (the exported graphs have data-dependent dim names ONNX cannot resolve)."""
+        of the set input shapes (the exported graphs have data-dependent dim names ONNX cannot resolve).
+        """
         tensor = self.engine.tensors[name]
         if tensor in self.engine.inputs:
             return self.shapes.get(name, tensor.shape)

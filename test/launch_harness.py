@@ -1,4 +1,5 @@
-"""Shared by the launch_testing tests of launch/robovision.launch.py (test/test_launch*.py).
+"""
+Shared by the launch_testing tests of launch/robovision.launch.py (test/test_launch*.py).
 
 `launch_test FILE` neither reads conftest.py nor puts test/ on sys.path, so each test file inserts test/ itself
 and calls `isolate_dds()` before anything starts DDS.

@@ -1,4 +1,5 @@
-"""Test helper run as its own process: republish every message from `<topic>/in` on `<topic>/out`.
+"""
+Test helper run as its own process: republish every message from `<topic>/in` on `<topic>/out`.
 
 usage: relay_node.py TYPE=TOPIC [TYPE=TOPIC ...]   (TYPE is a robovision_ros.msg class name)
 """

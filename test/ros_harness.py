@@ -1,4 +1,5 @@
-"""Helpers for tests that run real rclpy nodes over Fast DDS.
+"""
+Helpers for tests that run real rclpy nodes over Fast DDS.
 
 Discovery takes up to a few seconds, so every wait polls with a deadline; nothing queries once and hopes.
 """
@@ -127,7 +128,8 @@ def ros_argument(value) -> str:
 
 
 class PerceptionProcess:
-    """A perception node (clip_perception or feature_extractor) in its own process, in a namespace of its own.
+    """
+    A perception node (clip_perception or feature_extractor) in its own process, in a namespace of its own.
 
     `node` is the name its lifecycle and parameter services are called under; `topic(suffix)` names its outputs.
     """

@@ -1,5 +1,7 @@
-"""CLIP scoring (`clip_scoring.decode`) and its message mapping: known answers on hand-built features, and the same
-numbers as the hand assembly it replaced on the embedded model. No DDS."""
+"""
+CLIP scoring (`clip_scoring.decode`) and its message mapping: known answers on hand-built features, and the same
+numbers as the hand assembly it replaced on the embedded model. No DDS.
+"""
 from __future__ import annotations
 
 import numpy as np

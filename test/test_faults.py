@@ -1,4 +1,5 @@
-"""Fault suite: hostile frames, wrong parameter values, vocabulary limits, lifecycle churn, floods and signals.
+"""
+Fault suite: hostile frames, wrong parameter values, vocabulary limits, lifecycle churn, floods and signals.
 
 Every node runs in its own process and is driven through the services the `ros2` CLI calls. After each fault
 the node must still be up and serve the next good frame, with a clear log line about what it rejected.

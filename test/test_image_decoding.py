@@ -1,5 +1,7 @@
-"""Image decoding beyond the basics: size bounds checked before decoding, image_transport format strings, the codec
-chosen by magic bytes, 16-bit and grey compressed images, and the YUV 4:2:2 and Bayer encodings of camera drivers."""
+"""
+Image decoding beyond the basics: size bounds checked before decoding, image_transport format strings, the codec
+chosen by magic bytes, 16-bit and grey compressed images, and the YUV 4:2:2 and Bayer encodings of camera drivers.
+"""
 from __future__ import annotations
 
 import zlib
@@ -145,8 +147,10 @@ def test_format_strings_as_image_transport_writes_them(fmt, ext):
 
 @pytest.mark.parametrize('fmt', ['rgb8; png compressed rgb8', 'rgba8; png compressed rgba8'])
 def test_compressed_rgb_target_keeps_decoded_channel_order(fmt):
-    """'compressed rgb8': the publisher encoded RGB channels as they are; image_transport's subscriber then takes
-    what OpenCV decodes as RGB, without the BGR swap."""
+    """
+    'compressed rgb8': the publisher encoded RGB channels as they are; image_transport's subscriber then takes
+    what OpenCV decodes as RGB, without the BGR swap.
+    """
     image = RGB if 'rgb8' in fmt else np.concatenate([RGB, np.full((48, 64, 1), 255, np.uint8)], axis=2)
     np.testing.assert_array_equal(decode_compressed_image(_encoded('.png', image), fmt), RGB)
 

@@ -1,4 +1,5 @@
-"""launch_testing test of launch/robovision.launch.py with its defaults (autostart): both nodes reach active,
+"""
+launch_testing test of launch/robovision.launch.py with its defaults (autostart): both nodes reach active,
 their topics appear, a parameter set changes the labels that come out, and afterwards the lifecycle is the
 operator's: deactivate stays inactive, cleanup, a new precision, configure (stays inactive), activate, and
 outputs flow again at the new precision.

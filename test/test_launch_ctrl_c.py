@@ -1,4 +1,5 @@
-"""launch_testing test: Ctrl-C on `ros2 launch robovision_ros robovision.launch.py camera:=true` while frames flow
+"""
+launch_testing test: Ctrl-C on `ros2 launch robovision_ros robovision.launch.py camera:=true` while frames flow
 ends every process cleanly (no "process has died", `ros2 launch` exits 0).
 
 What a node receives (launch 3.7.1, ExecuteProcess; the nodes share the process group of `ros2 launch`):

@@ -1,4 +1,5 @@
-"""launch_testing test: `image_topics:=/camera/image_raw`, a plain string, reaches the nodes as a string and they
+"""
+launch_testing test: `image_topics:=/camera/image_raw`, a plain string, reaches the nodes as a string and they
 subscribe to it (camera:=true publishes on it).
 
 Needs the node side that declares image_topics with dynamic typing (a string or a string array); before that the

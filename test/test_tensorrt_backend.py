@@ -1,4 +1,5 @@
-"""The TensorRT backend's logic against a test double of the TensorRT API (test/fake_tensorrt.py) on CPU.
+"""
+The TensorRT backend's logic against a test double of the TensorRT API (test/fake_tensorrt.py) on CPU.
 
 The double runs each "engine" as its ONNX file in ONNX Runtime, so these tests check what the backend does around
 TensorRT: engine cache keys, build and reuse, parser and version errors, the int8 Q/DQ file, optimization profiles,
@@ -62,8 +63,10 @@ class CpuStandIn(CudaDevice):
 
 @pytest.fixture
 def trt(monkeypatch):
-    """The TensorRT double as `tensorrt` (version 10.9.0, fresh counters) and the CPU stand-in as the backend's
-    CUDA device."""
+    """
+    The TensorRT double as `tensorrt` (version 10.9.0, fresh counters) and the CPU stand-in as the backend's
+    CUDA device.
+    """
     monkeypatch.setitem(sys.modules, 'tensorrt', fake_tensorrt)
     monkeypatch.setattr(fake_tensorrt, '__version__', '10.9.0')
     monkeypatch.setattr(fake_tensorrt, 'CALLS', Counter())
@@ -290,8 +293,10 @@ def test_encode_text_equals_onnxruntime(trt, clip, clip_reference, batch):
 
 
 def test_batches_beyond_the_optimization_profile_run_in_chunks(trt, clip, clip_reference):
-    """The image profile runs up to 4 frames (one per camera in batch mode) and the text profile 64 texts, while a
-    vocabulary is encoded 128 texts at a time: larger batches run in chunks, not into a refused shape."""
+    """
+    The image profile runs up to 4 frames (one per camera in batch mode) and the text profile 64 texts, while a
+    vocabulary is encoded 128 texts at a time: larger batches run in chunks, not into a refused shape.
+    """
     info, cache = clip
     backend = TensorRTBackend(info, 'cuda', 'fp32', cache)
     rng = np.random.default_rng(0)
@@ -366,8 +371,10 @@ def test_combinations_outside_the_capability_table_are_rejected_with_its_reason(
 
 
 def test_export_cli_builds_the_engine_from_the_files_it_wrote(trt, tiny_clip_dir, tmp_path, capsys):
-    """`robovision_export --int8-qdq --tensorrt int8` builds from the Q/DQ files it just wrote into --out (it used
-    to export the model a second time under --out/onnx/ and then miss the Q/DQ files there)."""
+    """
+    `robovision_export --int8-qdq --tensorrt int8` builds from the Q/DQ files it just wrote into --out (it used
+    to export the model a second time under --out/onnx/ and then miss the Q/DQ files there).
+    """
     from robovision_ros.tools.export_cli import main
 
     out = tmp_path / 'export'

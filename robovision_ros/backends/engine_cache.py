@@ -1,4 +1,5 @@
-"""Where the TensorRT engine is cached, and under which key.
+"""
+Where the TensorRT engine is cached, and under which key.
 
 An engine is only valid for the exact ONNX graph, TensorRT version, GPU model and compute capability,
 precision and input-shape profile it was built for; all of them go into the key, so a mismatch is a cache

@@ -1,5 +1,7 @@
-"""clip_perception: camera images -> ZeroShotLabels (~/zero_shot_labels) and ObjectPresenceArray
-(~/object_presence), with a vocabulary that changes live through `ros2 param set`."""
+"""
+clip_perception: camera images -> ZeroShotLabels (~/zero_shot_labels) and ObjectPresenceArray
+(~/object_presence), with a vocabulary that changes live through `ros2 param set`.
+"""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
-"""feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale.
+"""
+feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale.
 
 A model with a classification head (a ViT fine-tuned by robovision_finetune) also gets ~/class_scores
 (ClassScores), one message per image at scale 1.0.

@@ -90,9 +90,11 @@ class VideoSource(FrameSource):
 
 
 class GeneratorSource(FrameSource):
-    """Endless generated scenes (`loop` is irrelevant); `last_scene` holds the ground truth. With `pregenerate`
+    """
+    Endless generated scenes (`loop` is irrelevant); `last_scene` holds the ground truth. With `pregenerate`
     > 0, that many scenes are rendered up front and cycled, so that publishing costs no rendering (a camera that
-    costs the robot nothing, for measurements)."""
+    costs the robot nothing, for measurements).
+    """
 
     def __init__(self, seed: int, height: int, width: int, pregenerate: int = 0) -> None:
         super().__init__(loop=False)

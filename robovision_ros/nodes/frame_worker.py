@@ -1,4 +1,5 @@
-"""The inference worker of a perception node, without ROS: a one-slot mailbox per camera, the newest-frame
+"""
+The inference worker of a perception node, without ROS: a one-slot mailbox per camera, the newest-frame
 policy, rate and age limits, counters, and a thread that cannot die on a bad frame.
 
 The node hands every received message to `FrameWorker.submit`; the worker thread takes the newest frame of
@@ -240,8 +241,10 @@ class FrameWorker:
                          traceback.format_exc())
 
     def _report(self, message: str, trace: Optional[str]) -> None:
-        """Log a cause the first time it is seen (with its traceback), then at most once a minute with its count;
-        every occurrence is counted in /diagnostics."""
+        """
+        Log a cause the first time it is seen (with its traceback), then at most once a minute with its count;
+        every occurrence is counted in /diagnostics.
+        """
         self.last_error = message
         cause = message if trace is None else trace.strip().splitlines()[-1] + message.split(':')[0]
         now = time.monotonic()

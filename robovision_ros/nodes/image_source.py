@@ -1,4 +1,5 @@
-"""image_source: publish sensor_msgs/Image (and optionally CompressedImage) from a folder of images, a video
+"""
+image_source: publish sensor_msgs/Image (and optionally CompressedImage) from a folder of images, a video
 file, or the scene generator, at a fixed rate.
 
     ros2 run robovision_ros image_source --ros-args -p source:=generator -p rate_hz:=10.0 \

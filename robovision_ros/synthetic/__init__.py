@@ -1,2 +1,4 @@
-"""The synthetic tabletop world: scene generator, tiny model factories, training and evaluation of the embedded
-models. Runtime modules import nothing from here."""
+"""
+The synthetic tabletop world: scene generator, tiny model factories, training and evaluation of the embedded
+models. Runtime modules import nothing from here.
+"""

@@ -1,4 +1,5 @@
-"""robovision_demo, the main job: generated tabletop scenes -> image_source -> clip_perception and
+"""
+robovision_demo, the main job: generated tabletop scenes -> image_source -> clip_perception and
 feature_extractor on the embedded models, over real DDS, with a live text view of what the robot sees.
 
     robovision_demo [--frames N] [--rate HZ] [--backend onnxruntime] [--out DIR]

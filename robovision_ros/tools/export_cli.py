@@ -1,4 +1,5 @@
-"""robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/fp16 ONNX -> TensorRT engine.
+"""
+robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/fp16 ONNX -> TensorRT engine.
 
     robovision_export MODEL --out DIR [--int8] [--fp16] [--int8-qdq [--calibration-images DIR]]
                       [--tensorrt fp32|fp16|int8] [--force-rebuild]
