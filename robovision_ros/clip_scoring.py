@@ -111,9 +111,11 @@ def decode_batch(features: Sequence[ImageFeatures], labels: VocabularyEmbeddings
                  threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
                  localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
     """
-    Score a batch of encoded frames (one similarity product for the whole batch): label probabilities,
-    presence of each query, and when `localize` the query heatmaps and their localisation; `heatmaps` keeps the
-    heatmaps without localising every query (e.g. for a debug image). `queries` None or empty: no presence.
+    Score a batch of encoded frames with one similarity product for the whole batch.
+
+    Returns label probabilities, presence of each query, and when `localize` the query heatmaps and their
+    localisation; `heatmaps` keeps the heatmaps without localising every query (e.g. for a debug image). `queries`
+    None or empty: no presence.
     """
     features = list(features)
     if not features:

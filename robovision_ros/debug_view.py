@@ -10,8 +10,10 @@ def render_debug_image(rgb: np.ndarray, title: str, heatmap: Optional[np.ndarray
                        roi_xywh: Optional[tuple[int, int, int, int]] = None,
                        crop_box: Optional[tuple[int, int, int, int]] = None, query: str = '') -> np.ndarray:
     """
-    RGB uint8 frame -> RGB uint8 overlay. `heatmap` ([grid_h, grid_w], cosine) is drawn over `crop_box`
-    (x0, y0, x1, y1: the part of the frame the model saw), `roi_xywh` as a box labelled `query`.
+    Render an RGB uint8 frame as an RGB uint8 overlay.
+
+    `heatmap` ([grid_h, grid_w], cosine) is drawn over `crop_box` (x0, y0, x1, y1: the part of the frame the model
+    saw), `roi_xywh` as a box labelled `query`.
     """
     import cv2
 

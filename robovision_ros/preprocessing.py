@@ -20,8 +20,10 @@ import numpy as np
 
 class ImageDecodeError(ValueError):
     """
-    An image message that cannot be decoded: unsupported encoding, inconsistent size, corrupt data, or an image
-    beyond the pixel or aspect-ratio bounds.
+    An image message that cannot be decoded.
+
+    Raised for an unsupported encoding, an inconsistent size, corrupt data, or an image beyond the pixel or
+    aspect-ratio bounds.
     """
 
 
@@ -61,8 +63,10 @@ SUPPORTED_COMPRESSED_FORMATS: tuple[str, ...] = ('jpeg', 'png', 'tiff')
 
 def _cv2_code(layout: str) -> int:
     """
-    OpenCV conversion of a YUV/Bayer layout to RGB. OpenCV names Bayer patterns by the second row's first two
-    pixels, so its names look shifted: cv_bridge maps bayer_rggb8 to COLOR_BayerBG2BGR, and so do we (to RGB).
+    Return the OpenCV conversion code of a YUV/Bayer layout to RGB.
+
+    OpenCV names Bayer patterns by the second row's first two pixels, so its names look shifted: cv_bridge maps
+    bayer_rggb8 to COLOR_BayerBG2BGR, and so do we (to RGB).
     """
     import cv2
 
@@ -79,8 +83,10 @@ def _cv2_code(layout: str) -> int:
 def check_image_bounds(width: int, height: int, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                        max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO, what: str = 'image') -> None:
     """
-    Raise ImageDecodeError unless a `width` x `height` image is non-empty and within the pixel and aspect-ratio
-    bounds (None disables a bound). Called before anything of that size is allocated.
+    Raise ImageDecodeError unless a `width` x `height` image is non-empty and within the bounds.
+
+    The bounds are the pixel and aspect-ratio bounds (None disables a bound). Called before anything of that size is
+    allocated.
     """
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f'{what} size {width}x{height} is empty')
@@ -140,8 +146,9 @@ def decode_raw_image(data: Any, encoding: str, width: int, height: int, step: in
 
 def _demosaic(mosaic: np.ndarray, layout: str) -> np.ndarray:
     """
-    Bayer mosaic (uint8, or uint16 in any byte order) -> RGB uint8; 16-bit samples are demosaiced at full depth
-    and then scaled by 1/256, as for mono16.
+    Demosaic a Bayer mosaic (uint8, or uint16 in any byte order) to RGB uint8.
+
+    16-bit samples are demosaiced at full depth and then scaled by 1/256, as for mono16.
     """
     import cv2
 
@@ -181,7 +188,7 @@ _HEADER_SCAN_LIMIT = 1 << 20  # a JPEG's frame header (SOF) must start within it
 
 
 def _sniff_codec(head: bytes) -> Optional[str]:
-    """The codec that a payload's magic bytes identify, if any of those we decode."""
+    """Return the codec that a payload's magic bytes identify, if any of those we decode."""
     if head[:2] == b'\xff\xd8':
         return 'jpeg'
     if head[:8] == b'\x89PNG\r\n\x1a\n':
@@ -256,10 +263,12 @@ _HEADER_READERS = {'jpeg': _jpeg_size, 'png': _png_size, 'tiff': _tiff_size}
 
 def _parse_format(format_: str) -> tuple[Optional[str], list[str], bool]:
     """
-    image_transport format string -> (codec it names, other words naming no known codec, whether the decoded
-    channels are in RGB order). image_transport writes 'jpeg' / 'png' (old) or '<encoding>; <codec> compressed
-    <target>' (e.g. 'rgb8; jpeg compressed bgr8'); as its subscriber, we read the channels OpenCV decodes as RGB
-    only when the target says 'compressed rgb...', else as BGR.
+    Parse an image_transport format string.
+
+    Returns (codec it names, other words naming no known codec, whether the decoded channels are in RGB order).
+    image_transport writes 'jpeg' / 'png' (old) or '<encoding>; <codec> compressed <target>' (e.g. 'rgb8; jpeg
+    compressed bgr8'); as its subscriber, we read the channels OpenCV decodes as RGB only when the target says
+    'compressed rgb...', else as BGR.
     """
     text = format_.lower()
     codec_part = text.split(';', 1)[1] if ';' in text else text
@@ -307,7 +316,7 @@ def decode_compressed_image(data: Any, format_: str, max_pixels: Optional[int] =
 
 
 def _decoded_to_rgb(decoded: np.ndarray, rgb_order: bool, format_: str) -> np.ndarray:
-    """What cv2.imdecode(IMREAD_UNCHANGED) returns (grey, BGR or BGRA; uint8 or uint16) -> RGB uint8."""
+    """Convert what cv2.imdecode(IMREAD_UNCHANGED) returns (grey, BGR or BGRA; uint8 or uint16) to RGB uint8."""
     if decoded.dtype == np.uint16:
         decoded = (decoded >> 8).astype(np.uint8)
     elif decoded.dtype != np.uint8:
@@ -503,8 +512,9 @@ _PIL_FILTERS = {
 def _resample_weights(in_size: int, out_size: int, first: int, count: int,
                       resample: int) -> tuple[int, np.ndarray]:
     """
-    Rows `first` .. `first + count` of the matrix that resizes `in_size` samples to `out_size` (PIL's
-    antialiased filters, PIL's coefficients): returns (first source index read, weights ``[count, span]``).
+    Return rows `first` .. `first + count` of the matrix that resizes `in_size` samples to `out_size`.
+
+    PIL's antialiased filters, PIL's coefficients: returns (first source index read, weights ``[count, span]``).
     Output indices outside 0 .. out_size get zero rows (padding).
     """
     scale = in_size / out_size
@@ -538,8 +548,10 @@ def _resample_weights(in_size: int, out_size: int, first: int, count: int,
 
 def _source_span(in_size: int, out_size: int, first: int, end: int, resample: int) -> tuple[int, int]:
     """
-    Source indices [start, stop) that resized outputs `first` .. `end` read, plus a sample of slack either
-    side (clamped to the image): what PIL needs to see to compute those outputs as it would from the whole.
+    Return the source indices [start, stop) that resized outputs `first` .. `end` read.
+
+    The span includes a sample of slack either side (clamped to the image): what PIL needs to see to compute those
+    outputs as it would from the whole.
     """
     support = _PIL_FILTERS.get(resample, (0.5, None))[0] * max(in_size / out_size, 1.0)
     start = int(first * in_size / out_size - support) - 2
@@ -643,10 +655,11 @@ class ImagePreprocessor:
 
     def torch_preprocess(self, images: Sequence[np.ndarray], device: str, dtype: Any, scale: float = 1.0) -> Any:
         """
-        The GPU path: upload the rows of each uint8 frame that the crop reads, once, then resize and crop in one
-        step on `device` with PIL's filter coefficients (two matrix products, rounded to uint8 between and after
-        the passes as PIL does), and normalise. Matches the PIL path to within rounding (tested); the cost follows
-        the model input, not the frame's shape.
+        Preprocess on the GPU: resize, crop and normalise on `device` with PIL's filter coefficients.
+
+        Upload the rows of each uint8 frame that the crop reads, once, then resize and crop in one step on `device`
+        (two matrix products, rounded to uint8 between and after the passes as PIL does), and normalise. Matches the
+        PIL path to within rounding (tested); the cost follows the model input, not the frame's shape.
         """
         import torch
 

@@ -22,7 +22,7 @@ TINY_CORPUS = ['a photo of a red cup', 'a photo of a blue bottle', 'a green ball
 
 @pytest.fixture(scope='session')
 def tiny_clip_dir(tmp_path_factory):
-    """A randomly initialised CLIP model directory (HF format, own tokenizer and preprocessor config)."""
+    """Make a randomly initialised CLIP model directory (HF format, own tokenizer and preprocessor config)."""
     from robovision_ros.synthetic.tiny_models import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp('tiny_clip'), TINY_CORPUS, image_size=64, patch_size=8)
@@ -30,7 +30,7 @@ def tiny_clip_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def tiny_vit_dir(tmp_path_factory):
-    """A randomly initialised ViT model directory."""
+    """Make a randomly initialised ViT model directory."""
     from robovision_ros.synthetic.tiny_models import make_tiny_vit
 
     return make_tiny_vit(tmp_path_factory.mktemp('tiny_vit'), image_size=64, patch_size=8)

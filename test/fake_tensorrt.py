@@ -236,7 +236,7 @@ class Builder:
         return IOptimizationProfile()
 
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> Optional[memoryview]:
-        """The serialised engine (buffer protocol, as IHostMemory), or None after logging why, as TensorRT does."""
+        """Return the serialised engine (buffer protocol, as IHostMemory) or None after logging why, like TensorRT."""
         CALLS['build'] += 1
         BUILT_NETWORKS.append(network)
         problem = _profile_problem(network, config)
@@ -280,7 +280,7 @@ class Runtime:
         self.logger = logger
 
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> Optional['ICudaEngine']:
-        """The engine, or None after logging why (a corrupt blob, another TensorRT version), as TensorRT does."""
+        """Return the engine, or None after logging why (a corrupt blob, another TensorRT version), as TensorRT does."""
         CALLS['deserialize'] += 1
         data = bytes(serialized_engine)
         try:
@@ -377,7 +377,7 @@ class IExecutionContext:
 
     def get_tensor_shape(self, name: str) -> Dims:
         """
-        An input's set shape; an output's shape for the inputs' set shapes (-1 where not yet known).
+        Return an input's set shape, or an output's shape for the inputs' set shapes (-1 where not yet known).
 
         TensorRT infers output shapes statically; the double learns them by running the ONNX file once on zeros
         of the set input shapes (the exported graphs have data-dependent dim names ONNX cannot resolve).

@@ -24,7 +24,7 @@ def isolate_dds() -> None:
 
 
 def include_robovision(**arguments: str) -> Any:
-    """IncludeLaunchDescription of the installed launch/robovision.launch.py with these launch arguments."""
+    """Include the installed launch/robovision.launch.py with these launch arguments."""
     import launch
     from ament_index_python.packages import get_package_share_directory
     from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -48,7 +48,7 @@ class LabelsRecorder:
 
     def next_after(self, since: float, timeout_s: float = 60.0,
                    publish: Optional[Callable[[], None]] = None) -> Optional[Any]:
-        """The first message that arrived after `since` (calling `publish` between waits, if given)."""
+        """Return the first message that arrived after `since` (calling `publish` between waits, if given)."""
         deadline = time.monotonic() + timeout_s
 
         def fresh() -> list[Any]:
@@ -76,7 +76,7 @@ def wait_for_state(ros: Any, node_name: str, state: str, timeout_s: float = DEFA
 
 
 def stays_in_state(ros: Any, node_name: str, state: str, seconds: float = 3.0) -> bool:
-    """True if `node_name` is in `state` now and still after `seconds` (nothing moved it on)."""
+    """Return True if `node_name` is in `state` now and still after `seconds` (nothing moved it on)."""
     from robovision_ros.nodes import lifecycle_client
 
     end = time.monotonic() + seconds
@@ -88,7 +88,7 @@ def stays_in_state(ros: Any, node_name: str, state: str, seconds: float = 3.0) -
 
 
 def get_parameter(ros: Any, node_name: str, name: str) -> Any:
-    """A parameter's value as `ros2 param get` reads it (through the node's get_parameters service)."""
+    """Return a parameter's value as `ros2 param get` reads it (through the node's get_parameters service)."""
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
 

@@ -23,7 +23,7 @@ TEST_DIR = Path(__file__).resolve().parent
 
 
 def unique_name(prefix: str) -> str:
-    """A topic or node name no other test uses."""
+    """Return a topic or node name no other test uses."""
     return f'{prefix}_{uuid.uuid4().hex[:8]}'
 
 
@@ -117,7 +117,7 @@ def set_parameters(ros: RosTestContext, node: str, values: dict):
 
 
 def ros_argument(value) -> str:
-    """A parameter value as `--ros-args -p name:=VALUE` reads it (YAML): lists as JSON, strings as they are."""
+    """Format a parameter value as `--ros-args -p name:=VALUE` reads it (YAML): lists as JSON, strings as they are."""
     import json
 
     if isinstance(value, bool):

@@ -38,7 +38,7 @@ def _raw(rgb, encoding='bgr8', stamp=(10, 0)):
 
 
 def _png_claiming(width: int, height: int) -> bytes:
-    """A 65-byte PNG whose header claims width x height (a decompression bomb's header)."""
+    """Make a 65-byte PNG whose header claims width x height (a decompression bomb's header)."""
     ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
     chunk = b'IHDR' + ihdr
     idat = zlib.compress(b'\0' * 16)
@@ -48,7 +48,7 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
-    """A small JPEG whose frame header (SOF0) claims width x height."""
+    """Make a small JPEG whose frame header (SOF0) claims width x height."""
     import cv2
 
     ok, jpeg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))

@@ -1,6 +1,7 @@
 """
-The frame worker and the vocabulary worker without ROS: newest-frame policy, limits, counters, and a thread
-that survives whatever one frame throws.
+The frame worker and the vocabulary worker without ROS.
+
+Newest-frame policy, limits, counters, and a thread that survives whatever one frame throws.
 """
 from __future__ import annotations
 

@@ -35,8 +35,9 @@ class Int8Accuracy:
 
 def probe_images(size: int, count: int = 6) -> list[np.ndarray]:
     """
-    Deterministic RGB uint8 test cards: colour regions, a disc, stripes and a gradient (not noise, which no
-    camera sees and which quantizes unlike real images).
+    Return deterministic RGB uint8 test cards: colour regions, a disc, stripes and a gradient.
+
+    Not noise, which no camera sees and which quantizes unlike real images.
     """
     rng = np.random.default_rng(20240611)
     yy, xx = np.mgrid[0:size, 0:size]

@@ -53,7 +53,7 @@ class EngineCache:
         return self.directory / key.file_name(stem)
 
     def load(self, key: EngineKey, stem: str) -> bytes | None:
-        """The engine bytes for `key`, or None on a miss. A sidecar that disagrees with `key` is an error."""
+        """Return the engine bytes for `key`, or None on a miss; a sidecar that disagrees with `key` is an error."""
         path = self.path_for(key, stem)
         sidecar = path.with_suffix('.json')
         if not path.is_file():

@@ -22,7 +22,7 @@ CAPABILITIES = BackendCapabilities(
 
 
 def providers_for(device: str, precision: str, available: list[str]) -> list[str]:
-    """Execution providers for `device`, best first; raises if the device has none here."""
+    """Return the execution providers for `device`, best first; raise if the device has none here."""
     CAPABILITIES.require(device, precision)
     if device == 'cpu':
         return ['CPUExecutionProvider']

@@ -37,9 +37,11 @@ _ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
 
 class CudaDevice:
     """
-    Every CUDA call the backend makes, in one place: whether a GPU is visible, which GPU the engine key names,
-    the stream TensorRT runs on and the torch device its buffers live on. The tests replace `DEVICE` with a CPU
-    stand-in to run the backend's logic against a test double of TensorRT.
+    Every CUDA call the backend makes, in one place.
+
+    Whether a GPU is visible, which GPU the engine key names, the stream TensorRT runs on and the torch device its
+    buffers live on. The tests replace `DEVICE` with a CPU stand-in to run the backend's logic against a test double
+    of TensorRT.
     """
 
     torch_device = 'cuda'
@@ -61,7 +63,7 @@ class CudaDevice:
         return f'{major}.{minor}'
 
     def stream_handle(self) -> int:
-        """The current torch stream as the handle execute_async_v3 takes."""
+        """Return the current torch stream as the handle execute_async_v3 takes."""
         import torch
 
         return torch.cuda.current_stream().cuda_stream
@@ -107,8 +109,9 @@ class _Engine:
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """
-        Run on device tensors by input name; outputs by name. A batch larger than the optimization profile's
-        maximum runs in chunks of that maximum.
+        Run on device tensors by input name; return outputs by name.
+
+        A batch larger than the optimization profile's maximum runs in chunks of that maximum.
         """
         import torch
 
@@ -150,7 +153,11 @@ class TensorRTBackend(EncoderBackend):
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
                  max_batch: int = 4, force_rebuild: bool = False, exported: Optional[ExportedModel] = None) -> None:
-        """`exported`: the ONNX export to build from (default: `info`'s cached export under `cache_dir`)."""
+        """
+        Set up the backend.
+
+        `exported`: the ONNX export to build from (default: `info`'s cached export under `cache_dir`).
+        """
         CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
         if not DEVICE.available():
@@ -194,8 +201,9 @@ class TensorRTBackend(EncoderBackend):
 
     def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
         """
-        The engine for `onnx_path` and `profile`: from the cache, else built and cached. A cached engine that
-        does not deserialise (truncated, corrupt) is rebuilt and replaced, with a warning.
+        Return the engine for `onnx_path` and `profile`: from the cache, else built and cached.
+
+        A cached engine that does not deserialise (truncated, corrupt) is rebuilt and replaced, with a warning.
         """
         key = self._key(onnx_path, profile)
         engine_bytes = None if force_rebuild else self.cache.load(key, stem)

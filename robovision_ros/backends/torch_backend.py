@@ -40,7 +40,7 @@ class TorchBackend(EncoderBackend):
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
 
     def encode_image(self, pixel_values: Any) -> ImageEncoding:
-        """Accepts a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
+        """Encode a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
         import torch
 
         with torch.inference_mode():

@@ -91,7 +91,7 @@ class FeatureExtractorNode(PerceptionNode):
         self._class_publisher = None
 
     def _publish_class_scores(self, frame: Frame, feature: Any, model_id: str) -> None:
-        """ClassScores of one image from the model's classification head."""
+        """Publish the ClassScores of one image from the model's classification head."""
         assert self.encoder is not None
         result = self.encoder.classify(feature)
         msg = ClassScores(model_id=model_id, labels=list(result.labels), scores=result.scores.tolist(),

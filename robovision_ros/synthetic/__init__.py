@@ -1,4 +1,5 @@
 """
-The synthetic tabletop world: scene generator, tiny model factories, training and evaluation of the embedded
-models. Runtime modules import nothing from here.
+The synthetic tabletop world: scene generator, tiny model factories, training and evaluation.
+
+Training and evaluation are those of the embedded models. Runtime modules import nothing from here.
 """

@@ -1,6 +1,8 @@
 """
-robovision_demo, the main job: generated tabletop scenes -> image_source -> clip_perception and
-feature_extractor on the embedded models, over real DDS, with a live text view of what the robot sees.
+robovision_demo, the main job: the nodes on generated tabletop scenes, with a live view of what the robot sees.
+
+Generated tabletop scenes -> image_source -> clip_perception and feature_extractor on the embedded models,
+over real DDS.
 
     robovision_demo [--frames N] [--rate HZ] [--backend onnxruntime] [--out DIR]
 

@@ -24,7 +24,7 @@ def _progress(message: str) -> None:
 
 
 def _write_qdq(info, exported, calibration_dir: Optional[Path]) -> None:
-    """Static int8 Q/DQ variants, calibrated on a folder of images or on generated scenes."""
+    """Write static int8 Q/DQ variants, calibrated on a folder of images or on generated scenes."""
     from robovision_ros.nodes.frame_sources import open_source
     from robovision_ros.backends.onnx_export import calibration_feeds, quantize_qdq_int8
     from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
