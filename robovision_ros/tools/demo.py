@@ -36,7 +36,7 @@ def _use_shipped_dds_profile() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_demo', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_demo', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--frames', type=int, default=20, help='frames to process (0: until Ctrl-C)')
     parser.add_argument('--rate', type=float, default=5.0, help='camera rate in Hz')
     parser.add_argument('--backend', default='onnxruntime', help='torch, onnxruntime, tensorrt or auto')

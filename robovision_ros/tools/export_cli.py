@@ -47,7 +47,7 @@ def _write_qdq(info, exported, calibration_dir: Optional[Path]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.strip().split('\n')[0])
     parser.add_argument('model', help='model directory, hub id, or embedded:<name>')
     parser.add_argument('--out', type=Path, required=True, help='output directory')
     parser.add_argument('--int8', action='store_true',
