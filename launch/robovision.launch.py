@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Start clip_perception and feature_extractor as lifecycle nodes and (by default) take them to active once.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 CLIP scoring of encoded frames: image features + text vocabularies -> one typed result per frame.
 

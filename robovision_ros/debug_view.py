@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Debug rendering for people: the frame with the best label, and the heatmap and box of one query."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Text-query localisation: query-to-patch similarity heatmap, its peak, and a region in image pixels."""
 from __future__ import annotations
 

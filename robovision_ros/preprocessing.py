@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Where a frame becomes a tensor: image decoding (sensor_msgs semantics) and model preprocessing.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Text vocabulary: labels x prompt templates -> one normalised embedding per label, cached per text.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Test-wide setup: DDS isolation for this test run, and helpers shared by the ROS graph tests."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 One-shot check of the CUDA paths (run by hand on a machine with a GPU; pytest does not collect it).
 

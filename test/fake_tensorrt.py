@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 A test double of the few TensorRT 10/11 Python API calls robovision_ros's TensorRT backend makes.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Shared by the launch_testing tests of launch/robovision.launch.py (test/test_launch*.py).
 

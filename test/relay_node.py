@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Test helper run as its own process: republish every message from `<topic>/in` on `<topic>/out`.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """clip_perception in its own process, driven as `ros2 lifecycle set` / `ros2 param set` drive it."""
 from __future__ import annotations
 

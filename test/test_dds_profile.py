@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 The shipped Fast DDS profile delivers a stream of full-size camera frames between processes.
 

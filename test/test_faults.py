@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Fault suite: hostile frames, wrong parameter values, vocabulary limits, lifecycle churn, floods and signals.
 

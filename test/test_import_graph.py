@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 The runtime (what the perception nodes import) imports nothing from the tools or the synthetic world.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 launch_testing test: Ctrl-C on `ros2 launch` while frames flow ends every process cleanly.
 

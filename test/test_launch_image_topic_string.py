@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 launch_testing test: `image_topics:=/camera/image_raw`, a plain string, reaches the nodes as a string.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Every robovision_ros message type crosses real Fast DDS between two processes and arrives intact."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Image decoding by sensor_msgs encoding semantics, and preprocessing that matches the HF image processor."""
 from __future__ import annotations
 

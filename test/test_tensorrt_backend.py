@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 The TensorRT backend's logic against a test double of the TensorRT API (test/fake_tensorrt.py) on CPU.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 The int8 accuracy gate: an int8 engine is compared with fp32 on built-in probe images when it is loaded.
 

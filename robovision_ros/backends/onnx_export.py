@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Hugging Face model -> ONNX image and text encoders, fp16 and int8 variants, cached by model fingerprint.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """ONNX Runtime backend: CPU EP (fp32, int8), CUDA EP (fp32, fp16) and TensorRT EP where installed."""
 from __future__ import annotations
 

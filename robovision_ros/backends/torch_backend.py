@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """PyTorch backend: the reference implementation, fp32 on CPU/CUDA, bf16 on CPU/CUDA, fp16 on CUDA."""
 from __future__ import annotations
 

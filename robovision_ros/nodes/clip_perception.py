@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 clip_perception: camera images -> ZeroShotLabels (~/zero_shot_labels) and ObjectPresenceArray (~/object_presence).
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Frame sources for image_source: a folder of images, a video file, or the scene generator (RGB uint8)."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 Client side of the services `ros2 lifecycle set` and `ros2 param set` call, for tools and tests.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 robovision_demo, the main job: the nodes on generated tabletop scenes, with a live view of what the robot sees.
 

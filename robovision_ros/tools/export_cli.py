@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/fp16 ONNX -> TensorRT engine.
 
