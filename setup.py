@@ -1,4 +1,8 @@
-"""Pure-Python distribution of the robovision_ros library.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Pure-Python distribution of the robovision_ros library.
 
 `colcon build` uses CMakeLists.txt (the package's build type is ament_cmake, because only CMake can generate
 the messages). This file serves `pip install .` of the library alone -- encoders, preprocessing, export CLI --

@@ -1,4 +1,8 @@
-"""Start clip_perception and feature_extractor as lifecycle nodes and (by default) take them to active once.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Start clip_perception and feature_extractor as lifecycle nodes and (by default) take them to active once.
 
     ros2 launch robovision_ros robovision.launch.py camera:=true                      # bag-less demo
     ros2 launch robovision_ros robovision.launch.py image_topics:=/camera/image_raw backend:=onnxruntime
@@ -69,7 +73,8 @@ class LaunchArgumentError(ValueError):
 
 
 def parse_image_topics(text: str) -> Union[str, list[str]]:
-    """A plain topic name stays a string; a YAML flow list ('["/a", "/b"]') becomes a list of strings.
+    """
+    Return a plain topic name as a string and a YAML flow list ('["/a", "/b"]') as a list of strings.
 
     Not plain YAML for the plain name: a topic called `on` or `y` must not become a bool.
     """
@@ -87,7 +92,8 @@ def parse_image_topics(text: str) -> Union[str, list[str]]:
 
 
 def params_file_value(params_file: str, node_name: str, key: str) -> Any:
-    """The value a params file gives `key` of node `node_name` (None if it gives none).
+    """
+    Return the value a params file gives `key` of node `node_name` (None if it gives none).
 
     Reads the top-level sections a launch params file can have for a node in the root namespace: `/**`, `**`,
     `node_name` and `/node_name`; the more specific section wins, as in rcl.
@@ -106,7 +112,7 @@ def params_file_value(params_file: str, node_name: str, key: str) -> Any:
 
 
 def camera_topic(topics: Union[str, list[str], None]) -> str:
-    """The topic image_source publishes on: the (first) topic the perception nodes subscribe to."""
+    """Return the topic image_source publishes on: the (first) topic the perception nodes subscribe to."""
     if topics is None:
         topics = NODE_DEFAULT_TOPICS
     return topics if isinstance(topics, str) else topics[0]
@@ -118,7 +124,7 @@ def _given(context: LaunchContext, name: str) -> Optional[str]:
 
 
 def _perception_actions(context: LaunchContext) -> list[Action]:
-    """The perception nodes with their overrides, their autostart, and (camera:=true) image_source."""
+    """Return the perception nodes with their overrides, their autostart, and (camera:=true) image_source."""
     params_file = LaunchConfiguration('params_file').perform(context)
     autostart = IfCondition(LaunchConfiguration('autostart'))
     actions: list[Action] = []
@@ -147,7 +153,8 @@ def _perception_actions(context: LaunchContext) -> list[Action]:
 
 
 def _activate_after_first_configure(node: LifecycleNode, condition: IfCondition) -> RegisterEventHandler:
-    """Activate `node` when the configure the launch requested succeeds; never again after that.
+    """
+    Activate `node` when the configure the launch requested succeeds; never again after that.
 
     The handler unregisters on the first transition out of `configuring`: success (inactive) activates, a failed
     configure leaves the node to the operator. Later configures and deactivates are the operator's.

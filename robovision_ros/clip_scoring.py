@@ -1,4 +1,8 @@
-"""CLIP scoring of encoded frames: image features + text vocabularies -> one typed result per frame.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+CLIP scoring of encoded frames: image features + text vocabularies -> one typed result per frame.
 
 The last stage after `PerceptionEncoder.encode_images` and `build_vocabulary`, as nanoowl's `decode` follows
 `encode_image` and `encode_text`: zero-shot label probabilities, presence of each text query, and (on request)
@@ -109,9 +113,13 @@ def decode_batch(features: Sequence[ImageFeatures], labels: VocabularyEmbeddings
                  queries: Optional[VocabularyEmbeddings] = None, *,
                  threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
                  localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
-    """Score a batch of encoded frames (one similarity product for the whole batch): label probabilities,
-    presence of each query, and when `localize` the query heatmaps and their localisation; `heatmaps` keeps the
-    heatmaps without localising every query (e.g. for a debug image). `queries` None or empty: no presence."""
+    """
+    Score a batch of encoded frames with one similarity product for the whole batch.
+
+    Returns label probabilities, presence of each query, and when `localize` the query heatmaps and their
+    localisation; `heatmaps` keeps the heatmaps without localising every query (e.g. for a debug image). `queries`
+    None or empty: no presence.
+    """
     features = list(features)
     if not features:
         return []

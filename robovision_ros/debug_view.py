@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Debug rendering for people: the frame with the best label, and the heatmap and box of one query."""
 from __future__ import annotations
 
@@ -9,8 +12,12 @@ import numpy as np
 def render_debug_image(rgb: np.ndarray, title: str, heatmap: Optional[np.ndarray] = None,
                        roi_xywh: Optional[tuple[int, int, int, int]] = None,
                        crop_box: Optional[tuple[int, int, int, int]] = None, query: str = '') -> np.ndarray:
-    """RGB uint8 frame -> RGB uint8 overlay. `heatmap` ([grid_h, grid_w], cosine) is drawn over `crop_box`
-    (x0, y0, x1, y1: the part of the frame the model saw), `roi_xywh` as a box labelled `query`."""
+    """
+    Render an RGB uint8 frame as an RGB uint8 overlay.
+
+    `heatmap` ([grid_h, grid_w], cosine) is drawn over `crop_box` (x0, y0, x1, y1: the part of the frame the model
+    saw), `roi_xywh` as a box labelled `query`.
+    """
     import cv2
 
     out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Text-query localisation: query-to-patch similarity heatmap, its peak, and a region in image pixels."""
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ class Localization:
 
 
 def similarity_heatmaps(patch_tokens: np.ndarray, queries: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
-    """Cosine similarity of each query [Q, D] to each patch token [N, D], as [Q, grid_h, grid_w] maps (one
-    matrix product for all queries, patch norms computed once)."""
+    """
+    Return the cosine similarity of each query [Q, D] to each patch token [N, D] as [Q, grid_h, grid_w] maps.
+
+    One matrix product for all queries; patch norms are computed once.
+    """
     patch_norms = np.linalg.norm(patch_tokens, axis=1)[:, None]
     query_norms = np.linalg.norm(queries, axis=1)[None, :] + 1e-12
     similarity = patch_tokens @ queries.T / (patch_norms * query_norms + 1e-12)
@@ -32,8 +38,12 @@ def similarity_heatmap(patch_tokens: np.ndarray, query: np.ndarray, grid_hw: tup
 
 def localize(heatmap: np.ndarray, patch_size: int, geometry: PreprocessGeometry,
              relative_threshold: float = 0.5) -> Localization:
-    """Peak of `heatmap` and the bounding box of the 4-connected patches around it scoring at least
-    median + relative_threshold * (peak - median), mapped back to source-image pixels."""
+    """
+    Return the peak of `heatmap` and the bounding box around it, mapped back to source-image pixels.
+
+    The box holds the 4-connected patches around the peak that score at least
+    median + relative_threshold * (peak - median).
+    """
     grid_h, grid_w = heatmap.shape
     py, px = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     peak = float(heatmap[py, px])

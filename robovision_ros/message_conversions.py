@@ -1,4 +1,8 @@
-"""Conversions between robovision_ros messages and numpy arrays.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Conversions between robovision_ros messages and numpy arrays.
 
 `PatchFeatures.data` carries a row-major ``[grid_h * grid_w, dim]`` tensor as little-endian bytes; these helpers
 build such messages from arrays and read them back as zero-copy views, with an exact round trip for float32
@@ -60,7 +64,8 @@ def fill_patch_features(
     grid_w: int,
     global_embedding: Optional[np.ndarray] = None,
 ) -> Any:
-    """Write `features` ([grid_h*grid_w, dim] or [grid_h, grid_w, dim]) into a `PatchFeatures` message.
+    """
+    Write `features` ([grid_h*grid_w, dim] or [grid_h, grid_w, dim]) into a `PatchFeatures` message.
 
     Sets grid_h, grid_w, dim, dtype, shape, data and global_embedding; the caller sets header, model and
     latency fields. Returns `msg`.

@@ -1,4 +1,8 @@
-"""Where a frame becomes a tensor: image decoding (sensor_msgs semantics) and model preprocessing.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Where a frame becomes a tensor: image decoding (sensor_msgs semantics) and model preprocessing.
 
 The core works on buffers and numpy arrays and needs no ROS; `decode_image_msg` is the thin adapter for
 `sensor_msgs/Image` and `sensor_msgs/CompressedImage`. Preprocessing follows the model directory's own
@@ -18,8 +22,12 @@ import numpy as np
 
 
 class ImageDecodeError(ValueError):
-    """An image message that cannot be decoded: unsupported encoding, inconsistent size, corrupt data, or an image
-    beyond the pixel or aspect-ratio bounds."""
+    """
+    An image message that cannot be decoded.
+
+    Raised for an unsupported encoding, an inconsistent size, corrupt data, or an image beyond the pixel or
+    aspect-ratio bounds.
+    """
 
 
 class PreprocessConfigError(ValueError):
@@ -57,8 +65,12 @@ SUPPORTED_COMPRESSED_FORMATS: tuple[str, ...] = ('jpeg', 'png', 'tiff')
 
 
 def _cv2_code(layout: str) -> int:
-    """OpenCV conversion of a YUV/Bayer layout to RGB. OpenCV names Bayer patterns by the second row's first two
-    pixels, so its names look shifted: cv_bridge maps bayer_rggb8 to COLOR_BayerBG2BGR, and so do we (to RGB)."""
+    """
+    Return the OpenCV conversion code of a YUV/Bayer layout to RGB.
+
+    OpenCV names Bayer patterns by the second row's first two pixels, so its names look shifted: cv_bridge maps
+    bayer_rggb8 to COLOR_BayerBG2BGR, and so do we (to RGB).
+    """
     import cv2
 
     return {
@@ -73,8 +85,12 @@ def _cv2_code(layout: str) -> int:
 
 def check_image_bounds(width: int, height: int, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                        max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO, what: str = 'image') -> None:
-    """Raise ImageDecodeError unless a `width` x `height` image is non-empty and within the pixel and aspect-ratio
-    bounds (None disables a bound). Called before anything of that size is allocated."""
+    """
+    Raise ImageDecodeError unless a `width` x `height` image is non-empty and within the bounds.
+
+    The bounds are the pixel and aspect-ratio bounds (None disables a bound). Called before anything of that size is
+    allocated.
+    """
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f'{what} size {width}x{height} is empty')
     if max_pixels is not None and width * height > max_pixels:
@@ -97,7 +113,8 @@ def _as_bytes(data: Any) -> np.ndarray:
 def decode_raw_image(data: Any, encoding: str, width: int, height: int, step: int, is_bigendian: bool = False,
                      max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                      max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO) -> np.ndarray:
-    """Decode raw image bytes to an RGB uint8 ``[height, width, 3]`` array.
+    """
+    Decode raw image bytes to an RGB uint8 ``[height, width, 3]`` array.
 
     For rgb8 (and for bgr8/8UC3, as a reversed-channel view) the result is a view of `data`, not a copy.
     Rows may be padded (`step` > width * channels * itemsize); multi-byte pixels honour `is_bigendian`.
@@ -131,8 +148,11 @@ def decode_raw_image(data: Any, encoding: str, width: int, height: int, step: in
 
 
 def _demosaic(mosaic: np.ndarray, layout: str) -> np.ndarray:
-    """Bayer mosaic (uint8, or uint16 in any byte order) -> RGB uint8; 16-bit samples are demosaiced at full depth
-    and then scaled by 1/256, as for mono16."""
+    """
+    Demosaic a Bayer mosaic (uint8, or uint16 in any byte order) to RGB uint8.
+
+    16-bit samples are demosaiced at full depth and then scaled by 1/256, as for mono16.
+    """
     import cv2
 
     native = mosaic if mosaic.dtype == np.uint8 else mosaic.astype(np.uint16)
@@ -171,7 +191,7 @@ _HEADER_SCAN_LIMIT = 1 << 20  # a JPEG's frame header (SOF) must start within it
 
 
 def _sniff_codec(head: bytes) -> Optional[str]:
-    """The codec that a payload's magic bytes identify, if any of those we decode."""
+    """Return the codec that a payload's magic bytes identify, if any of those we decode."""
     if head[:2] == b'\xff\xd8':
         return 'jpeg'
     if head[:8] == b'\x89PNG\r\n\x1a\n':
@@ -245,10 +265,14 @@ _HEADER_READERS = {'jpeg': _jpeg_size, 'png': _png_size, 'tiff': _tiff_size}
 
 
 def _parse_format(format_: str) -> tuple[Optional[str], list[str], bool]:
-    """image_transport format string -> (codec it names, other words naming no known codec, whether the decoded
-    channels are in RGB order). image_transport writes 'jpeg' / 'png' (old) or '<encoding>; <codec> compressed
-    <target>' (e.g. 'rgb8; jpeg compressed bgr8'); as its subscriber, we read the channels OpenCV decodes as RGB
-    only when the target says 'compressed rgb...', else as BGR."""
+    """
+    Parse an image_transport format string.
+
+    Returns (codec it names, other words naming no known codec, whether the decoded channels are in RGB order).
+    image_transport writes 'jpeg' / 'png' (old) or '<encoding>; <codec> compressed <target>' (e.g. 'rgb8; jpeg
+    compressed bgr8'); as its subscriber, we read the channels OpenCV decodes as RGB only when the target says
+    'compressed rgb...', else as BGR.
+    """
     text = format_.lower()
     codec_part = text.split(';', 1)[1] if ';' in text else text
     words = re.findall(r'[a-z0-9_]+', codec_part)
@@ -259,7 +283,8 @@ def _parse_format(format_: str) -> tuple[Optional[str], list[str], bool]:
 
 def decode_compressed_image(data: Any, format_: str, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                             max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO) -> np.ndarray:
-    """Decode a `sensor_msgs/CompressedImage` payload (jpeg, png or tiff) to an RGB uint8 array.
+    """
+    Decode a `sensor_msgs/CompressedImage` payload (jpeg, png or tiff) to an RGB uint8 array.
 
     The payload's magic bytes decide the codec; the format string decides the channel order (see
     `_parse_format`) and, when the bytes are no image we decode, the error. The size in the image header is
@@ -294,7 +319,7 @@ def decode_compressed_image(data: Any, format_: str, max_pixels: Optional[int] =
 
 
 def _decoded_to_rgb(decoded: np.ndarray, rgb_order: bool, format_: str) -> np.ndarray:
-    """What cv2.imdecode(IMREAD_UNCHANGED) returns (grey, BGR or BGRA; uint8 or uint16) -> RGB uint8."""
+    """Convert what cv2.imdecode(IMREAD_UNCHANGED) returns (grey, BGR or BGRA; uint8 or uint16) to RGB uint8."""
     if decoded.dtype == np.uint16:
         decoded = (decoded >> 8).astype(np.uint8)
     elif decoded.dtype != np.uint8:
@@ -489,9 +514,12 @@ _PIL_FILTERS = {
 
 def _resample_weights(in_size: int, out_size: int, first: int, count: int,
                       resample: int) -> tuple[int, np.ndarray]:
-    """Rows `first` .. `first + count` of the matrix that resizes `in_size` samples to `out_size` (PIL's
-    antialiased filters, PIL's coefficients): returns (first source index read, weights ``[count, span]``).
-    Output indices outside 0 .. out_size get zero rows (padding)."""
+    """
+    Return rows `first` .. `first + count` of the matrix that resizes `in_size` samples to `out_size`.
+
+    PIL's antialiased filters, PIL's coefficients: returns (first source index read, weights ``[count, span]``).
+    Output indices outside 0 .. out_size get zero rows (padding).
+    """
     scale = in_size / out_size
     index = np.arange(first, first + count)
     valid = (index >= 0) & (index < out_size)
@@ -522,8 +550,12 @@ def _resample_weights(in_size: int, out_size: int, first: int, count: int,
 
 
 def _source_span(in_size: int, out_size: int, first: int, end: int, resample: int) -> tuple[int, int]:
-    """Source indices [start, stop) that resized outputs `first` .. `end` read, plus a sample of slack either
-    side (clamped to the image): what PIL needs to see to compute those outputs as it would from the whole."""
+    """
+    Return the source indices [start, stop) that resized outputs `first` .. `end` read.
+
+    The span includes a sample of slack either side (clamped to the image): what PIL needs to see to compute those
+    outputs as it would from the whole.
+    """
     support = _PIL_FILTERS.get(resample, (0.5, None))[0] * max(in_size / out_size, 1.0)
     start = int(first * in_size / out_size - support) - 2
     stop = int(np.ceil(end * in_size / out_size + support)) + 2
@@ -531,7 +563,8 @@ def _source_span(in_size: int, out_size: int, first: int, end: int, resample: in
 
 
 class ImagePreprocessor:
-    """RGB uint8 frames -> normalised float32 NCHW model input, matching the HF image processor.
+    """
+    RGB uint8 frames -> normalised float32 NCHW model input, matching the HF image processor.
 
     Resizing uses PIL with the model's resampling filter, as the HF processor does; crop, rescale and
     normalisation are fused into one multiply-add with per-channel constants computed once here.
@@ -561,7 +594,8 @@ class ImagePreprocessor:
                                   crop_y=top, crop_x=left)
 
     def resize_and_crop(self, rgb: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        """Resize (PIL, the model's filter) and centre-crop one RGB uint8 image; returns uint8 HWC.
+        """
+        Resize (PIL, the model's filter) and centre-crop one RGB uint8 image; returns uint8 HWC.
 
         With `crop_before_resize`, PIL resizes only the source box that maps onto the crop (reading the filter's
         support around it) straight to the crop size; see the class docstring for how close that is to HF.
@@ -623,10 +657,13 @@ class ImagePreprocessor:
         return self._device_weights_cache[key]
 
     def torch_preprocess(self, images: Sequence[np.ndarray], device: str, dtype: Any, scale: float = 1.0) -> Any:
-        """The GPU path: upload the rows of each uint8 frame that the crop reads, once, then resize and crop in one
-        step on `device` with PIL's filter coefficients (two matrix products, rounded to uint8 between and after
-        the passes as PIL does), and normalise. Matches the PIL path to within rounding (tested); the cost follows
-        the model input, not the frame's shape."""
+        """
+        Preprocess on the GPU: resize, crop and normalise on `device` with PIL's filter coefficients.
+
+        Upload the rows of each uint8 frame that the crop reads, once, then resize and crop in one step on `device`
+        (two matrix products, rounded to uint8 between and after the passes as PIL does), and normalise. Matches the
+        PIL path to within rounding (tested); the cost follows the model input, not the frame's shape.
+        """
         import torch
 
         crops = []

@@ -1,4 +1,8 @@
-"""Text vocabulary: labels x prompt templates -> one normalised embedding per label, cached per text.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Text vocabulary: labels x prompt templates -> one normalised embedding per label, cached per text.
 
 Each (model, template, label) text is encoded once; a vocabulary change encodes only texts not seen before.
 A label's embedding is the normalised mean of its normalised template embeddings (CLIP prompt ensembling).
@@ -92,7 +96,8 @@ class VocabularyCancelled(Exception):
 
 
 class TextVocabulary:
-    """Builds `VocabularyEmbeddings`, encoding each distinct prompt text once per model.
+    """
+    Builds `VocabularyEmbeddings`, encoding each distinct prompt text once per model.
 
     Encoding runs in batches of `ENCODE_BATCH` texts (bounded peak memory) and the cache of encoded texts is
     bounded (`CACHE_TEXTS`, least recently used dropped first), so memory returns near its baseline after a

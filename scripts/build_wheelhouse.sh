@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 # Build a folder of wheels for an offline install, for this machine's Python or another version:
 #   scripts/build_wheelhouse.sh DIR [PYTHON_VERSION]        e.g. scripts/build_wheelhouse.sh /media/usb/wheels 3.12
 # Then, on the offline machine (Linux x86_64, glibc >= 2.28, that Python version):

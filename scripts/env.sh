@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 # Source this file (bash) for a shell in which the project venv, the ROS 2 Kilted wheels and the colcon install
 # of robovision_ros work: `source scripts/env.sh`. scripts/setup.sh creates what it points at.
 _rv_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

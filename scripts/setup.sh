@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 # One-command setup on a machine without a ROS install (Debian 12, Python 3.11):
 #   1. create the project venv (.venv) and install the ROS 2 Kilted wheels and the Python dependencies;
 #   2. make the wheels' CMake exports usable on this machine;

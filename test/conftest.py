@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Test-wide setup: DDS isolation for this test run, and helpers shared by the ROS graph tests."""
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ TINY_CORPUS = ['a photo of a red cup', 'a photo of a blue bottle', 'a green ball
 
 @pytest.fixture(scope='session')
 def tiny_clip_dir(tmp_path_factory):
-    """A randomly initialised CLIP model directory (HF format, own tokenizer and preprocessor config)."""
+    """Make a randomly initialised CLIP model directory (HF format, own tokenizer and preprocessor config)."""
     from robovision_ros.synthetic.tiny_models import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp('tiny_clip'), TINY_CORPUS, image_size=64, patch_size=8)
@@ -30,7 +33,7 @@ def tiny_clip_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def tiny_vit_dir(tmp_path_factory):
-    """A randomly initialised ViT model directory."""
+    """Make a randomly initialised ViT model directory."""
     from robovision_ros.synthetic.tiny_models import make_tiny_vit
 
     return make_tiny_vit(tmp_path_factory.mktemp('tiny_vit'), image_size=64, patch_size=8)

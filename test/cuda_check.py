@@ -1,4 +1,8 @@
-"""One-shot check of the CUDA paths (run by hand on a machine with a GPU; pytest does not collect it).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+One-shot check of the CUDA paths (run by hand on a machine with a GPU; pytest does not collect it).
 
     PYTHONPATH=. python test/cuda_check.py [OUT_DIR]
 

@@ -1,4 +1,8 @@
-"""A test double of the few TensorRT 10/11 Python API calls robovision_ros's TensorRT backend makes.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+A test double of the few TensorRT 10/11 Python API calls robovision_ros's TensorRT backend makes.
 
 Installed as `tensorrt` in sys.modules by the tests (test/test_tensorrt_backend.py), next to a CPU stand-in for the
 backend's CUDA calls. An engine "built" here is the ONNX file it was parsed from plus the network's inputs, outputs
@@ -235,7 +239,7 @@ class Builder:
         return IOptimizationProfile()
 
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> Optional[memoryview]:
-        """The serialised engine (buffer protocol, as IHostMemory), or None after logging why, as TensorRT does."""
+        """Return the serialised engine (buffer protocol, as IHostMemory) or None after logging why, like TensorRT."""
         CALLS['build'] += 1
         BUILT_NETWORKS.append(network)
         problem = _profile_problem(network, config)
@@ -279,7 +283,7 @@ class Runtime:
         self.logger = logger
 
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> Optional['ICudaEngine']:
-        """The engine, or None after logging why (a corrupt blob, another TensorRT version), as TensorRT does."""
+        """Return the engine, or None after logging why (a corrupt blob, another TensorRT version), as TensorRT does."""
         CALLS['deserialize'] += 1
         data = bytes(serialized_engine)
         try:
@@ -375,10 +379,12 @@ class IExecutionContext:
         return True
 
     def get_tensor_shape(self, name: str) -> Dims:
-        """An input's set shape; an output's shape for the inputs' set shapes (-1 where not yet known).
+        """
+        Return an input's set shape, or an output's shape for the inputs' set shapes (-1 where not yet known).
 
         TensorRT infers output shapes statically; the double learns them by running the ONNX file once on zeros
-        of the set input shapes (the exported graphs have data-dependent dim names ONNX cannot resolve)."""
+        of the set input shapes (the exported graphs have data-dependent dim names ONNX cannot resolve).
+        """
         tensor = self.engine.tensors[name]
         if tensor in self.engine.inputs:
             return self.shapes.get(name, tensor.shape)

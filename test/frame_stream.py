@@ -1,4 +1,8 @@
-"""Test helper: stream full-size camera frames between two processes and count what arrives.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Test helper: stream full-size camera frames between two processes and count what arrives.
 
 usage: frame_stream.py send TOPIC COUNT RATE_HZ    (waits for a subscriber, then publishes)
        frame_stream.py receive TOPIC SECONDS       (prints 'RECEIVED <n>' at the end)

@@ -1,4 +1,8 @@
-"""Shared by the launch_testing tests of launch/robovision.launch.py (test/test_launch*.py).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Shared by the launch_testing tests of launch/robovision.launch.py (test/test_launch*.py).
 
 `launch_test FILE` neither reads conftest.py nor puts test/ on sys.path, so each test file inserts test/ itself
 and calls `isolate_dds()` before anything starts DDS.
@@ -23,7 +27,7 @@ def isolate_dds() -> None:
 
 
 def include_robovision(**arguments: str) -> Any:
-    """IncludeLaunchDescription of the installed launch/robovision.launch.py with these launch arguments."""
+    """Include the installed launch/robovision.launch.py with these launch arguments."""
     import launch
     from ament_index_python.packages import get_package_share_directory
     from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -47,7 +51,7 @@ class LabelsRecorder:
 
     def next_after(self, since: float, timeout_s: float = 60.0,
                    publish: Optional[Callable[[], None]] = None) -> Optional[Any]:
-        """The first message that arrived after `since` (calling `publish` between waits, if given)."""
+        """Return the first message that arrived after `since` (calling `publish` between waits, if given)."""
         deadline = time.monotonic() + timeout_s
 
         def fresh() -> list[Any]:
@@ -75,7 +79,7 @@ def wait_for_state(ros: Any, node_name: str, state: str, timeout_s: float = DEFA
 
 
 def stays_in_state(ros: Any, node_name: str, state: str, seconds: float = 3.0) -> bool:
-    """True if `node_name` is in `state` now and still after `seconds` (nothing moved it on)."""
+    """Return True if `node_name` is in `state` now and still after `seconds` (nothing moved it on)."""
     from robovision_ros.nodes import lifecycle_client
 
     end = time.monotonic() + seconds
@@ -87,7 +91,7 @@ def stays_in_state(ros: Any, node_name: str, state: str, seconds: float = 3.0) -
 
 
 def get_parameter(ros: Any, node_name: str, name: str) -> Any:
-    """A parameter's value as `ros2 param get` reads it (through the node's get_parameters service)."""
+    """Return a parameter's value as `ros2 param get` reads it (through the node's get_parameters service)."""
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
 

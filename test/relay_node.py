@@ -1,4 +1,8 @@
-"""Test helper run as its own process: republish every message from `<topic>/in` on `<topic>/out`.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Test helper run as its own process: republish every message from `<topic>/in` on `<topic>/out`.
 
 usage: relay_node.py TYPE=TOPIC [TYPE=TOPIC ...]   (TYPE is a robovision_ros.msg class name)
 """

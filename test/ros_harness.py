@@ -1,4 +1,8 @@
-"""Helpers for tests that run real rclpy nodes over Fast DDS.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Helpers for tests that run real rclpy nodes over Fast DDS.
 
 Discovery takes up to a few seconds, so every wait polls with a deadline; nothing queries once and hopes.
 """
@@ -22,7 +26,7 @@ TEST_DIR = Path(__file__).resolve().parent
 
 
 def unique_name(prefix: str) -> str:
-    """A topic or node name no other test uses."""
+    """Return a topic or node name no other test uses."""
     return f'{prefix}_{uuid.uuid4().hex[:8]}'
 
 
@@ -116,7 +120,7 @@ def set_parameters(ros: RosTestContext, node: str, values: dict):
 
 
 def ros_argument(value) -> str:
-    """A parameter value as `--ros-args -p name:=VALUE` reads it (YAML): lists as JSON, strings as they are."""
+    """Format a parameter value as `--ros-args -p name:=VALUE` reads it (YAML): lists as JSON, strings as they are."""
     import json
 
     if isinstance(value, bool):
@@ -127,7 +131,8 @@ def ros_argument(value) -> str:
 
 
 class PerceptionProcess:
-    """A perception node (clip_perception or feature_extractor) in its own process, in a namespace of its own.
+    """
+    A perception node (clip_perception or feature_extractor) in its own process, in a namespace of its own.
 
     `node` is the name its lifecycle and parameter services are called under; `topic(suffix)` names its outputs.
     """

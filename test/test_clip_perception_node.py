@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """clip_perception in its own process, driven as `ros2 lifecycle set` / `ros2 param set` drive it."""
 from __future__ import annotations
 
@@ -46,8 +49,11 @@ def graph(tiny_clip_dir, model_cache, tmp_path_factory):
 
 
 def _send_until(ros, publisher, received, key, make_msg, count=1, timeout_s=20.0):
-    """Publish frames (best effort) until `count` outputs for them arrive (outputs of earlier frames still in
-    flight are skipped: they carry another stamp); returns those outputs."""
+    """
+    Publish frames (best effort) until `count` outputs for them arrive; return those outputs.
+
+    Outputs of earlier frames still in flight are skipped: they carry another stamp.
+    """
     stamp = make_msg().header.stamp
     before = len(received[key])
 
@@ -64,8 +70,11 @@ def _send_until(ros, publisher, received, key, make_msg, count=1, timeout_s=20.0
 
 
 def _wait_for_labels(ros, publisher, received, image, labels, timeout_s=20.0):
-    """Send frames until an output scored against `labels` arrives (a vocabulary set is applied in the
-    background); every output before it carries the complete previous vocabulary, never a mix."""
+    """
+    Send frames until an output scored against `labels` arrives (a vocabulary set is applied in the background).
+
+    Every output before it carries the complete previous vocabulary, never a mix.
+    """
     deadline = time.monotonic() + timeout_s
     start = len(received['labels'])
     while time.monotonic() < deadline:
@@ -225,8 +234,12 @@ def test_configure_failure_is_clear_and_recoverable(tiny_clip_dir, model_cache, 
 
 
 def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir, model_cache, tmp_path):
-    """batch=true runs both cameras' newest frames in one inference, each output keeping its own header;
-    frames older than max_frame_age_ms are dropped and counted; the debug image appears when subscribed."""
+    """
+    Check batching, the dropping of stale frames and the debug image.
+
+    batch=true runs both cameras' newest frames in one inference, each output keeping its own header; frames older
+    than max_frame_age_ms are dropped and counted; the debug image appears when subscribed.
+    """
     process = PerceptionProcess(NODE, tmp_path / 'node.log', prefix='/rvbatch', params={
         'model': tiny_clip_dir, 'backend': 'onnxruntime', 'engine_cache_dir': model_cache,
         'image_topics': ['left/image_raw', 'right/image_raw'], 'batch': True, 'max_frame_age_ms': 2000.0,
@@ -273,8 +286,11 @@ def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir,
 
 
 def test_compressed_camera_and_rate_limit(tiny_clip_dir, model_cache, tmp_path):
-    """A topic ending in /compressed is read as CompressedImage; max_rate_hz caps processing, the rest is
-    counted as rate-limited in /diagnostics."""
+    """
+    A topic ending in /compressed is read as CompressedImage.
+
+    max_rate_hz caps processing; the rest is counted as rate-limited in /diagnostics.
+    """
     import cv2
     from sensor_msgs.msg import CompressedImage
 

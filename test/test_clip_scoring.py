@@ -1,5 +1,11 @@
-"""CLIP scoring (`clip_scoring.decode`) and its message mapping: known answers on hand-built features, and the same
-numbers as the hand assembly it replaced on the embedded model. No DDS."""
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+CLIP scoring (`clip_scoring.decode`) and its message mapping. No DDS.
+
+Known answers on hand-built features, and the same numbers as the hand assembly it replaced on the embedded model.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -66,7 +72,11 @@ def test_presence_threshold_is_inclusive_and_recorded():
 
 
 def _object_scene() -> tuple[ImageFeatures, VocabularyEmbeddings]:
-    """The object covers grid rows 2-3, columns 5-6 of the 8x8 grid; its exact match (the peak) is row 3, col 6."""
+    """
+    Make a scene whose object covers grid rows 2-3, columns 5-6 of the 8x8 grid.
+
+    Its exact match (the peak) is row 3, col 6.
+    """
     rng = np.random.default_rng(0)
     query = rng.standard_normal(16)
     tokens = rng.standard_normal((64, 16)) * 0.1
@@ -135,7 +145,7 @@ def test_batch_is_one_result_per_frame_and_read_only():
 # --- the same numbers as the hand assembly it replaced, on the embedded model -------------------------------------
 
 def _hand_assembly(features, labels, queries, threshold, logit_scale, patch_size):
-    """What clip_perception._process computed before decode existed (batched, per-frame heatmaps)."""
+    """Compute what clip_perception._process computed before decode existed (batched, per-frame heatmaps)."""
     embeddings = np.stack([f.global_embedding for f in features])
     unit = embeddings / (np.linalg.norm(embeddings, axis=-1, keepdims=True) + 1e-12)
     logits = logit_scale * (unit @ labels.embeddings.T)

@@ -1,4 +1,8 @@
-"""The shipped Fast DDS profile delivers a stream of full-size camera frames between processes.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+The shipped Fast DDS profile delivers a stream of full-size camera frames between processes.
 
 Fast DDS's default 512 KB shared-memory segment cannot hold a 921,600-byte 480x640 bgr8 frame; with
 best-effort QoS such frames then go over UDP and are lost. The stream is counted with and without the profile;

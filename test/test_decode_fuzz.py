@@ -1,5 +1,12 @@
-"""Seeded fuzzing of the decoders: whatever arrives, the only outcomes are an RGB uint8 ``[H, W, 3]`` array within
-the bounds or an ImageDecodeError (never cv2.error, IndexError, MemoryError, ...). A few hundred cases, seconds."""
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Seeded fuzzing of the decoders. A few hundred cases, seconds.
+
+Whatever arrives, the only outcomes are an RGB uint8 ``[H, W, 3]`` array within the bounds or an ImageDecodeError
+(never cv2.error, IndexError, MemoryError, ...).
+"""
 from __future__ import annotations
 
 import cv2

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """The main job, run as README command 1 runs it (after setup): frames printed, debug image saved."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """The embedded models: shipped, small, loaded like any HF directory, and good enough on held-out scenes."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """TensorRT engine-cache keys and the cache's refusal of mismatched engines (no TensorRT needed)."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """The export CLI: ONNX files checked, int8 written, parity printed, errors clear."""
 from __future__ import annotations
 

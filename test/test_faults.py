@@ -1,4 +1,8 @@
-"""Fault suite: hostile frames, wrong parameter values, vocabulary limits, lifecycle churn, floods and signals.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Fault suite: hostile frames, wrong parameter values, vocabulary limits, lifecycle churn, floods and signals.
 
 Every node runs in its own process and is driven through the services the `ros2` CLI calls. After each fault
 the node must still be up and serve the next good frame, with a clear log line about what it rejected.
@@ -37,7 +41,7 @@ def _raw(rgb, encoding='bgr8', stamp=(10, 0)):
 
 
 def _png_claiming(width: int, height: int) -> bytes:
-    """A 65-byte PNG whose header claims width x height (a decompression bomb's header)."""
+    """Make a 65-byte PNG whose header claims width x height (a decompression bomb's header)."""
     ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
     chunk = b'IHDR' + ihdr
     idat = zlib.compress(b'\0' * 16)
@@ -47,7 +51,7 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
-    """A small JPEG whose frame header (SOF0) claims width x height."""
+    """Make a small JPEG whose frame header (SOF0) claims width x height."""
     import cv2
 
     ok, jpeg = cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))

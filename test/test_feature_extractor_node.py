@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """feature_extractor in its own process: PatchFeatures with the grid, dtype and header of each frame."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Code style: flake8 over the package, the launch files and the tests (configuration in setup.cfg)."""
 from __future__ import annotations
 

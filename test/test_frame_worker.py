@@ -1,5 +1,11 @@
-"""The frame worker and the vocabulary worker without ROS: newest-frame policy, limits, counters, and a thread
-that survives whatever one frame throws."""
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+The frame worker and the vocabulary worker without ROS.
+
+Newest-frame policy, limits, counters, and a thread that survives whatever one frame throws.
+"""
 from __future__ import annotations
 
 import threading

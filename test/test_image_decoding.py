@@ -1,5 +1,12 @@
-"""Image decoding beyond the basics: size bounds checked before decoding, image_transport format strings, the codec
-chosen by magic bytes, 16-bit and grey compressed images, and the YUV 4:2:2 and Bayer encodings of camera drivers."""
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Image decoding beyond the basics.
+
+Size bounds checked before decoding, image_transport format strings, the codec chosen by magic bytes, 16-bit and
+grey compressed images, and the YUV 4:2:2 and Bayer encodings of camera drivers.
+"""
 from __future__ import annotations
 
 import zlib
@@ -22,7 +29,7 @@ def _encoded(ext: str, image: np.ndarray) -> bytes:
 
 
 def _png_claiming(width: int, height: int) -> bytes:
-    """A real 2x2 PNG whose IHDR (CRC fixed up) claims `width` x `height`."""
+    """Make a real 2x2 PNG whose IHDR (CRC fixed up) claims `width` x `height`."""
     png = bytearray(_encoded('.png', np.zeros((2, 2, 3), np.uint8)))
     png[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
     png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, 'big')
@@ -30,7 +37,7 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
-    """A real 16x16 JPEG whose SOF0 frame header claims `width` x `height`."""
+    """Make a real 16x16 JPEG whose SOF0 frame header claims `width` x `height`."""
     jpeg = bytearray(_encoded('.jpg', np.zeros((16, 16, 3), np.uint8)))
     sof = jpeg.index(b'\xff\xc0')
     jpeg[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
@@ -38,7 +45,7 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
 
 
 def _tiff_claiming(width: int, height: int) -> bytes:
-    """A real 4x4 TIFF (little-endian, as OpenCV writes it) whose first IFD claims `width` x `height`."""
+    """Make a real 4x4 TIFF (little-endian, as OpenCV writes it) whose first IFD claims `width` x `height`."""
     tiff = bytearray(_encoded('.tiff', np.zeros((4, 4, 3), np.uint8)))
     assert tiff[:4] == b'II*\0'
     ifd = int.from_bytes(tiff[4:8], 'little')
@@ -145,8 +152,11 @@ def test_format_strings_as_image_transport_writes_them(fmt, ext):
 
 @pytest.mark.parametrize('fmt', ['rgb8; png compressed rgb8', 'rgba8; png compressed rgba8'])
 def test_compressed_rgb_target_keeps_decoded_channel_order(fmt):
-    """'compressed rgb8': the publisher encoded RGB channels as they are; image_transport's subscriber then takes
-    what OpenCV decodes as RGB, without the BGR swap."""
+    """
+    'compressed rgb8': the publisher encoded RGB channels as they are.
+
+    image_transport's subscriber then takes what OpenCV decodes as RGB, without the BGR swap.
+    """
     image = RGB if 'rgb8' in fmt else np.concatenate([RGB, np.full((48, 64, 1), 255, np.uint8)], axis=2)
     np.testing.assert_array_equal(decode_compressed_image(_encoded('.png', image), fmt), RGB)
 

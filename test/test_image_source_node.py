@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """image_source in its own process: generated frames, a folder of images, compressed output, bad sources."""
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The runtime (what the perception nodes import) imports nothing from the tools or the synthetic world.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+The runtime (what the perception nodes import) imports nothing from the tools or the synthetic world.
 
 Tools (export, benchmark, demo, fine-tuning) and the synthetic world (scenes, tiny models, training, evaluation)
 may use the runtime, never the other way round. image_source, the camera stand-in for demos and tests, may use

@@ -1,7 +1,12 @@
-"""launch_testing test of launch/robovision.launch.py with its defaults (autostart): both nodes reach active,
-their topics appear, a parameter set changes the labels that come out, and afterwards the lifecycle is the
-operator's: deactivate stays inactive, cleanup, a new precision, configure (stays inactive), activate, and
-outputs flow again at the new precision.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+launch_testing test of launch/robovision.launch.py with its defaults (autostart).
+
+Both nodes reach active, their topics appear, a parameter set changes the labels that come out, and afterwards the
+lifecycle is the operator's: deactivate stays inactive, cleanup, a new precision, configure (stays inactive),
+activate, and outputs flow again at the new precision.
 
 Needs launch, launch_ros and launch_testing, which are not on PyPI (they come with a ROS 2 install): skipped
 with that reason where they are missing, as in CI. Run with `launch_test test/test_launch.py`.

@@ -1,5 +1,11 @@
-"""launch_testing test: Ctrl-C on `ros2 launch robovision_ros robovision.launch.py camera:=true` while frames flow
-ends every process cleanly (no "process has died", `ros2 launch` exits 0).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+launch_testing test: Ctrl-C on `ros2 launch` while frames flow ends every process cleanly.
+
+The launch is `ros2 launch robovision_ros robovision.launch.py camera:=true`; cleanly means no "process has died"
+and `ros2 launch` exits 0.
 
 What a node receives (launch 3.7.1, ExecuteProcess; the nodes share the process group of `ros2 launch`):
 - Ctrl-C in a terminal (stdin a tty, `ros2 launch` interactive): one SIGINT, from the terminal to the whole
@@ -91,7 +97,7 @@ class LaunchInterrupt:
             self.output += data
 
     def ctrl_c(self) -> None:
-        """What Ctrl-C in the terminal does: SIGINT to the terminal's foreground process group."""
+        """Do what Ctrl-C in the terminal does: SIGINT to the terminal's foreground process group."""
         if self.terminal:
             os.write(self.fd, b'\x03')
         else:

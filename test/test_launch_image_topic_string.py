@@ -1,5 +1,10 @@
-"""launch_testing test: `image_topics:=/camera/image_raw`, a plain string, reaches the nodes as a string and they
-subscribe to it (camera:=true publishes on it).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+launch_testing test: `image_topics:=/camera/image_raw`, a plain string, reaches the nodes as a string.
+
+The nodes subscribe to it (camera:=true publishes on it).
 
 Needs the node side that declares image_topics with dynamic typing (a string or a string array); before that the
 nodes reject the string at start-up and this test fails. Needs launch, launch_ros and launch_testing (a ROS 2

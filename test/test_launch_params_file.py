@@ -1,4 +1,8 @@
-"""launch_testing test: a user's params file decides what the launch arguments leave alone.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+launch_testing test: a user's params file decides what the launch arguments leave alone.
 
 `params_file:=user.yaml camera:=true precision:=int8`: labels, backend and image_topics come from the user's file
 (image_source publishes on the file's topic, so frames arrive), precision from the argument that was given.

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Localisation: known answers through the real preprocessing geometry."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """numpy <-> message helpers: exact round trips and clear rejections."""
 from __future__ import annotations
 

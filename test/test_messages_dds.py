@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Every robovision_ros message type crosses real Fast DDS between two processes and arrives intact."""
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ TOPICS = {name: unique_name('/rv_test_' + name.lower()) for name in
 
 @pytest.fixture(scope='module')
 def relay(tmp_path_factory):
-    """A relay process echoing each message type, plus this process's publishers and subscriptions."""
+    """Start a relay process echoing each message type, plus this process's publishers and subscriptions."""
     log = tmp_path_factory.mktemp('relay') / 'relay.log'
     process = NodeProcess([str(TEST_DIR / 'relay_node.py'), *(f'{t}={topic}' for t, topic in TOPICS.items())],
                           log)

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """package.xml is a valid format-3 manifest with the dependencies a stock ROS 2 build resolves."""
 from pathlib import Path
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Image decoding by sensor_msgs encoding semantics, and preprocessing that matches the HF image processor."""
 from __future__ import annotations
 
@@ -126,8 +129,11 @@ def test_ros_message_adapter():
 @pytest.mark.parametrize('config', [clip_preprocessor_config(64, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)),
                                     vit_preprocessor_config(48)], ids=['clip', 'vit'])
 def test_matches_hf_image_processor(tmp_path, config):
-    """The exact path (whole frame resized, then cropped, as HF does) gives the same pixels as the HF processor of
-    the same directory: max abs diff <= 1e-5 (float rounding only)."""
+    """
+    The exact path (whole frame resized, then cropped, as HF does) matches the HF processor.
+
+    Same pixels as the HF processor of the same directory: max abs diff <= 1e-5 (float rounding only).
+    """
     import json
 
     from transformers import AutoImageProcessor
@@ -186,10 +192,13 @@ PREPROCESSOR_CONFIGS = {
 
 @pytest.mark.parametrize('name', list(PREPROCESSOR_CONFIGS))
 def test_crop_before_resize_matches_hf_within_one_step(tmp_path, name):
-    """The default path resizes only the cropped region. Tolerance: max abs diff <= 1 uint8 step (rescale / std)
-    and mean <= 0.01 step against the HF processor on camera-like images: PIL rounds to uint8 between its two
-    passes and picks their order from the sizes it is given, which differ once the frame is cropped first.
-    Configs without a crop (ViT) stay exact."""
+    """
+    The default path resizes only the cropped region.
+
+    Tolerance: max abs diff <= 1 uint8 step (rescale / std) and mean <= 0.01 step against the HF processor on
+    camera-like images: PIL rounds to uint8 between its two passes and picks their order from the sizes it is given,
+    which differ once the frame is cropped first. Configs without a crop (ViT) stay exact.
+    """
     from transformers import AutoImageProcessor
 
     config = PREPROCESSOR_CONFIGS[name]
@@ -210,8 +219,11 @@ def test_crop_before_resize_matches_hf_within_one_step(tmp_path, name):
 
 
 def test_crop_before_resize_on_noise_stays_close():
-    """Worst case for PIL's inter-pass rounding: pure noise. Stated bound: mean <= 0.3 step, max <= 8 steps
-    (measured: 0.22 and 5)."""
+    """
+    Worst case for PIL's inter-pass rounding: pure noise.
+
+    Stated bound: mean <= 0.3 step, max <= 8 steps (measured: 0.22 and 5).
+    """
     config = PREPROCESSOR_CONFIGS['embedded_tiny_clip']
     cropped = ImagePreprocessor(PreprocessConfig.from_dict(config))
     exact = ImagePreprocessor(PreprocessConfig.from_dict(config), crop_before_resize=False)
@@ -223,8 +235,11 @@ def test_crop_before_resize_on_noise_stays_close():
 
 
 def test_resize_never_exceeds_the_crop(monkeypatch):
-    """A 1 x 100000 frame used to be resized to 64 x 6,400,000 before cropping (4 GB, 15 s); now PIL is only asked
-    for crop-sized outputs, whatever the frame's shape."""
+    """
+    Resizing asks PIL only for crop-sized outputs, whatever the frame's shape.
+
+    A 1 x 100000 frame used to be resized to 64 x 6,400,000 before cropping (4 GB, 15 s).
+    """
     from PIL import Image
 
     requested = []
@@ -281,10 +296,13 @@ def test_crop_larger_than_resized_image_is_padded_on_both_paths():
 
 @pytest.mark.parametrize('name', list(PREPROCESSOR_CONFIGS))
 def test_device_path_uses_pil_coefficients(name):
-    """The torch path computes PIL's filter as two matrix products over the cropped region only. Tolerance
-    against the PIL path: max <= 2 uint8 steps; mean <= 0.02 step on camera-like images and <= 0.15 on noise
-    (measured 0.015 and 0.10; PIL's fixed-point coefficients and its pass order account for the rest). The
-    older, looser test above (mean <= 0.02, p99 <= 0.1 in normalised units) stays as it was."""
+    """
+    The torch path computes PIL's filter as two matrix products over the cropped region only.
+
+    Tolerance against the PIL path: max <= 2 uint8 steps; mean <= 0.02 step on camera-like images and <= 0.15 on
+    noise (measured 0.015 and 0.10; PIL's fixed-point coefficients and its pass order account for the rest). The
+    older, looser test above (mean <= 0.02, p99 <= 0.1 in normalised units) stays as it was.
+    """
     import torch
 
     config = PREPROCESSOR_CONFIGS[name]

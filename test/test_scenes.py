@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """The scene generator: deterministic by seed, with consistent ground truth."""
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The TensorRT backend's logic against a test double of the TensorRT API (test/fake_tensorrt.py) on CPU.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+The TensorRT backend's logic against a test double of the TensorRT API (test/fake_tensorrt.py) on CPU.
 
 The double runs each "engine" as its ONNX file in ONNX Runtime, so these tests check what the backend does around
 TensorRT: engine cache keys, build and reuse, parser and version errors, the int8 Q/DQ file, optimization profiles,
@@ -62,8 +66,11 @@ class CpuStandIn(CudaDevice):
 
 @pytest.fixture
 def trt(monkeypatch):
-    """The TensorRT double as `tensorrt` (version 10.9.0, fresh counters) and the CPU stand-in as the backend's
-    CUDA device."""
+    """
+    Install the TensorRT double as `tensorrt` and the CPU stand-in as the backend's CUDA device.
+
+    The double reports version 10.9.0 and starts with fresh counters.
+    """
     monkeypatch.setitem(sys.modules, 'tensorrt', fake_tensorrt)
     monkeypatch.setattr(fake_tensorrt, '__version__', '10.9.0')
     monkeypatch.setattr(fake_tensorrt, 'CALLS', Counter())
@@ -75,7 +82,7 @@ def trt(monkeypatch):
 
 
 def _private_cache(model_dir: Path, shared: Path, tmp_path: Path) -> Path:
-    """A cache of this test's own (engines, precision variants) holding a copy of the shared ONNX export."""
+    """Make a cache of this test's own (engines, precision variants) holding a copy of the shared ONNX export."""
     exported = cached_export(read_model_info(str(model_dir)), shared)
     cache = tmp_path / 'cache'
     shutil.copytree(exported.directory, cache / 'onnx' / exported.directory.name)
@@ -89,7 +96,7 @@ def clip(tiny_clip_dir, model_cache, tmp_path) -> tuple[ModelInfo, Path]:
 
 def _image_key(info: ModelInfo, cache: Path, precision: str = 'fp32', onnx: str = 'image_encoder.onnx',
                export_dir: Optional[Path] = None) -> EngineKey:
-    """The key the backend must store the image engine under, computed here from its definition."""
+    """Return the key the backend must store the image engine under, computed here from its definition."""
     size = info.image_size
     path = (export_dir or cache / 'onnx' / info.fingerprint) / onnx
     return EngineKey(onnx_sha256=file_sha256(path), tensorrt_version='10.9.0', gpu_name=GPU_NAME,
@@ -290,8 +297,12 @@ def test_encode_text_equals_onnxruntime(trt, clip, clip_reference, batch):
 
 
 def test_batches_beyond_the_optimization_profile_run_in_chunks(trt, clip, clip_reference):
-    """The image profile runs up to 4 frames (one per camera in batch mode) and the text profile 64 texts, while a
-    vocabulary is encoded 128 texts at a time: larger batches run in chunks, not into a refused shape."""
+    """
+    Batches beyond the optimization profile run in chunks, not into a refused shape.
+
+    The image profile runs up to 4 frames (one per camera in batch mode) and the text profile 64 texts, while a
+    vocabulary is encoded 128 texts at a time.
+    """
     info, cache = clip
     backend = TensorRTBackend(info, 'cuda', 'fp32', cache)
     rng = np.random.default_rng(0)
@@ -366,8 +377,11 @@ def test_combinations_outside_the_capability_table_are_rejected_with_its_reason(
 
 
 def test_export_cli_builds_the_engine_from_the_files_it_wrote(trt, tiny_clip_dir, tmp_path, capsys):
-    """`robovision_export --int8-qdq --tensorrt int8` builds from the Q/DQ files it just wrote into --out (it used
-    to export the model a second time under --out/onnx/ and then miss the Q/DQ files there)."""
+    """
+    `robovision_export --int8-qdq --tensorrt int8` builds from the Q/DQ files it just wrote into --out.
+
+    It used to export the model a second time under --out/onnx/ and then miss the Q/DQ files there.
+    """
     from robovision_ros.tools.export_cli import main
 
     out = tmp_path / 'export'

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Training is seeded and reproducible (a short run twice gives identical weights)."""
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The int8 accuracy gate: an int8 engine is compared with fp32 on built-in probe images when it is loaded.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+The int8 accuracy gate: an int8 engine is compared with fp32 on built-in probe images when it is loaded.
 
 int8 accuracy depends on the model, the quantization recipe and the CPU or GPU kernels that run it, so it is
 measured where it runs instead of assumed: below the threshold, loading fails (`Int8AccuracyError`), never a
@@ -33,8 +37,11 @@ class Int8Accuracy:
 
 
 def probe_images(size: int, count: int = 6) -> list[np.ndarray]:
-    """Deterministic RGB uint8 test cards: colour regions, a disc, stripes and a gradient (not noise, which no
-    camera sees and which quantizes unlike real images)."""
+    """
+    Return deterministic RGB uint8 test cards: colour regions, a disc, stripes and a gradient.
+
+    Not noise, which no camera sees and which quantizes unlike real images.
+    """
     rng = np.random.default_rng(20240611)
     yy, xx = np.mgrid[0:size, 0:size]
     images = []
@@ -83,7 +90,8 @@ def check_int8_accuracy(candidate: EncoderBackend, reference: EncoderBackend, pi
 
 def gate_int8(candidate: EncoderBackend, make_reference: Callable[[], EncoderBackend], preprocess: Callable,
               image_size: int, min_cosine: float = DEFAULT_INT8_MIN_COSINE) -> Int8Accuracy:
-    """Load the fp32 reference, check `candidate` against it on the probe images, free the reference.
+    """
+    Load the fp32 reference, check `candidate` against it on the probe images, free the reference.
 
     On failure `candidate` is closed too and `Int8AccuracyError` propagates.
     """

@@ -1,4 +1,8 @@
-"""Where the TensorRT engine is cached, and under which key.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Where the TensorRT engine is cached, and under which key.
 
 An engine is only valid for the exact ONNX graph, TensorRT version, GPU model and compute capability,
 precision and input-shape profile it was built for; all of them go into the key, so a mismatch is a cache
@@ -52,7 +56,7 @@ class EngineCache:
         return self.directory / key.file_name(stem)
 
     def load(self, key: EngineKey, stem: str) -> bytes | None:
-        """The engine bytes for `key`, or None on a miss. A sidecar that disagrees with `key` is an error."""
+        """Return the engine bytes for `key`, or None on a miss; a sidecar that disagrees with `key` is an error."""
         path = self.path_for(key, stem)
         sidecar = path.with_suffix('.json')
         if not path.is_file():

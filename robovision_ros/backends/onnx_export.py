@@ -1,4 +1,8 @@
-"""Hugging Face model -> ONNX image and text encoders, fp16 and int8 variants, cached by model fingerprint.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Hugging Face model -> ONNX image and text encoders, fp16 and int8 variants, cached by model fingerprint.
 
 Layout of an export directory:
     image_encoder.onnx          pixel_values [B,3,H,W] -> patch_tokens [B,N,D], global_embedding [B,Dg]
@@ -51,7 +55,7 @@ class ExportedModel:
     input_size: int
 
     def variant(self, path: Optional[Path], precision: str) -> Optional[Path]:
-        """Path of `path`'s precision variant (fp32 is the file itself)."""
+        """Return the path of `path`'s variant in `precision` (fp32: the file itself)."""
         if path is None or precision == 'fp32':
             return path
         return path.with_suffix(f'.{precision}.onnx')
@@ -116,7 +120,7 @@ def load_export(out_dir: Path) -> ExportedModel:
 
 
 def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> ExportedModel:
-    """The ONNX export of `info` from the cache, exported first if the model's fingerprint is new."""
+    """Return the ONNX export of `info` from the cache, exported first if the model's fingerprint is new."""
     directory = (cache_dir or default_cache_dir()) / 'onnx' / info.fingerprint
     if (directory / METADATA_FILE).is_file():
         return load_export(directory)
@@ -124,7 +128,8 @@ def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> Exported
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
-    """Dynamic int8 quantization after ONNX Runtime's pre-processing, by recipe `INT8_RECIPE` (recorded in the file).
+    """
+    Dynamic int8 quantization after ONNX Runtime's pre-processing, by recipe `INT8_RECIPE` (recorded in the file).
 
     Weights are signed, per channel and 7-bit (`reduce_range`): ONNX Runtime multiplies the uint8 activations by
     the int8 weights with U8S8 kernels, and on x86 without VNNI (AVX2, AVX-512 without VNNI) those sum each pair of
@@ -152,7 +157,7 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
 
 
 def int8_recipe(path: Path) -> Optional[str]:
-    """The int8 recipe recorded in an int8 ONNX file (None for files made before recipes were recorded)."""
+    """Return the int8 recipe recorded in an int8 ONNX file (None for files made before recipes were recorded)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -160,7 +165,8 @@ def int8_recipe(path: Path) -> Optional[str]:
 
 
 def text_precision(precision: str) -> str:
-    """The precision the text tower runs in for a run `precision`.
+    """
+    Return the precision the text tower runs in for a run `precision`.
 
     Dynamic int8 keeps the text tower in fp32: it runs once per vocabulary change, not per frame, so int8 would save
     nothing on the hot path and only cost accuracy. Other precisions (fp16, Q/DQ) apply to both towers.
@@ -179,8 +185,12 @@ class _CalibrationReader:
 
 
 def quantize_qdq_int8(fp32_path: Path, out_path: Path, calibration: Sequence[dict[str, np.ndarray]]) -> Path:
-    """Static int8 quantization in Q/DQ form (symmetric int8 activations and per-channel weights), the explicit
-    quantization TensorRT builds int8 engines from. `calibration` holds representative input feeds."""
+    """
+    Quantize to static int8 in Q/DQ form (symmetric int8 activations and per-channel weights).
+
+    This is the explicit quantization TensorRT builds int8 engines from. `calibration` holds representative input
+    feeds.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -224,8 +234,11 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
 
 
 def precision_variant(exported: ExportedModel, path: Optional[Path], precision: str) -> Optional[Path]:
-    """Path of the ONNX file for `precision`, made from the fp32 file if it does not exist yet (or, for int8, was
-    made by another recipe than `INT8_RECIPE`)."""
+    """
+    Return the path of the ONNX file for `precision`, made from the fp32 file if needed.
+
+    The file is made if it does not exist yet or, for int8, was made by another recipe than `INT8_RECIPE`.
+    """
     target = exported.variant(path, precision)
     if path is None or target is None:
         return target

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """ONNX Runtime backend: CPU EP (fp32, int8), CUDA EP (fp32, fp16) and TensorRT EP where installed."""
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ CAPABILITIES = BackendCapabilities(
 
 
 def providers_for(device: str, precision: str, available: list[str]) -> list[str]:
-    """Execution providers for `device`, best first; raises if the device has none here."""
+    """Return the execution providers for `device`, best first; raise if the device has none here."""
     CAPABILITIES.require(device, precision)
     if device == 'cpu':
         return ['CPUExecutionProvider']

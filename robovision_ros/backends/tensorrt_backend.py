@@ -1,4 +1,8 @@
-"""TensorRT backend (native Python API, TensorRT 10 and 11).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+TensorRT backend (native Python API, TensorRT 10 and 11).
 
 UNVERIFIED on hardware: no TensorRT has run this code. Its logic runs in CI against a test double of the TensorRT
 API (test/fake_tensorrt.py, which executes each engine's ONNX file in ONNX Runtime on CPU): engine build, cache key,
@@ -35,9 +39,13 @@ _ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
 
 
 class CudaDevice:
-    """Every CUDA call the backend makes, in one place: whether a GPU is visible, which GPU the engine key names,
-    the stream TensorRT runs on and the torch device its buffers live on. The tests replace `DEVICE` with a CPU
-    stand-in to run the backend's logic against a test double of TensorRT."""
+    """
+    Every CUDA call the backend makes, in one place.
+
+    Whether a GPU is visible, which GPU the engine key names, the stream TensorRT runs on and the torch device its
+    buffers live on. The tests replace `DEVICE` with a CPU stand-in to run the backend's logic against a test double
+    of TensorRT.
+    """
 
     torch_device = 'cuda'
 
@@ -58,7 +66,7 @@ class CudaDevice:
         return f'{major}.{minor}'
 
     def stream_handle(self) -> int:
-        """The current torch stream as the handle execute_async_v3 takes."""
+        """Return the current torch stream as the handle execute_async_v3 takes."""
         import torch
 
         return torch.cuda.current_stream().cuda_stream
@@ -103,8 +111,11 @@ class _Engine:
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        """Run on device tensors by input name; outputs by name. A batch larger than the optimization profile's
-        maximum runs in chunks of that maximum."""
+        """
+        Run on device tensors by input name; return outputs by name.
+
+        A batch larger than the optimization profile's maximum runs in chunks of that maximum.
+        """
         import torch
 
         batch = next(iter(feeds.values())).shape[0]
@@ -145,7 +156,11 @@ class TensorRTBackend(EncoderBackend):
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
                  max_batch: int = 4, force_rebuild: bool = False, exported: Optional[ExportedModel] = None) -> None:
-        """`exported`: the ONNX export to build from (default: `info`'s cached export under `cache_dir`)."""
+        """
+        Set up the backend.
+
+        `exported`: the ONNX export to build from (default: `info`'s cached export under `cache_dir`).
+        """
         CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
         if not DEVICE.available():
@@ -188,8 +203,11 @@ class TensorRTBackend(EncoderBackend):
                          precision=self.precision, profile=profile)
 
     def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
-        """The engine for `onnx_path` and `profile`: from the cache, else built and cached. A cached engine that
-        does not deserialise (truncated, corrupt) is rebuilt and replaced, with a warning."""
+        """
+        Return the engine for `onnx_path` and `profile`: from the cache, else built and cached.
+
+        A cached engine that does not deserialise (truncated, corrupt) is rebuilt and replaced, with a warning.
+        """
         key = self._key(onnx_path, profile)
         engine_bytes = None if force_rebuild else self.cache.load(key, stem)
         if engine_bytes is not None:

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """PyTorch backend: the reference implementation, fp32 on CPU/CUDA, bf16 on CPU/CUDA, fp16 on CUDA."""
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ class TorchBackend(EncoderBackend):
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
 
     def encode_image(self, pixel_values: Any) -> ImageEncoding:
-        """Accepts a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
+        """Encode a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
         import torch
 
         with torch.inference_mode():

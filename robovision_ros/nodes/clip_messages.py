@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """CLIP frame results as ROS messages: one `ClipFrameResult` -> ZeroShotLabels + ObjectPresenceArray."""
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, ZeroShotLabe
 
 def to_messages(result: ClipFrameResult, header: Any, model_id: str, preprocess_ms: float = 0.0,
                 inference_ms: float = 0.0, total_ms: float = 0.0) -> tuple[ZeroShotLabels, ObjectPresenceArray]:
-    """The two output messages of one frame; `header` is the input image's header, copied unchanged."""
+    """Return the two output messages of one frame; `header` is the input image's header, copied unchanged."""
     labels = ZeroShotLabels(header=header, model_id=model_id, labels=list(result.labels),
                             scores=packed_array('f', result.scores.astype(np.float32)),
                             best_label=result.best_label, best_score=result.best_score,

@@ -1,5 +1,11 @@
-"""clip_perception: camera images -> ZeroShotLabels (~/zero_shot_labels) and ObjectPresenceArray
-(~/object_presence), with a vocabulary that changes live through `ros2 param set`."""
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+clip_perception: camera images -> ZeroShotLabels (~/zero_shot_labels) and ObjectPresenceArray (~/object_presence).
+
+The vocabulary changes live through `ros2 param set`.
+"""
 from __future__ import annotations
 
 import time
@@ -85,7 +91,7 @@ class ClipPerceptionNode(PerceptionNode):
 
     # --- vocabulary -----------------------------------------------------------------------------------------
     def _vocabulary_request(self, values: Optional[dict[str, Any]] = None) -> VocabularyRequest:
-        """The vocabulary the parameters ask for (validated; raises VocabularyError or ValueError)."""
+        """Return the vocabulary the parameters ask for (validated; raises VocabularyError or ValueError)."""
         value = (values or {}).get
         labels = validate_labels(string_list(value('labels', self._param('labels')), 'labels'))
         templates = validate_templates(string_list(value('prompt_templates', self._param('prompt_templates')),
@@ -147,7 +153,7 @@ class ClipPerceptionNode(PerceptionNode):
             self._vocabulary_worker.request(self._vocabulary_request())
 
     def vocabularies(self) -> Optional[Vocabularies]:
-        """The (labels, presence queries) snapshot the next frame will be scored against."""
+        """Return the (labels, presence queries) snapshot the next frame will be scored against."""
         return self._vocabularies
 
     def wait_for_vocabulary(self, timeout_s: float) -> bool:

@@ -1,4 +1,8 @@
-"""feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+feature_extractor: camera images -> PatchFeatures (~/patch_features), one message per image and scale.
 
 A model with a classification head (a ViT fine-tuned by robovision_finetune) also gets ~/class_scores
 (ClassScores), one message per image at scale 1.0.
@@ -90,7 +94,7 @@ class FeatureExtractorNode(PerceptionNode):
         self._class_publisher = None
 
     def _publish_class_scores(self, frame: Frame, feature: Any, model_id: str) -> None:
-        """ClassScores of one image from the model's classification head."""
+        """Publish the ClassScores of one image from the model's classification head."""
         assert self.encoder is not None
         result = self.encoder.classify(feature)
         msg = ClassScores(model_id=model_id, labels=list(result.labels), scores=result.scores.tolist(),

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Frame sources for image_source: a folder of images, a video file, or the scene generator (RGB uint8)."""
 from __future__ import annotations
 
@@ -90,9 +93,12 @@ class VideoSource(FrameSource):
 
 
 class GeneratorSource(FrameSource):
-    """Endless generated scenes (`loop` is irrelevant); `last_scene` holds the ground truth. With `pregenerate`
-    > 0, that many scenes are rendered up front and cycled, so that publishing costs no rendering (a camera that
-    costs the robot nothing, for measurements)."""
+    """
+    Endless generated scenes (`loop` is irrelevant); `last_scene` holds the ground truth.
+
+    With `pregenerate` > 0, that many scenes are rendered up front and cycled, so that publishing costs no rendering
+    (a camera that costs the robot nothing, for measurements).
+    """
 
     def __init__(self, seed: int, height: int, width: int, pregenerate: int = 0) -> None:
         super().__init__(loop=False)
@@ -112,7 +118,7 @@ class GeneratorSource(FrameSource):
 
 def open_source(source: str, loop: bool = True, seed: int = 0, height: int = 480, width: int = 640,
                 pregenerate: int = 0) -> FrameSource:
-    """`generator`, a folder of images, or a video file."""
+    """Open a frame source: `generator`, a folder of images, or a video file."""
     if source == 'generator':
         return GeneratorSource(seed, height, width, pregenerate)
     path = Path(source).expanduser()

@@ -1,5 +1,11 @@
-"""The inference worker of a perception node, without ROS: a one-slot mailbox per camera, the newest-frame
-policy, rate and age limits, counters, and a thread that cannot die on a bad frame.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+The inference worker of a perception node, without ROS.
+
+A one-slot mailbox per camera, the newest-frame policy, rate and age limits, counters, and a thread that cannot die
+on a bad frame.
 
 The node hands every received message to `FrameWorker.submit`; the worker thread takes the newest frame of
 each camera, decodes it, and calls the node's `process` with the decoded images. Whatever one frame throws
@@ -155,7 +161,7 @@ class FrameWorker:
 
     @property
     def stopping(self) -> bool:
-        """True once stop() began: errors from outputs torn down under a frame in flight are expected."""
+        """Return True once stop() began: errors from outputs torn down under a frame in flight are expected."""
         return self._stopping
 
     @property
@@ -167,7 +173,7 @@ class FrameWorker:
 
     # --- input -------------------------------------------------------------------------------------------
     def submit(self, msg: Any, topic: str) -> None:
-        """A frame arrived (subscription callback): it replaces any unprocessed frame of the same camera."""
+        """Accept a frame that arrived (subscription callback): it replaces any unprocessed frame of the same camera."""
         now = time.monotonic()
         self.counters.arrived(topic, now)
         with self._cv:
@@ -177,7 +183,7 @@ class FrameWorker:
             self._cv.notify()
 
     def _take(self) -> tuple[list[Frame], WorkerSettings]:
-        """The next frame(s) to serve, and the settings they are served with (read once, after the wait)."""
+        """Return the next frame(s) to serve, and the settings they are served with (read once, after the wait)."""
         with self._cv:
             while self._running and not self._mailbox:
                 self._cv.wait(timeout=0.2)
@@ -240,8 +246,11 @@ class FrameWorker:
                          traceback.format_exc())
 
     def _report(self, message: str, trace: Optional[str]) -> None:
-        """Log a cause the first time it is seen (with its traceback), then at most once a minute with its count;
-        every occurrence is counted in /diagnostics."""
+        """
+        Log a cause the first time it is seen (with its traceback), then at most once a minute with its count.
+
+        Every occurrence is counted in /diagnostics.
+        """
         self.last_error = message
         cause = message if trace is None else trace.strip().splitlines()[-1] + message.split(':')[0]
         now = time.monotonic()

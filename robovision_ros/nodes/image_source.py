@@ -1,5 +1,10 @@
-"""image_source: publish sensor_msgs/Image (and optionally CompressedImage) from a folder of images, a video
-file, or the scene generator, at a fixed rate.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+image_source: publish sensor_msgs/Image (and optionally CompressedImage) at a fixed rate.
+
+The frames come from a folder of images, a video file, or the scene generator.
 
     ros2 run robovision_ros image_source --ros-args -p source:=generator -p rate_hz:=10.0 \
         -r image_raw:=/camera/image_raw

@@ -1,4 +1,8 @@
-"""Client side of the services `ros2 lifecycle set` and `ros2 param set` call, for tools and tests.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Client side of the services `ros2 lifecycle set` and `ros2 param set` call, for tools and tests.
 
 DDS discovery is asynchronous: a service can report ready while its server has not yet matched the client's
 response reader, and then the first response is lost. So clients are created once per service and given a
@@ -51,8 +55,12 @@ def forget_clients(node: Node) -> None:
 
 def call_service(node: Node, executor: Any, srv_type: Any, name: str, request: Any, timeout_s: float = 60.0,
                  retry: bool = True) -> Any:
-    """Call a service and wait for the answer. With `retry` (for requests that may be repeated), a request
-    without an answer after ATTEMPT_S seconds is sent again until `timeout_s` passes."""
+    """
+    Call a service and wait for the answer.
+
+    With `retry` (for requests that may be repeated), a request without an answer after ATTEMPT_S seconds is sent
+    again until `timeout_s` passes.
+    """
     client = _client(node, executor, srv_type, name)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -72,9 +80,12 @@ def get_state(node: Node, executor: Any, target: str) -> str:
 
 
 def change_state(node: Node, executor: Any, target: str, transition: str, timeout_s: float = 120.0) -> bool:
-    """`ros2 lifecycle set <target> <transition>`: like the CLI, look the transition up by its label among the
-    ones available in the current state (e.g. 'shutdown' is a different transition from each state), then
-    request it through /<target>/change_state."""
+    """
+    Request a lifecycle transition of `target` as `ros2 lifecycle set <target> <transition>` does.
+
+    Like the CLI, look the transition up by its label among the ones available in the current state (e.g. 'shutdown'
+    is a different transition from each state), then request it through /<target>/change_state.
+    """
     from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions
 
     name = target.lstrip('/')
@@ -110,9 +121,12 @@ def change_state(node: Node, executor: Any, target: str, transition: str, timeou
 
 
 def set_parameters(node: Node, executor: Any, target: str, values: dict[str, Any]) -> list[Any]:
-    """`ros2 param set` through /<target>/set_parameters; returns the SetParametersResult list. Retried when
-    unanswered: setting the same values again changes nothing (the nodes bump the vocabulary version only
-    when the vocabulary really changes)."""
+    """
+    Set parameters of `target` as `ros2 param set` does; return the SetParametersResult list.
+
+    Goes through /<target>/set_parameters. Retried when unanswered: setting the same values again changes nothing
+    (the nodes bump the vocabulary version only when the vocabulary really changes).
+    """
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 

@@ -1,5 +1,11 @@
-"""How a robovision_ros node process runs and stops: spin until Ctrl-C, SIGTERM or an rclpy shutdown, then stop
-the node's own threads before the ROS context goes, ignoring further signals meanwhile.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+How a robovision_ros node process runs and stops.
+
+Spin until Ctrl-C, SIGTERM or an rclpy shutdown, then stop the node's own threads before the ROS context goes,
+ignoring further signals meanwhile.
 
 rclpy's own signal handlers would shut the context down at once, under a frame being published. Here the first
 SIGINT/SIGTERM only ends the spin loop. `ros2 launch` started without a terminal (scripts, containers) delivers
@@ -21,9 +27,13 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def run_node_process(name: str, create_node: Callable[[], Any], args: Optional[list[str]] = None,
                      make_executor: Optional[Callable[[Any], Any]] = None,
                      stop_node: Callable[[Any], None] = lambda node: None) -> int:
-    """Create the node (after rclpy.init), spin it on `make_executor(node)` (default: single-threaded) until a
-    shutdown signal, call `stop_node(node)`, then destroy it and shut rclpy down. Returns the exit code; a
-    `ValueError` from `create_node` or `make_executor` (a bad argument) prints it and returns 2."""
+    """
+    Create, spin, stop and destroy a node; return the process's exit code.
+
+    Create the node (after rclpy.init), spin it on `make_executor(node)` (default: single-threaded) until a shutdown
+    signal, call `stop_node(node)`, then destroy it and shut rclpy down. A `ValueError` from `create_node` or
+    `make_executor` (a bad argument) prints it and returns 2.
+    """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 

@@ -1,4 +1,8 @@
-"""Vocabulary encoding off the executor thread, without ROS.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Vocabulary encoding off the executor thread, without ROS.
 
 A vocabulary set returns at once; this worker encodes the newest requested vocabulary in batches on its own
 thread (a newer request supersedes one in progress between batches) and hands the finished embeddings to the

@@ -1,4 +1,8 @@
-"""Small Hugging Face-format ViT and CLIP model directories made by this project.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Small Hugging Face-format ViT and CLIP model directories made by this project.
 
 No model hub is reachable on CI, so tests and the embedded default models start from directories written here:
 a `config.json` + `model.safetensors`, a `preprocessor_config.json`, and for CLIP a CLIP-format BPE tokenizer
@@ -31,7 +35,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def learn_clip_bpe(corpus: Iterable[str], num_merges: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Learn a CLIP-format byte-level BPE (vocab, merges) from `corpus`, as CLIP's vocabulary is built.
+    """
+    Learn a CLIP-format byte-level BPE (vocab, merges) from `corpus`, as CLIP's vocabulary is built.
 
     The vocabulary is every byte symbol, every byte symbol + '</w>', one token per merge, then the start and end
     tokens -- so any text still tokenizes; words of the corpus become single tokens after enough merges.

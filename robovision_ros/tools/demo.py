@@ -1,5 +1,11 @@
-"""robovision_demo, the main job: generated tabletop scenes -> image_source -> clip_perception and
-feature_extractor on the embedded models, over real DDS, with a live text view of what the robot sees.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+robovision_demo, the main job: the nodes on generated tabletop scenes, with a live view of what the robot sees.
+
+Generated tabletop scenes -> image_source -> clip_perception and feature_extractor on the embedded models,
+over real DDS.
 
     robovision_demo [--frames N] [--rate HZ] [--backend onnxruntime] [--out DIR]
 
@@ -33,7 +39,7 @@ def _use_shipped_dds_profile() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_demo', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_demo', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--frames', type=int, default=20, help='frames to process (0: until Ctrl-C)')
     parser.add_argument('--rate', type=float, default=5.0, help='camera rate in Hz')
     parser.add_argument('--backend', default='onnxruntime', help='torch, onnxruntime, tensorrt or auto')

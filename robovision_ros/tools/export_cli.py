@@ -1,4 +1,8 @@
-"""robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/fp16 ONNX -> TensorRT engine.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/fp16 ONNX -> TensorRT engine.
 
     robovision_export MODEL --out DIR [--int8] [--fp16] [--int8-qdq [--calibration-images DIR]]
                       [--tensorrt fp32|fp16|int8] [--force-rebuild]
@@ -23,7 +27,7 @@ def _progress(message: str) -> None:
 
 
 def _write_qdq(info, exported, calibration_dir: Optional[Path]) -> None:
-    """Static int8 Q/DQ variants, calibrated on a folder of images or on generated scenes."""
+    """Write static int8 Q/DQ variants, calibrated on a folder of images or on generated scenes."""
     from robovision_ros.nodes.frame_sources import open_source
     from robovision_ros.backends.onnx_export import calibration_feeds, quantize_qdq_int8
     from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
@@ -46,7 +50,7 @@ def _write_qdq(info, exported, calibration_dir: Optional[Path]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_export', description=__doc__.strip().split('\n')[0])
     parser.add_argument('model', help='model directory, hub id, or embedded:<name>')
     parser.add_argument('--out', type=Path, required=True, help='output directory')
     parser.add_argument('--int8', action='store_true',
