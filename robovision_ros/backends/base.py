@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from robovision_ros.backends.accuracy_gate import Int8Accuracy
 
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'auto')
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'triton', 'auto')
 DEVICES = ('cpu', 'cuda')
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 
@@ -36,6 +36,7 @@ class BackendCapabilities:
     fixed_input_size: bool = False  # True: only the model's native input size (no multi-scale)
     device_tensors: bool = False  # encode_image accepts torch tensors already on the device (GPU preprocessing)
     cuda_graphs: bool = False  # can replay captured CUDA graphs
+    remote: bool = False  # inference runs on a server (`device` is where the node preprocesses); never `auto`
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -103,6 +104,10 @@ class EncoderBackend(ABC):
     @property
     def cache_key(self) -> Optional[str]:
         """Key of the compiled artefact this backend runs (a TensorRT engine), if any."""
+        return None
+
+    def health(self) -> Optional[str]:
+        """Why the backend cannot serve right now (a remote server gone), or None; read by /diagnostics."""
         return None
 
     def close(self) -> None:
