@@ -1,0 +1,1 @@
+"""Command-line tools that run beside the nodes (serving, benchmarks). Runtime modules import nothing from here."""
