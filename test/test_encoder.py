@@ -329,7 +329,7 @@ def test_capability_matrix_check_and_constructors_agree(tiny_clip_dir, model_cac
             load()
         assert str(error.value) == reason
     elif backend == 'triton':  # accepted: loading goes as far as the server, which is not there
-        with pytest.raises(BackendUnavailableError, match=f'Triton server {UNREACHABLE_TRITON} unreachable'):
+        with pytest.raises(BackendUnavailableError, match=f'Triton server {UNREACHABLE_TRITON}: unreachable'):
             load()
     elif device == 'cpu' or torch.cuda.is_available():
         load().close()

@@ -43,10 +43,11 @@ PARAMETER_LOGIT_SCALE = 'robovision.logit_scale'
 PARAMETER_ENGINE = 'robovision.engine'  # "<backend> <device>" the server runs, for logs and diagnostics
 # Triton data types of the tensors (model config spelling); pixels may travel as fp16 (half the bytes).
 PIXEL_TYPES = {'TYPE_FP32': np.float32, 'TYPE_FP16': np.float16}
-# gRPC retries a lost server quickly, so results resume within about a second of its return.
+# gRPC retries a lost server at least every 2 s (its default backoff grows to 2 minutes), so results resume within
+# about 2 s of the server's return. The minimum is also gRPC's connect timeout: 2 s leaves room for slow links.
 _CHANNEL_ARGS = [('grpc.max_send_message_length', 2**31 - 1), ('grpc.max_receive_message_length', 2**31 - 1),
-                 ('grpc.initial_reconnect_backoff_ms', 200), ('grpc.min_reconnect_backoff_ms', 200),
-                 ('grpc.max_reconnect_backoff_ms', 1000)]
+                 ('grpc.initial_reconnect_backoff_ms', 500), ('grpc.min_reconnect_backoff_ms', 2000),
+                 ('grpc.max_reconnect_backoff_ms', 2000)]
 
 
 class TritonModelError(BackendUnavailableError):
@@ -234,38 +235,39 @@ class TritonBackend(EncoderBackend):
         where = f'Triton server {self.url}'
         try:
             self._client.is_server_live(client_timeout=self.timeout_s)
+            configs = []
+            for name in (self.image_model, self.text_model):
+                if name is None:
+                    continue
+                if not self._client.is_model_ready(name, client_timeout=self.timeout_s):
+                    raise TritonModelError(f"{where} has no model '{name}' ready{self._served_models()} "
+                                           '(triton_model names the prefix of the served models)')
+                configs.append(self._client.get_model_config(name, as_json=True,
+                                                             client_timeout=self.timeout_s)['config'])
         except self._server_error as error:
-            raise BackendUnavailableError(f'{where} unreachable: {self._describe(error)}')
-        configs = [self._model_config(name, where) for name in (self.image_model, self.text_model) if name]
+            raise BackendUnavailableError(f'{where}: {self._describe(error)}')
         return check_served(self.info, self.precision, configs[0], configs[1] if len(configs) > 1 else None, where)
 
-    def _model_config(self, name: str, where: str) -> dict[str, Any]:
-        try:
-            if not self._client.is_model_ready(name, client_timeout=self.timeout_s):
-                raise TritonModelError(f"{where} has model '{name}' but it is not ready")
-            return self._client.get_model_config(name, as_json=True, client_timeout=self.timeout_s)['config']
-        except self._server_error as error:
-            served = self._served_models()
-            raise TritonModelError(f"{where} has no model '{name}' ({self._describe(error)}); it serves: "
-                                   f"{', '.join(served) or 'nothing'} (set triton_model to their prefix)")
-
-    def _served_models(self) -> list[str]:
+    def _served_models(self) -> str:
+        """'; it serves: a, b' where the server lists its models (pytriton restricts that list to its token)."""
         try:
             index = self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
         except self._server_error:
-            return []
-        return sorted(m['name'] for m in index.get('models', []) if m.get('state', 'READY') == 'READY')
+            return ''
+        ready = sorted(m['name'] for m in index.get('models', []) if m.get('state') == 'READY')
+        return f"; it serves: {', '.join(ready) or 'nothing'}"
 
     # --- requests ----------------------------------------------------------------------------------------------
     def _describe(self, error: Any) -> str:
         """A short, stable reason for a failed request (logged once per distinct reason by the frame worker)."""
-        status = str(error.status() or '')
-        if 'UNAVAILABLE' in status:
-            return 'server unreachable (connection refused or lost)'
-        if 'DEADLINE_EXCEEDED' in status:
+        status = str(error.status() or '').replace('StatusCode.', '')
+        lines = (error.message() or str(error)).strip().splitlines()
+        message = lines[0] if lines else ''
+        if status == 'UNAVAILABLE' and re.search(r'connect|socket closed|connection reset|broken pipe', message, re.I):
+            return 'unreachable (connection refused or lost)'
+        if status == 'DEADLINE_EXCEEDED':
             return f'no answer within {self.timeout_s * 1e3:.0f} ms'
-        first_line = (error.message() or str(error)).strip().splitlines()
-        return f"{status.replace('StatusCode.', '') or 'error'}: {first_line[0] if first_line else ''}"
+        return f"{status or 'error'}: {message}"
 
     def _infer(self, model: str, feeds: dict[str, np.ndarray], types: dict[str, str],
                outputs: tuple[str, ...]) -> list[np.ndarray]:

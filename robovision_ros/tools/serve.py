@@ -133,7 +133,7 @@ def serve(args: argparse.Namespace) -> int:
     """Load one engine per instance, bind the image (and text) model, serve until SIGINT/SIGTERM."""
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
 
     info = read_model_info(args.model)
     prefix = args.prefix or served_prefix(info)
@@ -148,7 +148,11 @@ def serve(args: argparse.Namespace) -> int:
     shapes = image_shapes(info)
     triton = Triton(config=TritonConfig(
         grpc_address=args.host, grpc_port=args.grpc_port, http_address=args.host, http_port=args.http_port,
-        metrics_address=args.host, metrics_port=args.metrics_port, log_verbose=0, exit_timeout_secs=5))
+        metrics_address=args.host, metrics_port=args.metrics_port, log_verbose=0, exit_timeout_secs=5),
+        # Inference statistics (batch sizes, queue times) stay readable by clients and the benchmark; loading
+        # and unloading models, shared memory, tracing and logging stay behind pytriton's access token.
+        security_config=TritonSecurityConfig(
+            restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != 'statistics']))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
