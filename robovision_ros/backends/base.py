@@ -59,7 +59,8 @@ class BackendCapabilities:
         elsewhere = [d for d in self.devices if self.runs(d, precision)]
         if elsewhere:
             return f"{reason}; {precision} needs device {' or '.join(elsewhere)}"
-        others = [c.name for c in table if any(c.runs(d, precision) for d in c.devices)]
+        # Remote backends are not suggested: they run whatever their server runs.
+        others = [c.name for c in table if not c.remote and any(c.runs(d, precision) for d in c.devices)]
         return f"{reason}; use {' or '.join(others)} for {precision}" if others else reason
 
     def require(self, device: str, precision: str) -> None:
