@@ -114,6 +114,20 @@ def server(serve_venv, tiny_clip_dir, model_cache, tmp_path_factory):
     server.stop()
 
 
+def test_runtime_modules_import_nothing_from_tools():
+    """Serving and benchmarking are tools: no runtime module (backends, nodes, library) imports them."""
+    import ast
+
+    package = ROOT / 'robovision_ros'
+    for path in package.rglob('*.py'):
+        if 'tools' in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ''] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith('robovision_ros.tools') for n in names), path
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.reshape(-1, a.shape[-1]).astype(np.float64)
     b = b.reshape(-1, b.shape[-1]).astype(np.float64)
