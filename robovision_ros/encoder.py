@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, create_backend
+from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, TritonTarget, create_backend
 from robovision_ros.clip_scoring import (DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, decode,
                                          decode_batch, l2_normalize, zero_shot_probabilities)
 from robovision_ros.model_dir import ClassificationHead, ModelInfo, load_tokenizer, read_classification_head, \
@@ -63,12 +63,14 @@ class PerceptionEncoder:
 
     def __init__(self, model_id: str, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
                  cache_dir: Optional[Path] = None, force_rebuild: bool = False,
-                 int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE) -> None:
-        """`int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it."""
+                 int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE,
+                 triton: Optional[TritonTarget] = None) -> None:
+        """`int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it. `triton`:
+        the server of backend `triton`."""
         self.info: ModelInfo = read_model_info(model_id)
         self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(self.info.path))
         self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
-                                      int8_min_cosine)
+                                      int8_min_cosine, triton)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
         self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
         # A ViT fine-tuned with a head: its logits are a Linear on the global embedding, applied here for every

@@ -296,9 +296,16 @@ def _construct(info, backend, device, precision, cache_dir):
         from robovision_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(info, device, precision, cache_dir)
+    if backend == 'triton':
+        from robovision_ros.backends.triton_backend import TritonBackend, TritonTarget
+
+        return TritonBackend(info, device, precision, TritonTarget(UNREACHABLE_TRITON, timeout_ms=2000))
     from robovision_ros.backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(info, device, precision, cache_dir)
+
+
+UNREACHABLE_TRITON = '127.0.0.1:1'  # nothing listens on port 1: a connection is refused at once
 
 
 @pytest.mark.parametrize('precision', PRECISIONS)
@@ -321,6 +328,9 @@ def test_capability_matrix_check_and_constructors_agree(tiny_clip_dir, model_cac
         with pytest.raises(BackendUnavailableError) as error:
             load()
         assert str(error.value) == reason
+    elif backend == 'triton':  # accepted: loading goes as far as the server, which is not there
+        with pytest.raises(BackendUnavailableError, match=f'Triton server {UNREACHABLE_TRITON}: unreachable'):
+            load()
     elif device == 'cpu' or torch.cuda.is_available():
         load().close()
     else:
@@ -362,8 +372,8 @@ def test_capabilities_are_declared_without_importing_frameworks():
             'from robovision_ros.backends import backend_capabilities, check_combination\n'
             'table = backend_capabilities()\n'
             'check_combination("torch", "cpu", "int8")\n'
-            'assert list(table) == ["torch", "onnxruntime", "tensorrt"], list(table)\n'
-            'print(sorted(m for m in ("torch", "onnxruntime", "tensorrt") if m in sys.modules))\n')
+            'assert list(table) == ["torch", "onnxruntime", "tensorrt", "triton"], list(table)\n'
+            'print(sorted(m for m in ("torch", "onnxruntime", "tensorrt", "tritonclient") if m in sys.modules))\n')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == '[]'
 
@@ -375,6 +385,8 @@ def test_capabilities_describe_each_backend():
     assert table['torch'].int8 == '' and not any(table['torch'].runs(d, 'int8') for d in DEVICES)
     assert table['torch'].cuda_graphs and table['torch'].device_tensors and not table['torch'].fixed_input_size
     assert table['onnxruntime'].fixed_input_size and not table['onnxruntime'].device_tensors
+    assert table['triton'].remote and table['triton'].devices == ('cpu',) and not table['onnxruntime'].remote
+    assert all(not c.remote for c in table.values() if c.name != 'triton')
 
 
 def test_vocabulary_change_encodes_only_new_labels(torch_clip):

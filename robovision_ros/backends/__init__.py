@@ -1,6 +1,6 @@
 """Inference backends behind one interface, chosen by name, device and precision.
 
-Heavy imports (torch, onnxruntime, tensorrt) happen inside the backend that needs them.
+Heavy imports (torch, onnxruntime, tensorrt, tritonclient) happen inside the backend that needs them.
 """
 from __future__ import annotations
 
@@ -15,26 +15,28 @@ from robovision_ros.backends.accuracy_gate import DEFAULT_INT8_MIN_COSINE, Int8A
     gate_int8
 from robovision_ros.backends.base import BACKENDS, DEVICES, INT8_DYNAMIC, INT8_STATIC_QDQ, PRECISIONS, \
     BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.backends.triton_backend import TritonTarget
 from robovision_ros.model_dir import ModelInfo
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ['AUTO_PREFERENCE', 'BACKENDS', 'DEFAULT_INT8_MIN_COSINE', 'DEVICES', 'INT8_DYNAMIC', 'INT8_STATIC_QDQ',
            'PRECISIONS', 'BackendCapabilities', 'BackendUnavailableError', 'EncoderBackend', 'ImageEncoding',
-           'Int8Accuracy', 'Int8AccuracyError', 'backend_capabilities', 'check_combination', 'choose_backend',
-           'create_backend']
+           'Int8Accuracy', 'Int8AccuracyError', 'TritonTarget', 'backend_capabilities', 'check_combination',
+           'choose_backend', 'create_backend']
 
 
 # `auto` picks the first installed backend of this order that runs the device and precision: the fastest first.
+# Remote backends (triton) are never picked: they need a server address.
 AUTO_PREFERENCE = {'cuda': ('tensorrt', 'torch', 'onnxruntime'), 'cpu': ('onnxruntime', 'torch')}
 
 
 def backend_capabilities() -> dict[str, BackendCapabilities]:
     """Every backend's capabilities by name, in BACKENDS order (importing no framework)."""
-    from robovision_ros.backends import onnxruntime_backend, tensorrt_backend, torch_backend
+    from robovision_ros.backends import onnxruntime_backend, tensorrt_backend, torch_backend, triton_backend
 
     return {module.CAPABILITIES.name: module.CAPABILITIES
-            for module in (torch_backend, onnxruntime_backend, tensorrt_backend)}
+            for module in (torch_backend, onnxruntime_backend, tensorrt_backend, triton_backend)}
 
 
 def _installed(capabilities: BackendCapabilities) -> bool:
@@ -83,12 +85,14 @@ def check_combination(backend: str, device: str, precision: str) -> Optional[str
 
 def create_backend(info: ModelInfo, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
                    cache_dir: Optional[Path] = None, force_rebuild: bool = False,
-                   int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE) -> EncoderBackend:
+                   int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE,
+                   triton: Optional[TritonTarget] = None) -> EncoderBackend:
     """Load `info` on the requested backend; an unavailable combination raises BackendUnavailableError.
 
     An int8 engine must pass the accuracy gate: its cosine to fp32 on built-in probe images must reach
     `int8_min_cosine` (None skips the gate), else Int8AccuracyError. The measurement is kept on
-    `backend.int8_accuracy`.
+    `backend.int8_accuracy`. A remote backend (`triton`, at the server `triton` names) is not gated here: the
+    server's own create_backend gated its engine when it started.
     """
     reason = check_combination(backend, device, precision)
     if reason is not None:
@@ -98,8 +102,8 @@ def create_backend(info: ModelInfo, backend: str = 'auto', device: str = 'cpu', 
     if backend == 'auto':
         backend = choose_backend(device, precision)
         LOG.info('backend auto -> %s (device %s, precision %s)', backend, device, precision)
-    loaded = _load(info, backend, device, precision, cache_dir, force_rebuild)
-    if precision == 'int8' and int8_min_cosine is not None:
+    loaded = _load(info, backend, device, precision, cache_dir, force_rebuild, triton)
+    if precision == 'int8' and int8_min_cosine is not None and not loaded.capabilities.remote:
         loaded.int8_accuracy = gate_int8(loaded, lambda: _fp32_reference(info, device, cache_dir),
                                          _probe_preprocessor(info), info.image_size, int8_min_cosine)
         LOG.info('int8 accuracy gate passed: cosine to fp32 %.4f (global %.4f, patches %.4f) >= %s',
@@ -109,7 +113,7 @@ def create_backend(info: ModelInfo, backend: str = 'auto', device: str = 'cpu', 
 
 
 def _load(info: ModelInfo, backend: str, device: str, precision: str, cache_dir: Optional[Path],
-          force_rebuild: bool) -> EncoderBackend:
+          force_rebuild: bool, triton: Optional[TritonTarget] = None) -> EncoderBackend:
     if backend == 'torch':
         from robovision_ros.backends.torch_backend import TorchBackend
 
@@ -118,6 +122,10 @@ def _load(info: ModelInfo, backend: str, device: str, precision: str, cache_dir:
         from robovision_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(info, device, precision, cache_dir)
+    if backend == 'triton':
+        from robovision_ros.backends.triton_backend import TritonBackend
+
+        return TritonBackend(info, device, precision, triton)
     from robovision_ros.backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(info, device, precision, cache_dir, force_rebuild=force_rebuild)

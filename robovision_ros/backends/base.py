@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from robovision_ros.backends.accuracy_gate import Int8Accuracy
 
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'auto')
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'triton', 'auto')
 DEVICES = ('cpu', 'cuda')
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 
@@ -36,6 +36,7 @@ class BackendCapabilities:
     fixed_input_size: bool = False  # True: only the model's native input size (no multi-scale)
     device_tensors: bool = False  # encode_image accepts torch tensors already on the device (GPU preprocessing)
     cuda_graphs: bool = False  # can replay captured CUDA graphs
+    remote: bool = False  # inference runs on a server (`device` is where the node preprocesses); never `auto`
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -58,7 +59,8 @@ class BackendCapabilities:
         elsewhere = [d for d in self.devices if self.runs(d, precision)]
         if elsewhere:
             return f"{reason}; {precision} needs device {' or '.join(elsewhere)}"
-        others = [c.name for c in table if any(c.runs(d, precision) for d in c.devices)]
+        # Remote backends are not suggested: they run whatever their server runs.
+        others = [c.name for c in table if not c.remote and any(c.runs(d, precision) for d in c.devices)]
         return f"{reason}; use {' or '.join(others)} for {precision}" if others else reason
 
     def require(self, device: str, precision: str) -> None:
@@ -103,6 +105,10 @@ class EncoderBackend(ABC):
     @property
     def cache_key(self) -> Optional[str]:
         """Key of the compiled artefact this backend runs (a TensorRT engine), if any."""
+        return None
+
+    def health(self) -> Optional[str]:
+        """Why the backend cannot serve right now (a remote server gone), or None; read by /diagnostics."""
         return None
 
     def close(self) -> None:

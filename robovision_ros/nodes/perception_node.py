@@ -8,6 +8,7 @@ The inference itself runs on a `FrameWorker` thread (nodes/frame_worker.py, no R
 from __future__ import annotations
 
 import math
+import re
 import time
 import traceback
 from pathlib import Path
@@ -22,7 +23,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CompressedImage, Image
 
 from robovision_ros.backends import BACKENDS, DEFAULT_INT8_MIN_COSINE, DEVICES, PRECISIONS, BackendUnavailableError, \
-    check_combination
+    TritonTarget, check_combination
+from robovision_ros.backends.triton_backend import DEFAULT_TIMEOUT_MS, parse_url
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.model_dir import ModelLoadError
 from robovision_ros.nodes.frame_worker import Frame, FrameWorker, RecentWindow, StageStats, WorkerSettings
@@ -31,7 +33,7 @@ from robovision_ros.backends.onnx_export import ExportError
 from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, PreprocessConfigError, decode_image_msg
 
 FIXED_PARAMETERS = ('model', 'backend', 'device', 'precision', 'int8_min_cosine', 'engine_cache_dir', 'image_topics',
-                    'qos', 'qos_depth', 'batch')
+                    'qos', 'qos_depth', 'batch', 'triton_url', 'triton_model', 'triton_timeout_ms')
 # Failures a user causes (wrong model path, unsupported combination): one line, no traceback.
 LOAD_ERRORS = (ModelLoadError, BackendUnavailableError, ExportError, PreprocessConfigError, OSError, ValueError)
 EXECUTORS = ('multi', 'single')
@@ -77,6 +79,19 @@ def string_list(value: Any, what: str, allow_empty: bool = False) -> list[str]:
     return values
 
 
+def _check_triton(url: Any, prefix: Any) -> Optional[str]:
+    """Why the triton parameters cannot work (None: they can)."""
+    if not isinstance(url, str) or not url.strip():
+        return 'backend triton needs triton_url (e.g. localhost:8001 or grpc://gpu-server:8001)'
+    try:
+        parse_url(url)
+    except ValueError as error:
+        return str(error)
+    if not isinstance(prefix, str) or not re.fullmatch(r'[A-Za-z0-9._-]*', prefix):
+        return f"triton_model '{prefix}' is not a Triton model name (letters, digits, '.', '_', '-')"
+    return None
+
+
 def _finite(value: Any, name: str) -> Optional[str]:
     if isinstance(value, float) and not math.isfinite(value):
         return f'{name} must be a finite number; got {value}'
@@ -102,6 +117,15 @@ class PerceptionNode(LifecycleNode):
             'built-in probe images).' + fixed, float_range=(0.0, 1.0)))
         self.declare_parameter('engine_cache_dir', '',
                                _descriptor('ONNX/TensorRT cache directory ("" = ~/.cache/robovision_ros).' + fixed))
+        self.declare_parameter('triton_url', '', _descriptor(
+            'backend triton: gRPC address of the Triton server, host:port or grpc://host:port (port 8001 if none). '
+            'device is then cpu (preprocessing) and precision must be what the server runs.' + fixed))
+        self.declare_parameter('triton_model', '', _descriptor(
+            'backend triton: prefix of the served models <prefix>_image, <prefix>_text ("" = the model '
+            "directory's name, as robovision_serve names them)." + fixed))
+        self.declare_parameter('triton_timeout_ms', DEFAULT_TIMEOUT_MS, _descriptor(
+            'backend triton: limit of each request to the server (ms); a frame that takes longer fails.' + fixed,
+            integer_range=(1, 600000)))
         self.declare_parameter('image_topics', ['image_raw'], _descriptor(
             'Camera topic, or a list of them; a name ending in compressed is a CompressedImage.' + fixed,
             dynamic_typing=True))
@@ -222,6 +246,10 @@ class PerceptionNode(LifecycleNode):
             reason = check_combination(values['backend'], values['device'], values['precision'])
             if reason:
                 return reason
+        if values['backend'] == 'triton' and names & {'backend', 'triton_url', 'triton_model'}:
+            reason = _check_triton(values['triton_url'], values['triton_model'])
+            if reason:
+                return reason
         if 'image_topics' in names:
             try:
                 topics = string_list(values['image_topics'], 'image_topics')
@@ -253,9 +281,11 @@ class PerceptionNode(LifecycleNode):
             if reason:
                 raise ConfigureError(reason)
             cache = self._param('engine_cache_dir') or None
+            triton = TritonTarget(self._param('triton_url'), self._param('triton_model'),
+                                  int(self._param('triton_timeout_ms'))) if self._param('backend') == 'triton' else None
             self.encoder = PerceptionEncoder(model, self._param('backend'), self._param('device'),
                                              self._param('precision'), Path(cache) if cache else None,
-                                             int8_min_cosine=float(self._param('int8_min_cosine')))
+                                             int8_min_cosine=float(self._param('int8_min_cosine')), triton=triton)
             self.encoder.warm_up()
             self._prepare()
             self._create_outputs()
@@ -447,6 +477,8 @@ class PerceptionNode(LifecycleNode):
             p50, p95 = stats.percentiles()
             values[f'{name}_p50'] = round(p50, 3)
             values[f'{name}_p95'] = round(p95, 3)
+        health = self.encoder.backend.health()
+        values['backend_health'] = health or 'ok'
         values.update(self._extra_diagnostics())
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: perception',
                                   hardware_id=self.encoder.backend.device)
@@ -454,6 +486,8 @@ class PerceptionNode(LifecycleNode):
         status.level, status.message = DiagnosticStatus.OK, 'active' if active else 'inactive'
         if active and worker.failure is not None:
             status.level, status.message = DiagnosticStatus.ERROR, f'inference thread stopped: {worker.failure}'
+        elif active and health is not None:
+            status.level, status.message = DiagnosticStatus.ERROR, health
         elif active and silent:
             status.level, status.message = DiagnosticStatus.WARN, f'no frames from {", ".join(silent)}'
         elif active and (recent['rejected_frames'] or recent['failed_frames']):

@@ -156,16 +156,17 @@ class EngineVariant:
 
 def variants_for(device: str) -> tuple[tuple[str, str], ...]:
     """What is timed on `device`: the naive pipeline, then each installed backend's precisions there as its
-    capabilities declare them (fp16 also with CUDA graphs where the backend replays them). Left out: static int8,
-    which needs a calibrated Q/DQ file made beforehand, and onnxruntime on CUDA without a GPU provider."""
+    capabilities declare them (fp16 also with CUDA graphs where the backend replays them). Left out: remote backends
+    (triton), static int8, which needs a calibrated Q/DQ file made beforehand, and onnxruntime on CUDA without a GPU
+    provider."""
     import importlib.util
 
     from robovision_ros.backends import INT8_STATIC_QDQ, backend_capabilities
 
     variants: list[tuple[str, str]] = [('naive', 'fp32')]
     for capabilities in backend_capabilities().values():
-        if importlib.util.find_spec(capabilities.module) is None:
-            continue
+        if capabilities.remote or importlib.util.find_spec(capabilities.module) is None:
+            continue  # a remote backend needs a server: robovision_ros.tools.triton_bench measures it
         if capabilities.name == 'onnxruntime' and device == 'cuda':
             import onnxruntime
 
