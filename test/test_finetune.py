@@ -76,8 +76,8 @@ def test_lora_clip_output_loads_like_any_model(tiny_clip_dir, model_cache, tmp_p
     assert info.model_type == 'clip' and info.fingerprint != read_model_info(str(tiny_clip_dir)).fingerprint
     base, tuned = load_file(str(tiny_clip_dir / 'model.safetensors')), load_file(str(out / 'model.safetensors'))
     assert base.keys() == tuned.keys()  # merged: plain CLIP weights, no LoRA names
-    name = 'vision_model.encoder.layers.0.self_attn.q_proj.weight'
-    assert not np.allclose(base[name], tuned[name])
+    for name in ('vision_model.encoder.layers.0.mlp.fc1.weight', 'text_model.embeddings.token_embedding.weight'):
+        assert not np.allclose(base[name], tuned[name]), name  # the default CLIP LoRA targets, merged
     image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
     outputs = {}
     for backend in ('torch', 'onnxruntime'):
@@ -154,3 +154,16 @@ def test_resume_continues_to_the_same_weights(tiny_vit_dir, tmp_path):
         resumed = load_file(str(tmp_path / 'resumed' / name))
         for key in straight:
             np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+
+
+def test_augment_variants_are_fixed_mirrors_and_shifts():
+    import torch
+
+    from robovision_ros.tools.finetune import augment, augment_variants
+
+    pixels = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    assert augment_variants(2) == 18 and augment_variants(0) == 2
+    assert torch.equal(augment(pixels, torch.tensor([0, 0]), 2), pixels)  # variant 0: as seen
+    assert torch.equal(augment(pixels, torch.tensor([9, 9]), 2), pixels.flip(-1))  # variant 9: mirrored
+    shifted = augment(pixels, torch.tensor([2, 2]), 2)  # dx = +2: content moves right, left edge replicated
+    assert torch.equal(shifted[..., 2:], pixels[..., :-2]) and torch.equal(shifted[..., 0], pixels[..., 0])

@@ -5,7 +5,9 @@
 DATA is an image folder (`DATA/<label>/*.jpg|png`) or a JSON Lines file of `{"image": path, "text": "a photo of
 ..."}` (paths relative to the file). CLIP is tuned contrastively (image and text towers) against each label's
 prompt (`a photo of a {label}.` for a folder, the line's text for JSON Lines), plus the presence decision the
-nodes make (cosine >= threshold), so zero-shot use with any vocabulary keeps working. A ViT gets a
+nodes make (cosine >= threshold), so zero-shot use with any vocabulary keeps working, and a preservation term
+keeps what the base model already knew (the text and image embeddings of labels it already ranks first) where it
+was. Images are mirrored and shifted a few pixels (a fixed set of variants). A ViT gets a
 classification head on its CLS token while its backbone is adapted.
 
 DIR is a model directory the nodes load with `model:=DIR`: LoRA writes the merged weights (no runtime cost) and
@@ -37,9 +39,14 @@ CLIP_TEMPLATE = 'a photo of a {}.'
 METHODS = ('lora', 'adapter')
 # Attention query/value projections: HF CLIP and ViT (transformers >= 5) say q_proj/v_proj, older ViTs query/value.
 LORA_TARGETS = (('q_proj', 'v_proj'), ('query', 'value'))
+# CLIP: the MLPs of both towers and the token embedding. New words reach the text tower as characters of a BPE
+# learned on the old corpus ('purple' -> p u r pl e); without a trainable embedding they cannot be told apart well.
+CLIP_LORA_TARGETS = ('fc1', 'fc2', 'token_embedding')
 # The presence decision the nodes make: sigmoid(sharpness * (cosine - threshold)), as the embedded CLIP was trained.
 PRESENCE_THRESHOLD = 0.25
 PRESENCE_SHARPNESS = 10.0
+# Preservation loss scale: squared distances of unit embeddings are small next to the cross-entropies.
+PRESERVE_SCALE = 10.0
 CHECKPOINT_FILE = 'checkpoints/last.pt'
 COPIED_FILES = ('preprocessor_config.json', 'vocab.json', 'merges.txt', 'tokenizer.json', 'tokenizer_config.json',
                 'special_tokens_map.json')
@@ -153,32 +160,36 @@ def load_dataset(source: Path, val_fraction: float = 0.2, seed: int = 0,
 @dataclass(frozen=True)
 class FinetuneOptions:
     method: str = 'lora'
-    rank: int = 16
-    alpha: float = 32.0
+    rank: int = 4
+    alpha: float = 8.0
     dropout: float = 0.05
     target_modules: Optional[tuple[str, ...]] = None  # default: default_lora_targets(model)
     bottleneck: int = 16
-    steps: int = 300
+    steps: int = 600
     batch: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     seed: int = 0
     device: str = 'cpu'
     val_fraction: float = 0.2
     checkpoint_every: int = 100
     presence_weight: float = 1.0
+    preserve_weight: float = 1.0
+    shift: int = 4
     template: str = CLIP_TEMPLATE
     heldout_scenes: int = 120
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed."""
         keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
-                'val_fraction', 'presence_weight', 'template')
+                'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'template')
         return {key: getattr(self, key) for key in keys}
 
 
 def default_lora_targets(model: Any) -> tuple[str, ...]:
-    """The attention query/value projection names this model uses."""
+    """CLIP: the MLPs and the token embedding; otherwise the attention query/value projections."""
     names = {name.rsplit('.', 1)[-1] for name, _ in model.named_modules()}
+    if set(CLIP_LORA_TARGETS) <= names and 'text_model' in names:
+        return CLIP_LORA_TARGETS
     for pair in LORA_TARGETS:
         if set(pair) <= names:
             return pair
@@ -212,6 +223,9 @@ class TrainableModel:
             self.core.vit = backbone
         self.peft_model: Any = None
         self.adapted_blocks = 0
+        # CLIP preservation: the base model's embeddings of the labels it already knows (set by `remember_base`).
+        self.known: Any = None  # bool [labels]
+        self.base_text: Any = None  # [labels, D], unit length
         for parameter in self.core.parameters():
             parameter.requires_grad_(False)
         if options.method == 'lora':
@@ -243,22 +257,70 @@ class TrainableModel:
     def trainable(self) -> dict[str, Any]:
         return {name: p for name, p in self.core.named_parameters() if p.requires_grad}
 
-    def loss(self, pixels: Any, targets: Any) -> Any:
+    def image_embeddings(self, pixels: Any) -> Any:
+        """CLIP: unit-length image embeddings [B, D]."""
+        import torch.nn.functional as F
+
+        model = self.core
+        return F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+
+    def text_embeddings(self) -> Any:
+        """CLIP: unit-length embeddings [labels, D] of the dataset's prompts."""
+        import torch.nn.functional as F
+
+        model = self.core
+        return F.normalize(model.text_projection(model.text_model(**self.tokens).pooler_output), dim=-1)
+
+    def remember_base(self, pixels: Any, targets: Any, chunk: int = 256) -> Optional[Any]:
+        """CLIP, before training: the base model's embeddings [variants, N, D] of every augmented variant of the
+        training images (see `augment`), and the labels it already knows -- a label is known when the base model
+        ranks it first (among the dataset's labels) for most of its training images. None when not preserving."""
+        import torch
+
+        if self.info.model_type != 'clip' or self.options.preserve_weight == 0:
+            return None
+        self.core.eval()  # LoRA B and adapter `up` start at zero: the model is still the base model
+        with torch.no_grad():
+            def embed(batch: Any) -> Any:
+                return torch.cat([self.image_embeddings(batch[i:i + chunk].to(self.options.device))
+                                  for i in range(0, len(batch), chunk)])
+
+            variants = torch.arange(len(pixels))
+            base = torch.stack([embed(augment(pixels, variants * 0 + v, self.options.shift))
+                                for v in range(augment_variants(self.options.shift))])
+            self.base_text = self.text_embeddings()
+            predicted = (base[0] @ self.base_text.T).argmax(1).cpu()
+        targets = targets.cpu()
+        labels = self.base_text.shape[0]
+        hits = torch.zeros(labels).index_add_(0, targets, (predicted == targets).float())
+        counts = torch.zeros(labels).index_add_(0, targets, torch.ones(len(targets)))
+        self.known = (hits > 0.5 * counts.clamp(min=1)).to(self.options.device)
+        return base
+
+    def loss(self, pixels: Any, targets: Any, base_image: Any = None) -> Any:
+        """ViT: cross-entropy of the head. CLIP: contrastive over the dataset's prompts + the nodes' presence
+        decision + (with `base_image`, the base model's embeddings of these pixels) preservation of what the base
+        model knew: the known labels' text embeddings and their images' embeddings stay where they were."""
         import torch.nn.functional as F
 
         if self.info.model_type == 'vit':
             return F.cross_entropy(self.core(pixel_values=pixels).logits, targets)
-        model = self.core
-        image = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
-        text = F.normalize(model.text_projection(model.text_model(**self.tokens).pooler_output), dim=-1)
+        image, text = self.image_embeddings(pixels), self.text_embeddings()
         cosine = image @ text.T
-        contrastive = F.cross_entropy(model.logit_scale.exp().detach() * cosine, targets)
-        if self.options.presence_weight == 0:
-            return contrastive
-        one_hot = F.one_hot(targets, cosine.shape[1]).float()
-        presence = F.binary_cross_entropy_with_logits(PRESENCE_SHARPNESS * (cosine - PRESENCE_THRESHOLD), one_hot,
-                                                      pos_weight=cosine.new_tensor(3.0))
-        return contrastive + self.options.presence_weight * presence
+        loss = F.cross_entropy(self.core.logit_scale.exp().detach() * cosine, targets)
+        if self.options.presence_weight != 0:
+            one_hot = F.one_hot(targets, cosine.shape[1]).float()
+            presence = F.binary_cross_entropy_with_logits(PRESENCE_SHARPNESS * (cosine - PRESENCE_THRESHOLD), one_hot,
+                                                          pos_weight=cosine.new_tensor(3.0))
+            loss = loss + self.options.presence_weight * presence
+        if base_image is not None and self.known is not None and bool(self.known.any()):
+            # Squared distance of unit vectors: 2 (1 - cosine) to where the base model put them.
+            known_images = self.known[targets].float()
+            image_drift = ((image - base_image) ** 2).sum(1)
+            text_drift = ((text[self.known] - self.base_text[self.known]) ** 2).sum(1).mean()
+            image_drift = (image_drift * known_images).sum() / known_images.sum().clamp(min=1)
+            loss = loss + self.options.preserve_weight * PRESERVE_SCALE * (text_drift + image_drift)
+        return loss
 
     def save(self, out: Path, base: ModelInfo) -> dict[str, int]:
         """Write the loadable model directory; returns the sizes in bytes of what was added."""
@@ -295,6 +357,30 @@ def _pixels(examples: Sequence[Example], preprocessor: ImagePreprocessor) -> np.
     return np.concatenate([preprocessor([e.image]) for e in examples]) if examples else np.zeros((0, 3, 1, 1))
 
 
+def augment_variants(shift: int) -> int:
+    """How many augmented variants of an image there are: as seen and mirrored, each shifted by -shift, 0 or
+    +shift pixels in y and x (shift 0: as seen and mirrored)."""
+    return 2 * (9 if shift > 0 else 1)
+
+
+def augment(pixels: Any, variants: Any, shift: int) -> Any:
+    """Variant `variants[i]` (0 = as seen) of each image of a [B, 3, H, W] batch: mirrored and/or shifted (edges
+    replicated). A fixed, small set of variants lets the base model's embeddings of them all be computed once."""
+    import torch
+    import torch.nn.functional as F
+
+    steps = (0, -shift, shift) if shift > 0 else (0,)
+    height, width = pixels.shape[-2:]
+    padded = F.pad(pixels, (shift,) * 4, mode='replicate') if shift > 0 else pixels
+    out = torch.empty_like(pixels)
+    for i, variant in enumerate(variants.tolist()):
+        mirrored, rest = divmod(variant, len(steps) ** 2)
+        dy, dx = steps[rest // len(steps)], steps[rest % len(steps)]
+        image = padded[i, :, shift - dy:shift - dy + height, shift - dx:shift - dx + width]
+        out[i] = image.flip(-1) if mirrored else image
+    return out
+
+
 def _lr(step: int, steps: int, base: float) -> float:
     warmup = max(steps // 10, 1)
     if step < warmup:
@@ -312,6 +398,7 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
     pixels = torch.from_numpy(_pixels(dataset.train, preprocessor))
     targets = torch.tensor([e.label for e in dataset.train])
+    base = model.remember_base(pixels, targets)
     params = model.trainable()
     optimizer = torch.optim.AdamW(list(params.values()), lr=options.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(options.seed)
@@ -341,10 +428,10 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
         for group in optimizer.param_groups:
             group['lr'] = _lr(step, options.steps, options.lr)
         idx = torch.randint(0, len(pixels), (min(options.batch, len(pixels)),), generator=generator)
-        images = pixels[idx]
-        flip = torch.rand(len(idx), generator=generator) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images).to(options.device)
-        loss = model.loss(images, targets[idx].to(options.device))
+        variants = torch.randint(0, augment_variants(options.shift), (len(idx),), generator=generator)
+        images = augment(pixels[idx], variants, options.shift).to(options.device)
+        base_image = None if base is None else base[variants, idx]
+        loss = model.loss(images, targets[idx].to(options.device), base_image)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
@@ -503,21 +590,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('data', type=Path, help='image folder DIR/<label>/*.jpg|png or a .jsonl file')
     parser.add_argument('--out', type=Path, required=True, help='output model directory')
     parser.add_argument('--method', choices=METHODS, default='lora')
-    parser.add_argument('--rank', type=int, default=16, help='LoRA rank')
-    parser.add_argument('--alpha', type=float, default=32.0, help='LoRA alpha')
+    parser.add_argument('--rank', type=int, default=4, help='LoRA rank')
+    parser.add_argument('--alpha', type=float, default=8.0, help='LoRA alpha')
     parser.add_argument('--dropout', type=float, default=0.05, help='LoRA dropout')
     parser.add_argument('--target-modules', nargs='+', default=None,
-                        help='LoRA target module names (default: the attention q_proj v_proj, or query value)')
+                        help='LoRA target module names (default CLIP: fc1 fc2 token_embedding; ViT: the attention '
+                             'q_proj v_proj, or query value)')
     parser.add_argument('--bottleneck', type=int, default=16, help='adapter bottleneck width')
-    parser.add_argument('--steps', type=int, default=300)
+    parser.add_argument('--steps', type=int, default=600)
     parser.add_argument('--batch', type=int, default=32)
-    parser.add_argument('--lr', type=float, default=1e-3)
+    parser.add_argument('--lr', type=float, default=2e-3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--val-fraction', type=float, default=0.2)
     parser.add_argument('--checkpoint-every', type=int, default=100)
     parser.add_argument('--presence-weight', type=float, default=1.0,
                         help='CLIP: weight of the presence (cosine >= 0.25) loss next to the contrastive one')
+    parser.add_argument('--preserve-weight', type=float, default=1.0,
+                        help='CLIP: weight of keeping the labels the base model already knows (their text and image '
+                             'embeddings) where the base model put them (0: off)')
+    parser.add_argument('--shift', type=int, default=4,
+                        help='augmentation: shift images by -N, 0 or +N pixels next to mirroring (0: off)')
     parser.add_argument('--template', default=CLIP_TEMPLATE, help='CLIP prompt for folder labels')
     parser.add_argument('--heldout-scenes', type=int, default=120,
                         help="scenes for the base model's own held-out evaluation before/after (0: skip)")
@@ -527,7 +620,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.method, args.rank, args.alpha, args.dropout,
         tuple(args.target_modules) if args.target_modules else None, args.bottleneck, args.steps, args.batch,
         args.lr, args.seed, args.device, args.val_fraction, args.checkpoint_every, args.presence_weight,
-        args.template, args.heldout_scenes)
+        args.preserve_weight, args.shift, args.template, args.heldout_scenes)
     try:
         report = finetune(args.model, args.data, args.out, options, resume=args.resume)
     except (DatasetError, FinetuneError, ModelLoadError) as error:

@@ -105,8 +105,8 @@ def inference_ms(model: str, runs: int = 50) -> float:
         encoder.close()
 
 
-def run_demo(work: Path, doc: Optional[Path], per_label: int = 8, clip_steps: int = 300, vit_steps: int = 300,
-             lora_rank: int = 8) -> dict[str, Any]:
+def run_demo(work: Path, doc: Optional[Path], per_label: int = 16, clip_steps: int = 600, vit_steps: int = 600,
+             lora_rank: int = 4) -> dict[str, Any]:
     """Everything the doc's table reports, measured now."""
     data = make_scene_folder(work / 'data', per_label)
     results: dict[str, Any] = {'per_label': per_label, 'labels': len(ALL_LABELS), 'new_labels': len(NEW_LABELS)}
@@ -204,10 +204,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robovision_finetune_demo', description=__doc__.split('\n')[0])
     parser.add_argument('--work', type=Path, default=Path('/tmp/robovision_finetune_demo'))
     parser.add_argument('--doc', type=Path, default=Path('docs/finetuning.md'))
-    parser.add_argument('--per-label', type=int, default=8)
-    parser.add_argument('--clip-steps', type=int, default=300)
-    parser.add_argument('--vit-steps', type=int, default=300)
-    parser.add_argument('--lora-rank', type=int, default=8)
+    parser.add_argument('--per-label', type=int, default=16)
+    parser.add_argument('--clip-steps', type=int, default=600)
+    parser.add_argument('--vit-steps', type=int, default=600)
+    parser.add_argument('--lora-rank', type=int, default=4)
     args = parser.parse_args(argv)
     results = run_demo(args.work, args.doc, args.per_label, args.clip_steps, args.vit_steps, args.lora_rank)
     print(json.dumps(results, indent=2))
