@@ -1,4 +1,8 @@
-"""The encoder engine: frames in, patch features, embeddings and CLIP scores out. No ROS needed.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+The encoder engine: frames in, patch features, embeddings and CLIP scores out. No ROS needed.
 
 `PerceptionEncoder` ties together the model directory (`models`), its preprocessing (`preprocessing`), one
 backend (`backends`), the text vocabulary (`vocabulary`) and CLIP scoring (`clip_scoring`). The ROS nodes are thin
@@ -65,8 +69,12 @@ class PerceptionEncoder:
                  cache_dir: Optional[Path] = None, force_rebuild: bool = False,
                  int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE,
                  triton: Optional[TritonTarget] = None) -> None:
-        """`int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it. `triton`:
-        the server of backend `triton`."""
+        """
+        Load `model_id` on one backend, with its preprocessing, tokenizer and vocabulary cache.
+
+        `int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it. `triton`:
+        the server of backend `triton`.
+        """
         self.info: ModelInfo = read_model_info(model_id)
         self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(self.info.path))
         self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
@@ -115,8 +123,12 @@ class PerceptionEncoder:
         return features, EncodeTiming((prepared - start) * 1e3, (done - prepared) * 1e3)
 
     def prepare(self, images: Sequence[np.ndarray], scale: float = 1.0) -> Any:
-        """RGB uint8 images -> the backend's input: normalised on the GPU for torch/TensorRT on CUDA (a torch
-        tensor there), else a float32 numpy batch."""
+        """
+        Turn RGB uint8 images into the backend's input.
+
+        Normalised on the GPU for backends that take device tensors on CUDA (a torch tensor there), else a
+        float32 numpy batch.
+        """
         if self._device_preprocessing:
             import torch
 
@@ -151,7 +163,7 @@ class PerceptionEncoder:
     def decode_batch(self, features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
                      queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
                      localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
-        """Encoded frames of one batch -> their CLIP scores, one result per frame (`clip_scoring.decode_batch`)."""
+        """Score the encoded frames of one batch, one result per frame (`clip_scoring.decode_batch`)."""
         return decode_batch(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
                             patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
 

@@ -1,4 +1,8 @@
-"""Model loading: Hugging Face ViT and CLIP directories (or hub ids) and the encoder modules built from them.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Model loading: Hugging Face ViT and CLIP directories (or hub ids) and the encoder modules built from them.
 
 A model is named by a local directory, a hub id (used only where the robot has a network or a cache), or
 `embedded:<name>` for the small models shipped inside this package. Everything a backend needs -- the
@@ -114,7 +118,7 @@ def load_torch_model(info: ModelInfo) -> Any:
 
 
 def adapter_blocks(model: Any) -> list[Any]:
-    """The transformer blocks of a HF CLIP/ViT model (every tower), in module order."""
+    """Return the transformer blocks of a HF CLIP/ViT model (every tower), in module order."""
     import re
 
     pattern = re.compile(r'(^|\.)layers?\.\d+$')
@@ -122,7 +126,8 @@ def adapter_blocks(model: Any) -> list[Any]:
 
 
 def insert_adapters(model: Any, bottleneck: int) -> int:
-    """Add a zero-initialised bottleneck adapter (down, GELU, up, residual) after every transformer block.
+    """
+    Add a zero-initialised bottleneck adapter (down, GELU, up, residual) after every transformer block.
 
     Each adapter is the block's submodule `adapter` (weights named `...layers.N.adapter.*`) and runs in a forward
     hook on the block's output, so the model's own code, export and weight names stay as they are. Returns the
@@ -185,7 +190,7 @@ class ClassificationHead:
 
 
 def read_classification_head(info: ModelInfo) -> Optional[ClassificationHead]:
-    """The ViT classification head stored with the model, or None (no head, or not a ViT)."""
+    """Read the ViT classification head stored with the model, or None (no head, or not a ViT)."""
     if info.model_type != 'vit':
         return None
     config = json.loads((info.path / 'config.json').read_text())
@@ -202,7 +207,7 @@ def read_classification_head(info: ModelInfo) -> Optional[ClassificationHead]:
 
 
 def load_tokenizer(info: ModelInfo) -> Any:
-    """The tokenizer stored in the model directory (CLIP only)."""
+    """Load the tokenizer stored in the model directory (CLIP only)."""
     if not info.has_text:
         raise ModelLoadError(f'{info.model_id} is a {info.model_type} model: it has no text encoder')
     from transformers import AutoTokenizer
@@ -214,13 +219,17 @@ def load_tokenizer(info: ModelInfo) -> Any:
 
 
 def clip_text_length(tokenizer: Any, model: Any) -> int:
-    """Fixed token length of the text encoder input: the tokenizer's limit, capped by the position table."""
+    """Return the fixed token length of the text input: the tokenizer's limit, capped by the position table."""
     return int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], length: int, tensors: str = 'np') -> tuple[Any, Any]:
-    """Texts -> (input_ids, attention_mask) ``[T, length]``: padded and truncated to the text encoder's fixed
-    length, as int64 numpy arrays (`tensors` 'np') or torch tensors ('pt')."""
+    """
+    Tokenize texts into (input_ids, attention_mask) ``[T, length]``.
+
+    Padded and truncated to the text encoder's fixed length, as int64 numpy arrays (`tensors` 'np') or torch
+    tensors ('pt').
+    """
     tokens = tokenizer(list(texts), padding='max_length', max_length=length, truncation=True, return_tensors=tensors)
     ids, mask = tokens['input_ids'], tokens['attention_mask']
     if tensors == 'np':
@@ -229,12 +238,12 @@ def tokenize(tokenizer: Any, texts: Sequence[str], length: int, tensors: str = '
 
 
 def clip_logit_scale(model: Any) -> float:
-    """CLIP's zero-shot multiplier of cosine similarities: exp of the trained `logit_scale` parameter."""
+    """Return CLIP's zero-shot multiplier of cosine similarities: exp of the trained `logit_scale` parameter."""
     return float(model.logit_scale.detach().float().exp())
 
 
 def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding: bool = False) -> Any:
-    """An nn.Module: pixel_values [B,3,H,W] -> (patch_tokens [B,N,D], global_embedding [B,Dg])."""
+    """Wrap the vision tower: pixel_values [B,3,H,W] -> (patch_tokens [B,N,D], global_embedding [B,Dg])."""
     import torch
 
     class VisionEncoder(torch.nn.Module):
@@ -258,7 +267,7 @@ def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding:
 
 
 def text_encoder_module(model: Any) -> Any:
-    """An nn.Module: (input_ids, attention_mask) [B,L] -> projected text embedding [B,D] (CLIP)."""
+    """Wrap the text tower: (input_ids, attention_mask) [B,L] -> projected text embedding [B,D] (CLIP)."""
     import torch
 
     class TextEncoder(torch.nn.Module):

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 # Create the venv the Triton server of `robovision_serve` runs in: nvidia-pytriton and the model stack of
 # requirements-serve.txt, on the system Python.
 #

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """Encoder engine on tiny models: loading, backend parity, precisions, vocabulary cache, multi-scale."""
 from __future__ import annotations
 
@@ -128,8 +131,12 @@ def test_int8_runs_the_text_tower_in_fp32(tiny_clip_dir, model_cache):
 
 
 def test_int8_image_weights_cannot_saturate_x86_u8s8_kernels(tiny_clip_dir, model_cache):
-    """Without VNNI, x86 U8S8 kernels add pairs of uint8 x int8 products in a saturating int16 (VPMADDUBSW). The
-    7-bit weights of the int8 recipe keep every pair within int16, so no x86 CPU saturates."""
+    """
+    Check that the int8 image weights cannot saturate x86 U8S8 kernels.
+
+    Without VNNI, x86 U8S8 kernels add pairs of uint8 x int8 products in a saturating int16 (VPMADDUBSW). The
+    7-bit weights of the int8 recipe keep every pair within int16, so no x86 CPU saturates.
+    """
     import onnx
     from onnx import numpy_helper
 
@@ -168,10 +175,14 @@ for path, out in zip(sys.argv[2::2], sys.argv[3::2]):
 @pytest.mark.skipif(shutil.which('qemu-x86_64') is None or platform.machine() != 'x86_64',
                     reason='needs qemu-user (apt install qemu-user) on x86-64 to emulate an AVX2-only CPU')
 def test_int8_is_the_same_on_an_avx2_only_cpu(tiny_clip_dir, model_cache, tmp_path):
-    """ONNX Runtime has no option to force its non-VNNI int8 kernels, so the int8 image encoder runs under QEMU
+    """
+    Check that int8 gives the same numbers on an AVX2-only CPU.
+
+    ONNX Runtime has no option to force its non-VNNI int8 kernels, so the int8 image encoder runs under QEMU
     emulating a Haswell CPU (AVX2, no AVX-512, no VNNI): ONNX Runtime's CPU dispatch then picks the AVX2 U8S8
     kernels, as on an AVX2-only EPYC. Our recipe gives the same numbers there as here; a full-range 8-bit recipe
-    (the old one) does not, where this host has VNNI."""
+    (the old one) does not, where this host has VNNI.
+    """
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -287,7 +298,7 @@ def test_auto_choice():
 
 
 def _construct(info, backend, device, precision, cache_dir):
-    """The backend's own constructor (no auto, no accuracy gate)."""
+    """Call the backend's own constructor (no auto, no accuracy gate)."""
     if backend == 'torch':
         from robovision_ros.backends.torch_backend import TorchBackend
 
@@ -312,8 +323,12 @@ UNREACHABLE_TRITON = '127.0.0.1:1'  # nothing listens on port 1: a connection is
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_capability_matrix_check_and_constructors_agree(tiny_clip_dir, model_cache, backend, device, precision):
-    """Every backend x device x precision is accepted by check_combination and by loading, or rejected by both
-    with the same reason. Accepted on cuda without a GPU, loading fails for that reason only."""
+    """
+    Check that check_combination and loading agree on every backend x device x precision.
+
+    Each combination is accepted by both, or rejected by both with the same reason. Accepted on cuda without a GPU,
+    loading fails for that reason only.
+    """
     import torch
 
     info = read_model_info(str(tiny_clip_dir))

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """robovision_finetune on the tiny random models: data checks, LoRA and adapter outputs that load like any model."""
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """A fine-tuned ViT in the running feature_extractor: cleanup, set model, configure, activate -> its outputs."""
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Backend triton against a real Triton Inference Server (robovision_serve on nvidia-pytriton, CPU, 127.0.0.1).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Backend triton against a real Triton Inference Server (robovision_serve on nvidia-pytriton, CPU, 127.0.0.1).
 
 The server runs in its own venv (scripts/setup_serve.sh, made here when missing); where it cannot be made
 (no /usr/bin/python3, no package index), every test here skips with the reason.
@@ -37,7 +41,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope='session')
 def serve_venv(tmp_path_factory) -> Path:
-    """The serve venv, made by scripts/setup_serve.sh (a no-op when it is up to date)."""
+    """Make the serve venv with scripts/setup_serve.sh (a no-op when it is up to date)."""
     python = os.environ.get('ROBOVISION_SERVE_PYTHON', '/usr/bin/python3')
     if not Path(python).is_file():
         pytest.skip(f'no {python}: the Triton server needs the system Python 3 (scripts/setup_serve.sh)')
@@ -251,9 +255,13 @@ def test_a_hung_server_costs_a_request_its_timeout_and_no_more(server, tiny_clip
 
 
 def test_export_repository_for_a_stock_tritonserver(serve_venv, tiny_clip_dir, model_cache, tmp_path):
-    """The repository's configs parse as Triton's ModelConfig, the node's checks accept them, the ONNX files produce
+    """
+    Check the exported model repository.
+
+    The repository's configs parse as Triton's ModelConfig, the node's checks accept them, the ONNX files produce
     the declared shapes, and a real tritonserver reads the configs. (pytriton's bundled server has only the Python
-    backend, so it stops at the missing onnxruntime backend library; serving the files needs a stock server.)"""
+    backend, so it stops at the missing onnxruntime backend library; serving the files needs a stock server.)
+    """
     import onnxruntime as ort
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
@@ -435,8 +443,12 @@ def test_configure_fails_with_one_line_for_a_missing_server_or_model(server, ros
 
 
 def test_server_stop_and_return_during_a_stream(server, ros, lone_node):
-    """Frames fail and are counted while the server is gone, /diagnostics says ERROR with the reason, services
-    answer, and results resume by themselves when the server is back (same address)."""
+    """
+    Check that a server that stops and returns during a stream is survived.
+
+    Frames fail and are counted while the server is gone, /diagnostics says ERROR with the reason, services
+    answer, and results resume by themselves when the server is back (same address).
+    """
     from diagnostic_msgs.msg import DiagnosticStatus
 
     node = lone_node

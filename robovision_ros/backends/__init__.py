@@ -1,4 +1,8 @@
-"""Inference backends behind one interface, chosen by name, device and precision.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Inference backends behind one interface, chosen by name, device and precision.
 
 Heavy imports (torch, onnxruntime, tensorrt, tritonclient) happen inside the backend that needs them.
 """
@@ -59,10 +63,13 @@ def _auto_choice(device: str, precision: str) -> tuple[Optional[str], Optional[s
 
 
 def choose_backend(device: str, precision: str) -> str:
-    """The backend `auto` means for this device and precision: the fastest installed one whose capabilities run
-    it (AUTO_PREFERENCE). On CUDA: TensorRT if installed (fp32, fp16, int8), else PyTorch (onnxruntime here is
-    CPU-only). On CPU: ONNX Runtime for fp32 and int8 (faster than eager PyTorch on CPU), PyTorch for bf16.
-    Raises BackendUnavailableError if no installed backend runs it."""
+    """
+    Return the backend `auto` means for this device and precision.
+
+    That is the fastest installed one whose capabilities run it (AUTO_PREFERENCE). On CUDA: TensorRT if installed (fp32,
+    fp16, int8), else PyTorch (onnxruntime here is CPU-only). On CPU: ONNX Runtime for fp32 and int8 (faster than eager
+    PyTorch on CPU), PyTorch for bf16. Raises BackendUnavailableError if no installed backend runs it.
+    """
     backend, reason = _auto_choice(device, precision)
     if backend is None:
         raise BackendUnavailableError(reason)
@@ -70,9 +77,12 @@ def choose_backend(device: str, precision: str) -> str:
 
 
 def check_combination(backend: str, device: str, precision: str) -> Optional[str]:
-    """Why `backend` cannot run `precision` on `device`, from the capability table (None: it can). `auto` is
-    resolved against the installed backends. The same reason create_backend and the backends' constructors raise;
-    whether a GPU or the framework is present here is checked only at load."""
+    """
+    Return why `backend` cannot run `precision` on `device`, from the capability table (None: it can).
+
+    `auto` is resolved against the installed backends. The same reason create_backend and the backends' constructors
+    raise; whether a GPU or the framework is present here is checked only at load.
+    """
     for value, allowed, what in ((backend, BACKENDS, 'backend'), (device, DEVICES, 'device'),
                                  (precision, PRECISIONS, 'precision')):
         if value not in allowed:
@@ -87,7 +97,8 @@ def create_backend(info: ModelInfo, backend: str = 'auto', device: str = 'cpu', 
                    cache_dir: Optional[Path] = None, force_rebuild: bool = False,
                    int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE,
                    triton: Optional[TritonTarget] = None) -> EncoderBackend:
-    """Load `info` on the requested backend; an unavailable combination raises BackendUnavailableError.
+    """
+    Load `info` on the requested backend; an unavailable combination raises BackendUnavailableError.
 
     An int8 engine must pass the accuracy gate: its cosine to fp32 on built-in probe images must reach
     `int8_min_cosine` (None skips the gate), else Int8AccuracyError. The measurement is kept on
@@ -132,8 +143,12 @@ def _load(info: ModelInfo, backend: str, device: str, precision: str, cache_dir:
 
 
 def _fp32_reference(info: ModelInfo, device: str, cache_dir: Optional[Path]) -> EncoderBackend:
-    """The fp32 engine int8 is compared with: ONNX Runtime on CPU running the fp32 export every int8 variant is
-    made from (cheap to load, no GPU needed), or PyTorch fp32 on `device` where onnxruntime is missing."""
+    """
+    Load the fp32 engine an int8 engine is compared with.
+
+    That is ONNX Runtime on CPU running the fp32 export every int8 variant is made from (cheap to load, no GPU
+    needed), or PyTorch fp32 on `device` where onnxruntime is missing.
+    """
     if importlib.util.find_spec('onnxruntime') is not None:
         return _load(info, 'onnxruntime', 'cpu', 'fp32', cache_dir, False)
     return _load(info, 'torch', device, 'fp32', cache_dir, False)

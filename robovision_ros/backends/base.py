@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """The one interface every inference backend implements, and the typed results it returns."""
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ INT8_STATIC_QDQ = 'static int8 from a calibrated Q/DQ ONNX file (robovision_expo
 
 @dataclass(frozen=True)
 class BackendCapabilities:
-    """What one backend can run, declared once in its module (without importing its framework) and read by
-    `auto` selection, the backend's constructor, parameter validation, the benchmark and the export tool."""
+    """
+    What one backend can run, declared once in its module (without importing its framework).
+
+    Read by `auto` selection, the backend's constructor, parameter validation, the benchmark and the export tool.
+    """
 
     name: str
     module: str  # the Python module the backend needs installed
@@ -49,8 +55,11 @@ class BackendCapabilities:
         return precision in self.precisions_on(device)
 
     def rejection(self, device: str, precision: str, table: 'tuple[BackendCapabilities, ...]' = ()) -> Optional[str]:
-        """Why this backend cannot run `precision` on `device` (None if it can). `table`, all backends'
-        capabilities, lets the reason name the backends that do run `precision`."""
+        """
+        Return why this backend cannot run `precision` on `device` (None if it can).
+
+        `table`, all backends' capabilities, lets the reason name the backends that do run `precision`.
+        """
         if device not in self.devices:
             return f"backend {self.name} needs device {' or '.join(self.devices)}"
         if self.runs(device, precision):

@@ -1,4 +1,8 @@
-"""Triton backend: the image and text encoders run on a Triton Inference Server, reached over gRPC.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Triton backend: the image and text encoders run on a Triton Inference Server, reached over gRPC.
 
 The node decodes and preprocesses frames itself (on its CPU) and sends the normalised pixels; the server runs the
 encoders (`robovision_serve`, robovision_ros/tools/serve.py, or a stock `tritonserver` on a repository written by
@@ -91,8 +95,11 @@ def parse_url(url: str) -> str:
 
 
 def served_prefix(info: ModelInfo) -> str:
-    """The prefix `robovision_serve` serves a model under by default: its directory name, in Triton's model-name
-    alphabet (letters, digits, '.', '_', '-')."""
+    """
+    Return the prefix `robovision_serve` serves a model under by default.
+
+    That is its directory name, in Triton's model-name alphabet (letters, digits, '.', '_', '-').
+    """
     return re.sub(r'[^A-Za-z0-9._-]', '_', info.path.name) or 'model'
 
 
@@ -115,7 +122,7 @@ def _parameters(config: dict[str, Any]) -> dict[str, str]:
 
 def _require_tensor(name: str, where: str, tensors: dict[str, dict[str, Any]], dims: tuple[int, ...],
                     types: tuple[str, ...]) -> str:
-    """The tensor's data type; TritonModelError unless `tensors` holds `name` with `dims` and one of `types`."""
+    """Return the tensor's data type; TritonModelError unless `tensors` holds `name` with `dims` and a `types`."""
     tensor = tensors.get(name)
     if tensor is None:
         raise TritonModelError(f"{where} has no tensor '{name}' (it has: {', '.join(tensors) or 'none'})")
@@ -140,8 +147,11 @@ class ServedModels:
 
 def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
                  text_config: Optional[dict[str, Any]], where: str) -> ServedModels:
-    """Check the served model configs (Triton's JSON form) against `info` and `precision`; TritonModelError with
-    what was expected and what the server has."""
+    """
+    Check the served model configs (Triton's JSON form) against `info` and `precision`.
+
+    Raise TritonModelError with what was expected and what the server has.
+    """
     configs = [image_config] + ([text_config] if text_config is not None else [])
     for config in configs:
         name = config.get('name', '?')
@@ -262,7 +272,7 @@ class TritonBackend(EncoderBackend):
 
     # --- requests ----------------------------------------------------------------------------------------------
     def _describe(self, error: Any) -> str:
-        """A short, stable reason for a failed request (logged once per distinct reason by the frame worker)."""
+        """Return a short, stable reason for a failed request (the frame worker logs each distinct one once)."""
         status = str(error.status() or '').replace('StatusCode.', '')
         lines = (error.message() or str(error)).strip().splitlines()
         message = lines[0] if lines else ''

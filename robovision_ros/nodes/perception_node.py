@@ -1,6 +1,11 @@
-"""Shared lifecycle machinery of the perception nodes: parameters, camera subscriptions, the frame worker,
-camera liveness and /diagnostics. Subclasses add their parameters (`_declare_parameters`), outputs
-(`_create_outputs`, `_process`) and live settings (`_validate_live`, `_apply_live`).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Shared lifecycle machinery of the perception nodes.
+
+Parameters, camera subscriptions, the frame worker, camera liveness and /diagnostics. Subclasses add their parameters
+(`_declare_parameters`), outputs (`_create_outputs`, `_process`) and live settings (`_validate_live`, `_apply_live`).
 
 The inference itself runs on a `FrameWorker` thread (nodes/frame_worker.py, no ROS); lifecycle queries
 (get_state) and parameter services answer on their own callback groups, also while the model loads.
@@ -59,8 +64,12 @@ def _descriptor(description: str, read_only: bool = False, dynamic_typing: bool 
 
 
 def string_list(value: Any, what: str, allow_empty: bool = False) -> list[str]:
-    """A parameter value as a list of strings: a string array, one string (a single entry), or an empty array
-    of any type (`ros2 param set ... "[]"` sends an empty bool array). Raises ValueError with the reason."""
+    """
+    Return a parameter value as a list of strings.
+
+    Accepted: a string array, one string (a single entry), or an empty array of any type (`ros2 param set ...
+    "[]"` sends an empty bool array). Raises ValueError with the reason.
+    """
     if isinstance(value, str):
         if value.strip().startswith('[') and value.strip().endswith(']'):
             # `ros2 param set ... "[y, no]"`: YAML read a mix of strings and booleans, so the CLI sent the text.
@@ -166,8 +175,12 @@ class PerceptionNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
     def _move_lifecycle_services(self) -> None:
-        """Lifecycle queries answer during a transition (get_state reports 'configuring' while the model loads);
-        transitions themselves stay one at a time. rclpy's LifecycleNode puts all of them in the default group."""
+        """
+        Let lifecycle queries answer during a transition; transitions themselves stay one at a time.
+
+        get_state reports 'configuring' while the model loads. rclpy's LifecycleNode puts all of them in the default
+        group.
+        """
         queries = ReentrantCallbackGroup()
         transitions = MutuallyExclusiveCallbackGroup()
         for service, group in ((self._service_change_state, transitions), (self._service_get_state, queries),
@@ -197,8 +210,12 @@ class PerceptionNode(LifecycleNode):
         raise NotImplementedError
 
     def _validate_live(self, values: dict[str, Any], names: set[str]) -> Optional[str]:
-        """Validate the subclass's parameters among `names` (`values`: every parameter after this set); return
-        a reason to reject, or None. A value that is wrong but not being set does not block other sets."""
+        """
+        Validate the subclass's parameters among `names`; return a reason to reject, or None.
+
+        `values` holds every parameter as it will be after this set. A value that is wrong but not being set does not
+        block other sets.
+        """
         return None
 
     def _apply_live(self, names: set[str]) -> None:
@@ -428,7 +445,7 @@ class PerceptionNode(LifecycleNode):
         return silent
 
     def _subscribed_name(self, subscription: Any) -> str:
-        """The name the worker counts a subscription's frames under (the parameter's spelling)."""
+        """Return the name the worker counts a subscription's frames under (the parameter's spelling)."""
         topics = self.image_topics()
         index = self._image_subscriptions.index(subscription)
         return topics[index] if index < len(topics) else subscription.topic_name
@@ -505,7 +522,8 @@ class PerceptionNode(LifecycleNode):
 
 
 def make_executor(kind: str) -> Any:
-    """The executor that runs the node's callbacks (inference has its own thread in any case).
+    """
+    Make the executor that runs the node's callbacks (inference has its own thread in any case).
 
     multi (default): a MultiThreadedExecutor, so that lifecycle queries and parameter services answer while
     a transition (loading a model) runs; single: SingleThreadedExecutor. Chosen with the node's read-only
@@ -522,8 +540,11 @@ def make_executor(kind: str) -> Any:
 
 
 def run_node(node_class: type, args: Optional[list[str]] = None) -> int:
-    """Spin a perception node until Ctrl-C, SIGTERM or shutdown; its worker threads stop before the context goes
-    (see nodes/node_process.py), on the executor its `executor` parameter names."""
+    """
+    Spin a perception node until Ctrl-C, SIGTERM or shutdown, on the executor its `executor` parameter names.
+
+    Its worker threads stop before the context goes (see nodes/node_process.py).
+    """
     return run_node_process(node_class.__name__, node_class, args,
                             lambda node: make_executor(node.get_parameter('executor').value),
                             lambda node: node.stop())

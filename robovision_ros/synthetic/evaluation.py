@@ -1,4 +1,8 @@
-"""robovision_evaluate: quality of a CLIP model on held-out generated scenes, measured through the encoder engine.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+robovision_evaluate: quality of a CLIP model on held-out generated scenes, measured through the encoder engine.
 
     robovision_evaluate [MODEL] [--backend onnxruntime] [--scenes 200]
 
@@ -69,7 +73,8 @@ def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime
 
 def evaluate_vit_colours(model: str = 'embedded:tiny_vit', backend: str = 'onnxruntime', scenes: int = 80,
                          seed: int = 9100) -> dict[str, float]:
-    """Nearest-centroid colour classification on a ViT's CLS features of held-out single-object scenes.
+    """
+    Nearest-centroid colour classification on a ViT's CLS features of held-out single-object scenes.
 
     Centroids come from the first 60 % of the scenes, accuracy from the rest: how well the backbone's global
     embedding still separates the world it was trained on.
@@ -92,7 +97,7 @@ def evaluate_vit_colours(model: str = 'embedded:tiny_vit', backend: str = 'onnxr
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_evaluate', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_evaluate', description=__doc__.strip().split('\n')[0])
     parser.add_argument('model', nargs='?', default='embedded:tiny_clip')
     parser.add_argument('--backend', default='onnxruntime')
     parser.add_argument('--scenes', type=int, default=200)

@@ -1,4 +1,8 @@
-"""Procedural tabletop scenes with ground truth: the project's own data for training and checking perception.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Procedural tabletop scenes with ground truth: the project's own data for training and checking perception.
 
 Each scene is a table (wood-grain or plain surface under a wall) with 1-3 objects -- cups, bottles, boxes,
 plates and balls in red, green, blue or yellow -- and records every object's label ("red cup"), pixel box and

@@ -1,4 +1,8 @@
-"""robovision_train: train the embedded tiny CLIP and tiny ViT on generated tabletop scenes (2 CPU cores, minutes).
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+robovision_train: train the embedded tiny CLIP and tiny ViT on generated tabletop scenes (2 CPU cores, minutes).
 
     robovision_train --out robovision_ros/embedded_models [--clip-steps N] [--vit-steps N] [--seed S]
 
@@ -191,7 +195,7 @@ def train_vit(out_dir: Path, steps: int = 1500, seed: int = 0, scenes: int = 300
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_train', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_train', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--out', type=Path, required=True, help='directory for tiny_clip/ and tiny_vit/')
     parser.add_argument('--clip-steps', type=int, default=3000)
     parser.add_argument('--vit-steps', type=int, default=1500)

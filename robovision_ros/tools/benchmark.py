@@ -1,5 +1,11 @@
-"""robovision_bench: latency, memory and accuracy per backend and precision, against the naive pipeline, and end
-to end through ROS. Everything is measured side by side in one run on the machine it runs on.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+robovision_bench: latency, memory and accuracy per backend and precision, in process and through ROS.
+
+Against the naive pipeline, and end to end through ROS. Everything is measured side by side in one run on the machine it
+runs on.
 
     robovision_bench [--models embedded clip-b32 clip-b16] [--iterations 20] [--ros-seconds 10]
                      [--out docs/benchmarks.md] [--skip-ros]
@@ -155,10 +161,13 @@ class EngineVariant:
 
 
 def variants_for(device: str) -> tuple[tuple[str, str], ...]:
-    """What is timed on `device`: the naive pipeline, then each installed backend's precisions there as its
-    capabilities declare them (fp16 also with CUDA graphs where the backend replays them). Left out: remote backends
-    (triton), static int8, which needs a calibrated Q/DQ file made beforehand, and onnxruntime on CUDA without a GPU
-    provider."""
+    """
+    Return what is timed on `device`.
+
+    The naive pipeline, then each installed backend's precisions there as its capabilities declare them (fp16 also with
+    CUDA graphs where the backend replays them). Left out: remote backends (triton), static int8, which needs a
+    calibrated Q/DQ file made beforehand, and onnxruntime on CUDA without a GPU provider.
+    """
     import importlib.util
 
     from robovision_ros.backends import INT8_STATIC_QDQ, backend_capabilities
@@ -340,8 +349,12 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
 
 
 def transport_costs(repeats: int = 50) -> str:
-    """What a raw (serialized) subscription could save: rclpy's (de)serialisation of one 480x640 bgr8 Image,
-    against the decode of its data into the RGB array the encoder takes (a view, no copy)."""
+    """
+    Measure what a raw (serialized) subscription could save.
+
+    rclpy's (de)serialisation of one 480x640 bgr8 Image, against the decode of its data into the RGB array the
+    encoder takes (a view, no copy).
+    """
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import Image
 
@@ -442,7 +455,7 @@ def plot(path: Path, all_results: dict[str, list[VariantResult]]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_bench', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_bench', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--models', nargs='+', default=['embedded', 'clip-b32', 'clip-b16'])
     parser.add_argument('--iterations', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=3)

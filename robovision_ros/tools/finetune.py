@@ -585,7 +585,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_finetune', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_finetune', description=__doc__.strip().split('\n')[0])
     parser.add_argument('model', help='base model: directory, hub id or embedded:<name>')
     parser.add_argument('data', type=Path, help='image folder DIR/<label>/*.jpg|png or a .jsonl file')
     parser.add_argument('--out', type=Path, required=True, help='output model directory')

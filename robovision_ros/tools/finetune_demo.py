@@ -201,7 +201,7 @@ def render_doc(r: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='robovision_finetune_demo', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_finetune_demo', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--work', type=Path, default=Path('/tmp/robovision_finetune_demo'))
     parser.add_argument('--doc', type=Path, default=Path('docs/finetuning.md'))
     parser.add_argument('--per-label', type=int, default=16)

@@ -1,4 +1,8 @@
-"""robovision_serve: serve a model's image and text encoders on a Triton Inference Server for `backend:=triton`.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+robovision_serve: serve a model's image and text encoders on a Triton Inference Server for `backend:=triton`.
 
     robovision_serve MODEL [--backend onnxruntime] [--device cpu] [--precision fp32] [--instances N]
                      [--host 127.0.0.1] [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
@@ -55,7 +59,7 @@ def default_serve_venv() -> Path:
 
 
 def source_root() -> Path:
-    """The directory holding this package's source (what PYTHONPATH needs to import it)."""
+    """Return the directory holding this package's source (what PYTHONPATH needs to import it)."""
     import robovision_ros
 
     return Path(robovision_ros.__file__).resolve().parent.parent
@@ -68,7 +72,7 @@ def engine_description(backend: EncoderBackend) -> str:
 
 
 def config_parameters(info: ModelInfo, backend: EncoderBackend) -> dict[str, str]:
-    """The model-config parameters a node's triton backend checks (see triton_backend.check_served)."""
+    """Return the model-config parameters a node's triton backend checks (see triton_backend.check_served)."""
     return {PARAMETER_PRECISION: backend.precision, PARAMETER_FINGERPRINT: info.fingerprint,
             PARAMETER_MODEL: info.model_id, PARAMETER_LOGIT_SCALE: repr(float(backend.logit_scale)),
             PARAMETER_ENGINE: engine_description(backend)}
@@ -100,7 +104,7 @@ def check_engine_shapes(info: ModelInfo, backend: EncoderBackend) -> None:
 
 
 def image_infer(backend: EncoderBackend) -> Callable[..., dict[str, np.ndarray]]:
-    """A batched infer function for the image model (pixels arrive as fp16 or fp32; the engine takes fp32)."""
+    """Make a batched infer function for the image model (pixels arrive as fp16 or fp32; the engine takes fp32)."""
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         encoding = backend.encode_image(inputs[PIXEL_VALUES].astype(np.float32, copy=False))
         return {PATCH_TOKENS: np.ascontiguousarray(encoding.patch_tokens, np.float32),
@@ -118,11 +122,13 @@ def text_infer(backend: EncoderBackend) -> Callable[..., dict[str, np.ndarray]]:
 # --- pytriton server -------------------------------------------------------------------------------------------
 
 def _add_parameters(triton: Any, model_name: str, parameters: dict[str, str]) -> None:
-    """Put `parameters` into the config pytriton generates for `model_name` (before the server loads it).
+    """
+    Put `parameters` into the config pytriton generates for `model_name` (before the server loads it).
 
     pytriton's ModelConfig has no field for config parameters; its generated config keeps its own
     `backend_parameters` (workspace path), which this extends. Checked against nvidia-pytriton 0.7.0 (pinned in
-    requirements-serve.txt); a node refuses a model without them, so a change here cannot pass unnoticed."""
+    requirements-serve.txt); a node refuses a model without them, so a change here cannot pass unnoticed.
+    """
     models = [m for m in triton._model_manager.models if m.model_name == model_name]
     if len(models) != 1:
         raise ServeError(f'pytriton internals changed: model {model_name} not found to add its config parameters')
@@ -267,7 +273,7 @@ def export_repository(args: argparse.Namespace) -> list[Path]:
 # --- command line ----------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='robovision_serve', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='robovision_serve', description=__doc__.strip().split('\n')[0])
     parser.add_argument('model', help='model directory, hub id, or embedded:<name> (the same the nodes load)')
     parser.add_argument('--backend', default='onnxruntime', choices=[b for b in BACKENDS if b != 'triton'],
                         help='engine the server runs (default onnxruntime)')

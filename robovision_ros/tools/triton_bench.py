@@ -1,5 +1,10 @@
-"""Benchmark: N clip_perception nodes on one Triton server (backend triton) against N nodes each running the model
-locally (onnxruntime), end to end through ROS.
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
+"""
+Benchmark N clip_perception nodes on one Triton server against N nodes each running the model locally.
+
+Backend triton against onnxruntime, end to end through ROS.
 
     python -m robovision_ros.tools.triton_bench [--model embedded:tiny_clip] [--nodes 1 2 4] [--rate 10]
                                                  [--seconds 15] [--out docs/benchmarks_triton.md]
@@ -192,7 +197,7 @@ def table(runs: list[Run], window_s: float) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='triton_bench', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='triton_bench', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--model', default='embedded:tiny_clip')
     parser.add_argument('--nodes', type=int, nargs='+', default=[1, 2, 4])
     parser.add_argument('--rate', type=float, default=10.0, help='frames per second per camera')
