@@ -1,4 +1,5 @@
-"""robovision_finetune: teach a CLIP or ViT model new objects with LoRA or bottleneck adapters.
+"""
+robovision_finetune: teach a CLIP or ViT model new objects with LoRA or bottleneck adapters.
 
     robovision_finetune MODEL DATA --out DIR [--method lora|adapter] [--steps N] [--device cpu|cuda] [--resume]
 
@@ -179,7 +180,7 @@ class FinetuneOptions:
     heldout_scenes: int = 120
 
     def identity(self) -> dict[str, Any]:
-        """What a checkpoint must agree on to be resumed."""
+        """Return what a checkpoint must agree on to be resumed."""
         keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
                 'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'template')
         return {key: getattr(self, key) for key in keys}
@@ -251,7 +252,7 @@ class TrainableModel:
 
     @property
     def backbone(self) -> Any:
-        """The module `load_torch_model` returns for this model type (adapter weights are named relative to it)."""
+        """Return the module `load_torch_model` returns for this model type (adapters are named relative to it)."""
         return self.core if self.info.model_type == 'clip' else self.core.vit
 
     def trainable(self) -> dict[str, Any]:
@@ -272,9 +273,13 @@ class TrainableModel:
         return F.normalize(model.text_projection(model.text_model(**self.tokens).pooler_output), dim=-1)
 
     def remember_base(self, pixels: Any, targets: Any, chunk: int = 256) -> Optional[Any]:
-        """CLIP, before training: the base model's embeddings [variants, N, D] of every augmented variant of the
-        training images (see `augment`), and the labels it already knows -- a label is known when the base model
-        ranks it first (among the dataset's labels) for most of its training images. None when not preserving."""
+        """
+        Record, for CLIP before training, what the base model knows; return its image embeddings.
+
+        The return value is the base model's embeddings [variants, N, D] of every augmented variant of the training
+        images (see `augment`); `known` gets the labels it already knows -- a label is known when the base model
+        ranks it first (among the dataset's labels) for most of its training images. None when not preserving.
+        """
         import torch
 
         if self.info.model_type != 'clip' or self.options.preserve_weight == 0:
@@ -298,9 +303,13 @@ class TrainableModel:
         return base
 
     def loss(self, pixels: Any, targets: Any, base_image: Any = None) -> Any:
-        """ViT: cross-entropy of the head. CLIP: contrastive over the dataset's prompts + the nodes' presence
+        """
+        Compute the training loss of a batch.
+
+        ViT: cross-entropy of the head. CLIP: contrastive over the dataset's prompts + the nodes' presence
         decision + (with `base_image`, the base model's embeddings of these pixels) preservation of what the base
-        model knew: the known labels' text embeddings and their images' embeddings stay where they were."""
+        model knew: the known labels' text embeddings and their images' embeddings stay where they were.
+        """
         import torch.nn.functional as F
 
         if self.info.model_type == 'vit':
@@ -358,14 +367,21 @@ def _pixels(examples: Sequence[Example], preprocessor: ImagePreprocessor) -> np.
 
 
 def augment_variants(shift: int) -> int:
-    """How many augmented variants of an image there are: as seen and mirrored, each shifted by -shift, 0 or
-    +shift pixels in y and x (shift 0: as seen and mirrored)."""
+    """
+    Count the augmented variants of an image.
+
+    As seen and mirrored, each shifted by -shift, 0 or +shift pixels in y and x (shift 0: as seen and mirrored).
+    """
     return 2 * (9 if shift > 0 else 1)
 
 
 def augment(pixels: Any, variants: Any, shift: int) -> Any:
-    """Variant `variants[i]` (0 = as seen) of each image of a [B, 3, H, W] batch: mirrored and/or shifted (edges
-    replicated). A fixed, small set of variants lets the base model's embeddings of them all be computed once."""
+    """
+    Return variant `variants[i]` (0 = as seen) of each image of a [B, 3, H, W] batch.
+
+    Mirrored and/or shifted (edges replicated). A fixed, small set of variants lets the base model's embeddings of
+    them all be computed once.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -480,7 +496,21 @@ def validation_accuracy(model_dir: str, dataset: Dataset, backend: str = 'torch'
 
 
 def linear_probe_accuracy(info: ModelInfo, dataset: Dataset, steps: int = 300, seed: int = 0) -> float:
-    """A frozen backbone + a linear head on its global embedding (the baseline a ViT fine-tune must beat)."""
+    """
+    Fit a linear head on a frozen backbone's global embedding; return its validation top-1.
+
+    The baseline a ViT fine-tune must beat.
+    """
+    return linear_probe_accuracies(info, dataset, steps=steps, seed=seed)['val']
+
+
+def linear_probe_accuracies(info: ModelInfo, dataset: Dataset, heldout: Sequence[tuple[np.ndarray, int]] = (),
+                            steps: int = 300, seed: int = 0) -> dict[str, float]:
+    """
+    Fit a linear head on the frozen backbone; return its top-1 on the validation split and on `heldout`.
+
+    `heldout` is (RGB image, label index) pairs; 'heldout' is NaN without them.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -488,11 +518,14 @@ def linear_probe_accuracy(info: ModelInfo, dataset: Dataset, steps: int = 300, s
 
     encoder = PerceptionEncoder(str(info.path), 'torch', 'cpu', 'fp32')
     try:
-        def embed(examples: Sequence[Example]) -> Any:
-            features, _ = encoder.encode_images([e.image for e in examples])
+        def embed(images: Sequence[np.ndarray]) -> Any:
+            if not images:
+                return torch.zeros((0, info.global_dim))
+            features, _ = encoder.encode_images(list(images))
             return torch.from_numpy(np.stack([f.global_embedding for f in features]))
 
-        train_x, val_x = embed(dataset.train), embed(dataset.val)
+        train_x, val_x = embed([e.image for e in dataset.train]), embed([e.image for e in dataset.val])
+        heldout_x = embed([image for image, _ in heldout])
     finally:
         encoder.close()
     train_y = torch.tensor([e.label for e in dataset.train])
@@ -504,13 +537,18 @@ def linear_probe_accuracy(info: ModelInfo, dataset: Dataset, steps: int = 300, s
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    with torch.no_grad():
-        predicted = head(val_x).argmax(1)
-    return float((predicted == torch.tensor([e.label for e in dataset.val])).float().mean())
+
+    def top1(x: Any, labels: Sequence[int]) -> float:
+        if not len(labels):
+            return float('nan')
+        with torch.no_grad():
+            return float((head(x).argmax(1) == torch.tensor(list(labels))).float().mean())
+
+    return {'val': top1(val_x, [e.label for e in dataset.val]), 'heldout': top1(heldout_x, [y for _, y in heldout])}
 
 
 def heldout_evaluation(model_dir: str, model_type: str, scenes: int) -> dict[str, float]:
-    """The base model's own held-out evaluation (generated scenes of the embedded models' world)."""
+    """Run the base model's own held-out evaluation (generated scenes of the embedded models' world)."""
     from robovision_ros.synthetic.evaluation import evaluate_clip, evaluate_vit_colours
 
     if model_type == 'clip':
