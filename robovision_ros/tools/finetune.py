@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 robovision_finetune: teach a CLIP or ViT model new objects with LoRA or bottleneck adapters.
 

@@ -1,3 +1,6 @@
+# Copyright 2026 The robovision_ros authors
+# SPDX-License-Identifier: Apache-2.0
+
 """
 robovision_finetune_demo: teach the embedded models colours and objects they never saw, and write docs/finetuning.md.
 
