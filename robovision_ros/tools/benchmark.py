@@ -284,6 +284,17 @@ class RosResult:
     seconds: float  # length of the published stream
 
 
+def stop_processes(processes: Sequence[Any]) -> None:
+    """Terminate benchmark child processes (cameras, nodes), killing those that do not end within 20 s."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batch: bool, profile: bool,
                 seconds: float, rate_hz: float, executor_kind: str = 'single') -> RosResult:
     """image_source x cameras -> clip_perception -> this process, each in its own process, over DDS."""
@@ -332,13 +343,7 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
                 env=env, cwd='/', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         lifecycle_client.spin_until(executor, lambda: False, seconds + 8.0)  # the stream, then the last results
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         lifecycle_client.forget_clients(node)
         executor.shutdown()
         node.destroy_node()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from robovision_ros.tools.benchmark import _p, _shipped_profile, machine_description
+from robovision_ros.tools.benchmark import _p, _shipped_profile, machine_description, stop_processes
 from robovision_ros.synthetic.scenes import LABELS
 
 
@@ -165,13 +165,7 @@ def measure(mode: str, nodes: int, model: str, rate_hz: float, seconds: float, s
             run.batch_counts = {size: count - stats[2].get(size, 0) for size, count in after[2].items()
                                 if count - stats[2].get(size, 0) > 0}
     finally:
-        for process in [*cameras, *node_processes]:
-            process.terminate()
-        for process in [*cameras, *node_processes]:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes([*cameras, *node_processes])
         lifecycle_client.forget_clients(receiver)
         executor.shutdown()
         receiver.destroy_node()
