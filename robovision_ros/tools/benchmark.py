@@ -134,13 +134,8 @@ class EngineVariant:
     def __init__(self, model_dir: str, backend: str, precision: str, device: str = 'cpu') -> None:
         from robovision_ros.encoder import PerceptionEncoder
 
-        graphs = precision.endswith('+graphs')
-        precision = precision.replace('+graphs', '')
-        self.name = f'{backend} {precision}' + (' + CUDA graphs' if graphs else '') + \
-            (f' ({device})' if device != 'cpu' else '')
+        self.name = f'{backend} {precision}' + (f' ({device})' if device != 'cpu' else '')
         self.encoder = PerceptionEncoder(model_dir, backend, device, precision)
-        if graphs and device == 'cuda':
-            self.encoder.backend.cuda_graphs = True
         self.vocabulary = self.encoder.build_vocabulary(LABELS, [TEMPLATE], 1)
 
     def pixels(self, data: bytes) -> Any:
@@ -164,9 +159,10 @@ def variants_for(device: str) -> tuple[tuple[str, str], ...]:
     """
     Return what is timed on `device`.
 
-    The naive pipeline, then each installed backend's precisions there as its capabilities declare them (fp16 also with
-    CUDA graphs where the backend replays them). Left out: remote backends (triton), static int8, which needs a
-    calibrated Q/DQ file made beforehand, and onnxruntime on CUDA without a GPU provider.
+    The naive pipeline, then each installed backend's precisions there as its capabilities declare them: only
+    configurations a node's parameters select. Left out: CUDA graphs (the nodes have no parameter for them yet),
+    remote backends (triton), static int8, which needs a calibrated Q/DQ file made beforehand, and onnxruntime on
+    CUDA without a GPU provider.
     """
     import importlib.util
 
@@ -185,8 +181,6 @@ def variants_for(device: str) -> tuple[tuple[str, str], ...]:
             if precision == 'int8' and capabilities.int8 == INT8_STATIC_QDQ:
                 continue
             variants.append((capabilities.name, precision))
-            if precision == 'fp16' and capabilities.cuda_graphs and device == 'cuda':
-                variants.append((capabilities.name, 'fp16+graphs'))
     return tuple(variants)
 
 
