@@ -377,10 +377,12 @@ def test_single_topic_string_and_silent_camera_warning(tiny_clip_dir, model_cach
         process.stop()
 
 
-@pytest.mark.parametrize('signals', [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGINT,
-                                                                           signal.SIGTERM)])
-def test_signals_while_streaming_end_quietly(tiny_clip_dir, model_cache, tmp_path, signals):
-    graph = Graph(tiny_clip_dir, model_cache, tmp_path)
+@pytest.mark.parametrize('signals, executor', [((signal.SIGINT,), 'multi'), ((signal.SIGTERM,), 'multi'),
+                                               ((signal.SIGINT, signal.SIGINT, signal.SIGTERM), 'multi'),
+                                               ((signal.SIGINT,), 'single')])
+def test_signals_while_streaming_end_quietly(tiny_clip_dir, model_cache, tmp_path, signals, executor):
+    """Either executor (the node's `executor` parameter) serves frames and ends quietly on any signal sequence."""
+    graph = Graph(tiny_clip_dir, model_cache, tmp_path, ['-p', f'executor:={executor}'])
     try:
         assert change_state(graph.ros, graph.node, 'configure') and change_state(graph.ros, graph.node, 'activate')
         graph.serve_good_frame()

@@ -156,10 +156,6 @@ class ClipPerceptionNode(PerceptionNode):
         """Return the (labels, presence queries) snapshot the next frame will be scored against."""
         return self._vocabularies
 
-    def wait_for_vocabulary(self, timeout_s: float) -> bool:
-        """Wait until every requested vocabulary is in use (for tools and tests)."""
-        return self._vocabulary_worker is None or self._vocabulary_worker.wait_idle(timeout_s)
-
     def _extra_diagnostics(self) -> dict[str, Any]:
         vocabularies = self._vocabularies
         return {'vocabulary_version': vocabularies.version if vocabularies else 0,

@@ -160,11 +160,6 @@ class FrameWorker:
         self._thread = None
 
     @property
-    def stopping(self) -> bool:
-        """Return True once stop() began: errors from outputs torn down under a frame in flight are expected."""
-        return self._stopping
-
-    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
