@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robovision_ros.tools.finetune import DatasetError, FinetuneOptions, finetune, load_dataset
+from robovision_ros.tools.finetune import DatasetError, FinetuneError, FinetuneOptions, finetune, load_dataset
 
 COLOURS = {'red': (200, 30, 30), 'blue': (30, 40, 200), 'green': (40, 170, 50)}
 
@@ -60,6 +60,9 @@ def test_data_errors_say_what_was_expected(tmp_path):
     data = load_dataset(tmp_path / 'data.jsonl')
     assert data.prompts == data.labels == ('a photo of a blue patch.', 'a photo of a green patch.',
                                            'a photo of a red patch.')
+    for bad in (dict(zoom=1.0), dict(shift=-1), dict(steps=0)):
+        with pytest.raises(FinetuneError, match='expected 0 <= --zoom < 1'):
+            finetune('embedded:tiny_clip', tmp_path / 'ok', tmp_path / 'out', quick(**bad), progress=False)
 
 
 def test_lora_clip_output_loads_like_any_model(tiny_clip_dir, model_cache, tmp_path):
@@ -159,14 +162,26 @@ def test_resume_continues_to_the_same_weights(tiny_vit_dir, tmp_path):
             np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
 
 
-def test_augment_variants_are_fixed_mirrors_and_shifts():
+def test_augment_mirrors_shifts_and_zooms_as_drawn():
     import torch
 
-    from robovision_ros.tools.finetune import augment, augment_variants
+    from robovision_ros.tools.finetune import augment, random_affine
 
-    pixels = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
-    assert augment_variants(2) == 18 and augment_variants(0) == 2
-    assert torch.equal(augment(pixels, torch.tensor([0, 0]), 2), pixels)  # variant 0: as seen
-    assert torch.equal(augment(pixels, torch.tensor([9, 9]), 2), pixels.flip(-1))  # variant 9: mirrored
-    shifted = augment(pixels, torch.tensor([2, 2]), 2)  # dx = +2: content moves right, left edge replicated
-    assert torch.equal(shifted[..., 2:], pixels[..., :-2]) and torch.equal(shifted[..., 0], pixels[..., 0])
+    pixels = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3)
+    torch.testing.assert_close(augment(pixels, identity), pixels)
+    mirror = torch.tensor([[-1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3)
+    torch.testing.assert_close(augment(pixels, mirror), pixels.flip(-1))
+    right = torch.tensor([[1.0, 0, -2 * 2 / 8], [0, 1.0, 0]]).expand(2, 2, 3)  # content 2 px right, edge replicated
+    shifted = augment(pixels, right)
+    torch.testing.assert_close(shifted[..., 2:], pixels[..., :-2])
+    torch.testing.assert_close(shifted[..., 0], pixels[..., 0])
+    # Draws stay within their bounds, are seeded, and include both mirrored and plain images.
+    theta = random_affine(400, 64, 6, 0.15, torch.Generator().manual_seed(0))
+    scale = theta[:, 1, 1]
+    assert float(scale.min()) >= 1 / 1.15 - 1e-6 and float(scale.max()) <= 1 / 0.85 + 1e-6
+    assert bool((theta[:, 0, 0].abs() == scale).all()) and 0 < int((theta[:, 0, 0] < 0).sum()) < 400
+    assert float(theta[:, :, 2].abs().max()) <= 2 * 6 / 64 + 1e-6
+    torch.testing.assert_close(theta, random_affine(400, 64, 6, 0.15, torch.Generator().manual_seed(0)))
+    plain = random_affine(5, 64, 0, 0.0, torch.Generator().manual_seed(0))
+    assert bool((plain[:, :, 2] == 0).all()) and bool((plain[:, 1, 1] == 1).all())

@@ -11,7 +11,7 @@ DATA is an image folder (`DATA/<label>/*.jpg|png`) or a JSON Lines file of `{"im
 prompt (`a photo of a {label}.` for a folder, the line's text for JSON Lines), plus the presence decision the
 nodes make (cosine >= threshold), so zero-shot use with any vocabulary keeps working, and a preservation term
 keeps what the base model already knew (the text and image embeddings of labels it already ranks first) where it
-was. Images are mirrored and shifted a few pixels (a fixed set of variants). A ViT gets a
+was. Each training batch is randomly mirrored, zoomed and shifted. A ViT gets a
 classification head on its CLS token while its backbone is adapted.
 
 DIR is a model directory the nodes load with `model:=DIR`: LoRA writes the merged weights (no runtime cost) and
@@ -43,8 +43,9 @@ CLIP_TEMPLATE = 'a photo of a {}.'
 METHODS = ('lora', 'adapter')
 # Attention query/value projections: HF CLIP and ViT (transformers >= 5) say q_proj/v_proj, older ViTs query/value.
 LORA_TARGETS = (('q_proj', 'v_proj'), ('query', 'value'))
-# CLIP: the MLPs of both towers and the token embedding. New words reach the text tower as characters of a BPE
-# learned on the old corpus ('purple' -> p u r pl e); without a trainable embedding they cannot be told apart well.
+# CLIP: the MLPs of both towers and the token embedding (adding the attention query/value projections puts the tiny
+# model's adapter over 5 % of its bytes). New words reach the text tower as characters of a BPE learned on the old
+# corpus ('purple' -> p u r pl e); without a trainable embedding they cannot be told apart well.
 CLIP_LORA_TARGETS = ('fc1', 'fc2', 'token_embedding')
 # The presence decision the nodes make: sigmoid(sharpness * (cosine - threshold)), as the embedded CLIP was trained.
 PRESENCE_THRESHOLD = 0.25
@@ -166,26 +167,27 @@ class FinetuneOptions:
     method: str = 'lora'
     rank: int = 4
     alpha: float = 8.0
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: Optional[tuple[str, ...]] = None  # default: default_lora_targets(model)
     bottleneck: int = 16
-    steps: int = 600
-    batch: int = 32
-    lr: float = 2e-3
+    steps: int = 1200
+    batch: int = 64
+    lr: float = 5e-3
     seed: int = 0
     device: str = 'cpu'
     val_fraction: float = 0.2
     checkpoint_every: int = 100
     presence_weight: float = 1.0
     preserve_weight: float = 1.0
-    shift: int = 4
+    shift: int = 6
+    zoom: float = 0.15
     template: str = CLIP_TEMPLATE
     heldout_scenes: int = 120
 
     def identity(self) -> dict[str, Any]:
         """Return what a checkpoint must agree on to be resumed."""
         keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
-                'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'template')
+                'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'zoom', 'template')
         return {key: getattr(self, key) for key in keys}
 
 
@@ -227,11 +229,17 @@ class TrainableModel:
             self.core.vit = backbone
         self.peft_model: Any = None
         self.adapted_blocks = 0
-        # CLIP preservation: the base model's embeddings of the labels it already knows (set by `remember_base`).
+        # CLIP preservation: a frozen copy of the base model (it embeds each augmented batch as the base model saw
+        # it) and the labels it already knows with their text embeddings (set by `remember_base`).
+        self.base: Any = None
         self.known: Any = None  # bool [labels]
         self.base_text: Any = None  # [labels, D], unit length
         for parameter in self.core.parameters():
             parameter.requires_grad_(False)
+        if info.model_type == 'clip' and options.preserve_weight != 0:
+            import copy
+
+            self.base = copy.deepcopy(backbone).eval().to(options.device)
         if options.method == 'lora':
             from peft import LoraConfig, get_peft_model
 
@@ -261,49 +269,50 @@ class TrainableModel:
     def trainable(self) -> dict[str, Any]:
         return {name: p for name, p in self.core.named_parameters() if p.requires_grad}
 
-    def image_embeddings(self, pixels: Any) -> Any:
-        """CLIP: unit-length image embeddings [B, D]."""
+    def image_embeddings(self, pixels: Any, model: Any = None) -> Any:
+        """CLIP: unit-length image embeddings [B, D] (of the model being tuned, or of `model`)."""
         import torch.nn.functional as F
 
-        model = self.core
+        model = self.core if model is None else model
         return F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
 
-    def text_embeddings(self) -> Any:
+    def text_embeddings(self, model: Any = None) -> Any:
         """CLIP: unit-length embeddings [labels, D] of the dataset's prompts."""
         import torch.nn.functional as F
 
-        model = self.core
+        model = self.core if model is None else model
         return F.normalize(model.text_projection(model.text_model(**self.tokens).pooler_output), dim=-1)
 
-    def remember_base(self, pixels: Any, targets: Any, chunk: int = 256) -> Optional[Any]:
-        """
-        Record, for CLIP before training, what the base model knows; return its image embeddings.
+    def base_image_embeddings(self, pixels: Any) -> Optional[Any]:
+        """CLIP with preservation: the base model's unit-length embeddings of `pixels`; otherwise None."""
+        import torch
 
-        The return value is the base model's embeddings [variants, N, D] of every augmented variant of the training
-        images (see `augment`); `known` gets the labels it already knows -- a label is known when the base model
-        ranks it first (among the dataset's labels) for most of its training images. None when not preserving.
+        if self.base is None:
+            return None
+        with torch.no_grad():
+            return self.image_embeddings(pixels, self.base)
+
+    def remember_base(self, pixels: Any, targets: Any, chunk: int = 256) -> None:
+        """
+        Record, for CLIP before training, what the base model knows.
+
+        `known` gets the labels it already knows -- a label is known when the base model ranks it first (among the
+        dataset's labels) for most of its training images -- and `base_text` their text embeddings.
         """
         import torch
 
-        if self.info.model_type != 'clip' or self.options.preserve_weight == 0:
-            return None
-        self.core.eval()  # LoRA B and adapter `up` start at zero: the model is still the base model
+        if self.base is None:
+            return
         with torch.no_grad():
-            def embed(batch: Any) -> Any:
-                return torch.cat([self.image_embeddings(batch[i:i + chunk].to(self.options.device))
-                                  for i in range(0, len(batch), chunk)])
-
-            variants = torch.arange(len(pixels))
-            base = torch.stack([embed(augment(pixels, variants * 0 + v, self.options.shift))
-                                for v in range(augment_variants(self.options.shift))])
-            self.base_text = self.text_embeddings()
-            predicted = (base[0] @ self.base_text.T).argmax(1).cpu()
+            base = torch.cat([self.image_embeddings(pixels[i:i + chunk].to(self.options.device), self.base)
+                              for i in range(0, len(pixels), chunk)])
+            self.base_text = self.text_embeddings(self.base)
+            predicted = (base @ self.base_text.T).argmax(1).cpu()
         targets = targets.cpu()
         labels = self.base_text.shape[0]
         hits = torch.zeros(labels).index_add_(0, targets, (predicted == targets).float())
         counts = torch.zeros(labels).index_add_(0, targets, torch.ones(len(targets)))
         self.known = (hits > 0.5 * counts.clamp(min=1)).to(self.options.device)
-        return base
 
     def loss(self, pixels: Any, targets: Any, base_image: Any = None) -> Any:
         """
@@ -369,35 +378,36 @@ def _pixels(examples: Sequence[Example], preprocessor: ImagePreprocessor) -> np.
     return np.concatenate([preprocessor([e.image]) for e in examples]) if examples else np.zeros((0, 3, 1, 1))
 
 
-def augment_variants(shift: int) -> int:
+def random_affine(count: int, size: int, shift: int, zoom: float, generator: Any) -> Any:
     """
-    Count the augmented variants of an image.
+    Draw `count` random augmentations as affine_grid matrices [count, 2, 3] for square images of `size` pixels.
 
-    As seen and mirrored, each shifted by -shift, 0 or +shift pixels in y and x (shift 0: as seen and mirrored).
-    """
-    return 2 * (9 if shift > 0 else 1)
-
-
-def augment(pixels: Any, variants: Any, shift: int) -> Any:
-    """
-    Return variant `variants[i]` (0 = as seen) of each image of a [B, 3, H, W] batch.
-
-    Mirrored and/or shifted (edges replicated). A fixed, small set of variants lets the base model's embeddings of
-    them all be computed once.
+    Each is mirrored or not, zoomed by a factor in [1 - zoom, 1 + zoom] and moved by up to `shift` pixels in y and x.
     """
     import torch
+
+    draws = torch.rand((count, 4), generator=generator)
+    scale = 1.0 / (1.0 + zoom * (2 * draws[:, 0] - 1))  # the grid samples the input: zooming in shrinks it
+    mirror = torch.where(draws[:, 1] < 0.5, -1.0, 1.0)
+    theta = torch.zeros((count, 2, 3))
+    theta[:, 0, 0] = scale * mirror
+    theta[:, 1, 1] = scale
+    theta[:, 0, 2] = -2 * shift * (2 * draws[:, 2] - 1) / size
+    theta[:, 1, 2] = -2 * shift * (2 * draws[:, 3] - 1) / size
+    return theta
+
+
+def augment(pixels: Any, theta: Any) -> Any:
+    """
+    Resample a [B, 3, H, W] batch through per-image affine maps `theta` [B, 2, 3] (see `random_affine`).
+
+    Edges are replicated. Identity maps return the pixels unchanged; a translation of -2 d / W in theta[:, 0, 2]
+    moves the content d pixels to the right.
+    """
     import torch.nn.functional as F
 
-    steps = (0, -shift, shift) if shift > 0 else (0,)
-    height, width = pixels.shape[-2:]
-    padded = F.pad(pixels, (shift,) * 4, mode='replicate') if shift > 0 else pixels
-    out = torch.empty_like(pixels)
-    for i, variant in enumerate(variants.tolist()):
-        mirrored, rest = divmod(variant, len(steps) ** 2)
-        dy, dx = steps[rest // len(steps)], steps[rest % len(steps)]
-        image = padded[i, :, shift - dy:shift - dy + height, shift - dx:shift - dx + width]
-        out[i] = image.flip(-1) if mirrored else image
-    return out
+    grid = F.affine_grid(theta.to(pixels), list(pixels.shape), align_corners=False)
+    return F.grid_sample(pixels, grid, mode='bilinear', padding_mode='border', align_corners=False)
 
 
 def _lr(step: int, steps: int, base: float) -> float:
@@ -414,10 +424,11 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     from tqdm import tqdm
 
     options = model.options
+    began = time.monotonic()  # training time counts preprocessing and the base model's pass over the data too
     preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
     pixels = torch.from_numpy(_pixels(dataset.train, preprocessor))
     targets = torch.tensor([e.label for e in dataset.train])
-    base = model.remember_base(pixels, targets)
+    model.remember_base(pixels, targets)
     params = model.trainable()
     optimizer = torch.optim.AdamW(list(params.values()), lr=options.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(options.seed)
@@ -438,7 +449,7 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     elif resume:
         raise FinetuneError(f'--resume: no checkpoint {checkpoint}')
     model.core.train()
-    started = time.monotonic() - elapsed
+    started = began - elapsed
     bar = tqdm(total=options.steps, initial=start_step, disable=not progress, desc=f'{options.method}',
                unit='step', dynamic_ncols=True)
     loss_value = float('nan')
@@ -447,10 +458,9 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
         for group in optimizer.param_groups:
             group['lr'] = _lr(step, options.steps, options.lr)
         idx = torch.randint(0, len(pixels), (min(options.batch, len(pixels)),), generator=generator)
-        variants = torch.randint(0, augment_variants(options.shift), (len(idx),), generator=generator)
-        images = augment(pixels[idx], variants, options.shift).to(options.device)
-        base_image = None if base is None else base[variants, idx]
-        loss = model.loss(images, targets[idx].to(options.device), base_image)
+        theta = random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom, generator)
+        images = augment(pixels[idx].to(options.device), theta)
+        loss = model.loss(images, targets[idx].to(options.device), model.base_image_embeddings(images))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
@@ -568,6 +578,9 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
 
     if options.device == 'cuda' and not torch.cuda.is_available():
         raise FinetuneError('--device cuda: torch sees no CUDA device here')
+    if not 0 <= options.zoom < 1 or options.shift < 0 or options.steps < 1 or options.batch < 1:
+        raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1 and --batch >= 1; got zoom '
+                            f'{options.zoom}, shift {options.shift}, steps {options.steps}, batch {options.batch}')
     torch.set_num_threads(min(torch.get_num_threads(), 2) if options.device == 'cpu' else torch.get_num_threads())
     info = read_model_info(model_id)
     dataset = load_dataset(data, options.val_fraction, options.seed, options.template)
@@ -633,25 +646,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--method', choices=METHODS, default='lora')
     parser.add_argument('--rank', type=int, default=4, help='LoRA rank')
     parser.add_argument('--alpha', type=float, default=8.0, help='LoRA alpha')
-    parser.add_argument('--dropout', type=float, default=0.05, help='LoRA dropout')
+    parser.add_argument('--dropout', type=float, default=FinetuneOptions.dropout, help='LoRA dropout')
     parser.add_argument('--target-modules', nargs='+', default=None,
-                        help='LoRA target module names (default CLIP: fc1 fc2 token_embedding; ViT: the attention '
-                             'q_proj v_proj, or query value)')
+                        help='LoRA target module names (default CLIP: fc1 fc2 token_embedding; ViT: the '
+                             'attention q_proj v_proj, or query value)')
     parser.add_argument('--bottleneck', type=int, default=16, help='adapter bottleneck width')
-    parser.add_argument('--steps', type=int, default=600)
-    parser.add_argument('--batch', type=int, default=32)
-    parser.add_argument('--lr', type=float, default=2e-3)
+    parser.add_argument('--steps', type=int, default=FinetuneOptions.steps)
+    parser.add_argument('--batch', type=int, default=FinetuneOptions.batch)
+    parser.add_argument('--lr', type=float, default=FinetuneOptions.lr)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--val-fraction', type=float, default=0.2)
     parser.add_argument('--checkpoint-every', type=int, default=100)
     parser.add_argument('--presence-weight', type=float, default=1.0,
                         help='CLIP: weight of the presence (cosine >= 0.25) loss next to the contrastive one')
-    parser.add_argument('--preserve-weight', type=float, default=1.0,
+    parser.add_argument('--preserve-weight', type=float, default=FinetuneOptions.preserve_weight,
                         help='CLIP: weight of keeping the labels the base model already knows (their text and image '
                              'embeddings) where the base model put them (0: off)')
-    parser.add_argument('--shift', type=int, default=4,
-                        help='augmentation: shift images by -N, 0 or +N pixels next to mirroring (0: off)')
+    parser.add_argument('--shift', type=int, default=FinetuneOptions.shift,
+                        help='augmentation: move images by up to N pixels of the model input (0: off)')
+    parser.add_argument('--zoom', type=float, default=FinetuneOptions.zoom,
+                        help='augmentation: zoom images by a factor in [1 - Z, 1 + Z] (0: off); images are also '
+                             'mirrored at random')
     parser.add_argument('--template', default=CLIP_TEMPLATE, help='CLIP prompt for folder labels')
     parser.add_argument('--heldout-scenes', type=int, default=120,
                         help="scenes for the base model's own held-out evaluation before/after (0: skip)")
@@ -661,7 +677,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.method, args.rank, args.alpha, args.dropout,
         tuple(args.target_modules) if args.target_modules else None, args.bottleneck, args.steps, args.batch,
         args.lr, args.seed, args.device, args.val_fraction, args.checkpoint_every, args.presence_weight,
-        args.preserve_weight, args.shift, args.template, args.heldout_scenes)
+        args.preserve_weight, args.shift, args.zoom, args.template, args.heldout_scenes)
     try:
         report = finetune(args.model, args.data, args.out, options, resume=args.resume)
     except (DatasetError, FinetuneError, ModelLoadError) as error:
