@@ -75,15 +75,12 @@ def heldout_top1(model: str, labels: Sequence[str], vocabulary_labels: Sequence[
     encoder = PerceptionEncoder(model, 'onnxruntime', 'cpu', 'fp32')
     try:
         vocabulary = encoder.build_vocabulary(vocabulary_labels, [DEFAULT_TEMPLATE], 1)
-        generator = SceneGenerator(seed, *SCENE_HW, 1, 1, colours=list(ALL_COLOURS), kinds=ALL_OBJECTS)
-        correct = total = 0
-        for i, label in enumerate(labels):
-            for n in range(per_label):
-                scene = generator.scene(i * 1000 + n, [tuple(label.split())])
-                features, _ = encoder.encode_images([scene.image])
-                correct += encoder.decode(features[0], vocabulary).best_label == label
-                total += 1
-        return correct / total
+        scenes = heldout_scenes(labels, per_label, seed)
+        correct = 0
+        for label, image in scenes:
+            features, _ = encoder.encode_images([image])
+            correct += encoder.decode(features[0], vocabulary).best_label == label
+        return correct / len(scenes)
     finally:
         encoder.close()
 
