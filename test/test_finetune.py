@@ -60,7 +60,7 @@ def test_data_errors_say_what_was_expected(tmp_path):
     data = load_dataset(tmp_path / 'data.jsonl')
     assert data.prompts == data.labels == ('a photo of a blue patch.', 'a photo of a green patch.',
                                            'a photo of a red patch.')
-    for bad in (dict(zoom=1.0), dict(shift=-1), dict(steps=0)):
+    for bad in (dict(zoom=1.0), dict(shift=-1), dict(steps=0), dict(mix=1.0), dict(mix=-0.1)):
         with pytest.raises(FinetuneError, match='expected 0 <= --zoom < 1'):
             finetune('embedded:tiny_clip', tmp_path / 'ok', tmp_path / 'out', quick(**bad), progress=False)
 
@@ -185,3 +185,61 @@ def test_augment_mirrors_shifts_and_zooms_as_drawn():
     torch.testing.assert_close(theta, random_affine(400, 64, 6, 0.15, torch.Generator().manual_seed(0)))
     plain = random_affine(5, 64, 0, 0.0, torch.Generator().manual_seed(0))
     assert bool((plain[:, :, 2] == 0).all()) and bool((plain[:, 1, 1] == 1).all())
+
+
+def test_composite_joins_two_images_at_the_cut():
+    import torch
+
+    from robovision_ros.tools.finetune import composite
+
+    left, right = torch.zeros(2, 3, 4, 8), torch.ones(2, 3, 4, 8)
+    joined = composite(left, right, torch.tensor([3, 6]))
+    assert bool((joined[0, ..., :3] == 0).all()) and bool((joined[0, ..., 3:] == 1).all())
+    assert bool((joined[1, ..., :6] == 0).all()) and bool((joined[1, ..., 6:] == 1).all())
+
+
+def test_composites_count_only_towards_preservation(tiny_clip_dir, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import torch
+
+    from robovision_ros.model_dir import read_model_info
+    from robovision_ros.tools.finetune import TrainableModel
+
+    dataset = load_dataset(make_folder(tmp_path / 'data'), val_fraction=0.25, seed=1)
+    model = TrainableModel(read_model_info(str(tiny_clip_dir)), dataset, quick(preserve_weight=1.0))
+    pixels = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pixels = torch.nn.functional.interpolate(pixels, size=model.info.image_size)
+    model.remember_base(pixels[:3], torch.tensor([0, 1, 2]))
+    model.known = torch.tensor([True, False, True])  # the random tiny model knows nothing; say it knows two labels
+    labels = torch.tensor([0, 1, 2, 0, -1, -1])  # two composites at the end
+    with torch.no_grad():
+        base = model.base_image_embeddings(pixels)  # LoRA starts at zero: the tuned model equals the base
+        plain = model.loss(pixels[:4], labels[:4], base[:4])
+        with_composites = model.loss(pixels, labels, base)
+        torch.testing.assert_close(with_composites, plain)  # no drift yet, and composites have no label
+        moved = base.clone()
+        moved[5] = -moved[5]
+        assert float(model.loss(pixels, labels, moved)) > float(plain) + 1  # a composite drifting is penalised
+        model.options = replace(model.options, mix_weight=0.0)
+        torch.testing.assert_close(model.loss(pixels, labels, moved), plain)  # ... by --mix-weight
+        moved = base.clone()
+        moved[1] = -moved[1]
+        torch.testing.assert_close(model.loss(pixels, labels, moved), plain)  # an unknown label's image is free
+
+    seen = []
+    original = TrainableModel.loss
+
+    def spy(self, pixels, targets, base_image=None):
+        seen.append(targets.tolist())
+        return original(self, pixels, targets, base_image)
+
+    def knows_everything(self, pixels, targets, chunk=256):
+        self.base_text = self.text_embeddings(self.base).detach()
+        self.known = torch.ones(len(dataset.labels), dtype=torch.bool)
+
+    monkeypatch.setattr(TrainableModel, 'loss', spy)
+    monkeypatch.setattr(TrainableModel, 'remember_base', knows_everything)
+    finetune(str(tiny_clip_dir), tmp_path / 'data', tmp_path / 'out', quick(batch=8, mix=0.25, steps=2),
+             progress=False, log=lambda _: None)
+    assert len(seen) == 2 and all(len(t) == 8 and t[-2:] == [-1, -1] and min(t[:6]) >= 0 for t in seen)

@@ -11,8 +11,9 @@ DATA is an image folder (`DATA/<label>/*.jpg|png`) or a JSON Lines file of `{"im
 prompt (`a photo of a {label}.` for a folder, the line's text for JSON Lines), plus the presence decision the
 nodes make (cosine >= threshold), so zero-shot use with any vocabulary keeps working, and a preservation term
 keeps what the base model already knew (the text and image embeddings of labels it already ranks first) where it
-was. Each training batch is randomly mirrored, zoomed and shifted. A ViT gets a
-classification head on its CLS token while its backbone is adapted.
+was; composites (two images of known labels side by side, `--mix`) keep what it did with several objects in view.
+Each training batch is randomly mirrored, zoomed and shifted. A ViT gets a classification head on its CLS token
+while its backbone is adapted.
 
 DIR is a model directory the nodes load with `model:=DIR`: LoRA writes the merged weights (no runtime cost) and
 the adapter alone in `DIR/lora_adapter/`; bottleneck adapters are stored as `adapters.safetensors` plus a
@@ -178,16 +179,19 @@ class FinetuneOptions:
     val_fraction: float = 0.2
     checkpoint_every: int = 100
     presence_weight: float = 1.0
-    preserve_weight: float = 1.0
+    preserve_weight: float = 0.1
     shift: int = 6
     zoom: float = 0.15
     template: str = CLIP_TEMPLATE
     heldout_scenes: int = 120
+    mix: float = 0.25
+    mix_weight: float = 0.3
 
     def identity(self) -> dict[str, Any]:
         """Return what a checkpoint must agree on to be resumed."""
         keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
-                'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'zoom', 'template')
+                'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'zoom', 'template', 'mix',
+                'mix_weight')
         return {key: getattr(self, key) for key in keys}
 
 
@@ -314,33 +318,46 @@ class TrainableModel:
         counts = torch.zeros(labels).index_add_(0, targets, torch.ones(len(targets)))
         self.known = (hits > 0.5 * counts.clamp(min=1)).to(self.options.device)
 
+    def known_images(self, targets: Any) -> Any:
+        """CLIP with preservation: indices of the training images whose label the base model knows; else empty."""
+        import torch
+
+        if self.known is None:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.nonzero(self.known.cpu()[targets]).flatten()
+
     def loss(self, pixels: Any, targets: Any, base_image: Any = None) -> Any:
         """
         Compute the training loss of a batch.
 
         ViT: cross-entropy of the head. CLIP: contrastive over the dataset's prompts + the nodes' presence
         decision + (with `base_image`, the base model's embeddings of these pixels) preservation of what the base
-        model knew: the known labels' text embeddings and their images' embeddings stay where they were.
+        model knew: the known labels' text embeddings and their images' embeddings stay where they were. A CLIP
+        target of -1 marks an unlabelled image (a composite of two known ones, see `composite`): it only counts
+        towards preservation.
         """
         import torch.nn.functional as F
 
         if self.info.model_type == 'vit':
             return F.cross_entropy(self.core(pixel_values=pixels).logits, targets)
         image, text = self.image_embeddings(pixels), self.text_embeddings()
-        cosine = image @ text.T
-        loss = F.cross_entropy(self.core.logit_scale.exp().detach() * cosine, targets)
+        labelled = targets >= 0
+        cosine = image[labelled] @ text.T
+        loss = F.cross_entropy(self.core.logit_scale.exp().detach() * cosine, targets[labelled])
         if self.options.presence_weight != 0:
-            one_hot = F.one_hot(targets, cosine.shape[1]).float()
+            one_hot = F.one_hot(targets[labelled], cosine.shape[1]).float()
             presence = F.binary_cross_entropy_with_logits(PRESENCE_SHARPNESS * (cosine - PRESENCE_THRESHOLD), one_hot,
                                                           pos_weight=cosine.new_tensor(3.0))
             loss = loss + self.options.presence_weight * presence
         if base_image is not None and self.known is not None and bool(self.known.any()):
             # Squared distance of unit vectors: 2 (1 - cosine) to where the base model put them.
-            known_images = self.known[targets].float()
-            image_drift = ((image - base_image) ** 2).sum(1)
+            drift = ((image - base_image) ** 2).sum(1)
+            known_images = self.known[targets[labelled]].float()
+            image_drift = (drift[labelled] * known_images).sum() / known_images.sum().clamp(min=1)
             text_drift = ((text[self.known] - self.base_text[self.known]) ** 2).sum(1).mean()
-            image_drift = (image_drift * known_images).sum() / known_images.sum().clamp(min=1)
             loss = loss + self.options.preserve_weight * PRESERVE_SCALE * (text_drift + image_drift)
+            if not bool(labelled.all()):
+                loss = loss + self.options.mix_weight * PRESERVE_SCALE * drift[~labelled].mean()
         return loss
 
     def save(self, out: Path, base: ModelInfo) -> dict[str, int]:
@@ -410,6 +427,20 @@ def augment(pixels: Any, theta: Any) -> Any:
     return F.grid_sample(pixels, grid, mode='bilinear', padding_mode='border', align_corners=False)
 
 
+def composite(left: Any, right: Any, cuts: Any) -> Any:
+    """
+    Join two [B, 3, H, W] batches side by side: columns before `cuts` [B] from `left`, the rest from `right`.
+
+    What a camera sees is often several objects at once; the base model's embedding of such a composite of two
+    known images is what preservation keeps (the training images themselves show one object each).
+    """
+    import torch
+
+    columns = torch.arange(left.shape[-1], device=left.device)
+    mask = (columns[None, :] < cuts.to(left.device)[:, None]).to(left.dtype)[:, None, None, :]
+    return left * mask + right * (1 - mask)
+
+
 def _lr(step: int, steps: int, base: float) -> float:
     warmup = max(steps // 10, 1)
     if step < warmup:
@@ -429,6 +460,10 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     pixels = torch.from_numpy(_pixels(dataset.train, preprocessor))
     targets = torch.tensor([e.label for e in dataset.train])
     model.remember_base(pixels, targets)
+    known = model.known_images(targets)
+    # Composites take part of each batch (at least one real image stays in it).
+    mixed = min(int(round(options.mix * options.batch)), options.batch - 1) if len(known) and model.base is not None \
+        else 0
     params = model.trainable()
     optimizer = torch.optim.AdamW(list(params.values()), lr=options.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(options.seed)
@@ -457,10 +492,19 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     for step in range(start_step, end):
         for group in optimizer.param_groups:
             group['lr'] = _lr(step, options.steps, options.lr)
-        idx = torch.randint(0, len(pixels), (min(options.batch, len(pixels)),), generator=generator)
+        idx = torch.randint(0, len(pixels), (min(options.batch - mixed, len(pixels)),), generator=generator)
         theta = random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom, generator)
-        images = augment(pixels[idx].to(options.device), theta)
-        loss = model.loss(images, targets[idx].to(options.device), model.base_image_embeddings(images))
+        images, labels = augment(pixels[idx].to(options.device), theta), targets[idx]
+        if mixed:
+            pairs = known[torch.randint(0, len(known), (2, mixed), generator=generator)]
+            sides = [augment(pixels[pair].to(options.device),
+                             random_affine(mixed, pixels.shape[-1], options.shift, options.zoom, generator))
+                     for pair in pairs]
+            size = pixels.shape[-1]
+            cuts = torch.randint(int(0.3 * size), int(0.7 * size) + 1, (mixed,), generator=generator)
+            images = torch.cat([images, composite(sides[0], sides[1], cuts)])
+            labels = torch.cat([labels, torch.full((mixed,), -1, dtype=labels.dtype)])
+        loss = model.loss(images, labels.to(options.device), model.base_image_embeddings(images))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
@@ -578,9 +622,11 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
 
     if options.device == 'cuda' and not torch.cuda.is_available():
         raise FinetuneError('--device cuda: torch sees no CUDA device here')
-    if not 0 <= options.zoom < 1 or options.shift < 0 or options.steps < 1 or options.batch < 1:
-        raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1 and --batch >= 1; got zoom '
-                            f'{options.zoom}, shift {options.shift}, steps {options.steps}, batch {options.batch}')
+    if not 0 <= options.zoom < 1 or options.shift < 0 or options.steps < 1 or options.batch < 1 \
+            or not 0 <= options.mix < 1:
+        raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1, --batch >= 1 and 0 <= --mix < 1; '
+                            f'got zoom {options.zoom}, shift {options.shift}, steps {options.steps}, batch '
+                            f'{options.batch}, mix {options.mix}')
     torch.set_num_threads(min(torch.get_num_threads(), 2) if options.device == 'cpu' else torch.get_num_threads())
     info = read_model_info(model_id)
     dataset = load_dataset(data, options.val_fraction, options.seed, options.template)
@@ -668,6 +714,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--zoom', type=float, default=FinetuneOptions.zoom,
                         help='augmentation: zoom images by a factor in [1 - Z, 1 + Z] (0: off); images are also '
                              'mirrored at random')
+    parser.add_argument('--mix', type=float, default=FinetuneOptions.mix,
+                        help='CLIP with preservation: share of each batch made of two images of known labels joined '
+                             'side by side, kept where the base model puts them (several objects in view; 0: off)')
+    parser.add_argument('--mix-weight', type=float, default=FinetuneOptions.mix_weight,
+                        help='CLIP: weight of keeping those composites where the base model puts them')
     parser.add_argument('--template', default=CLIP_TEMPLATE, help='CLIP prompt for folder labels')
     parser.add_argument('--heldout-scenes', type=int, default=120,
                         help="scenes for the base model's own held-out evaluation before/after (0: skip)")
@@ -677,7 +728,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.method, args.rank, args.alpha, args.dropout,
         tuple(args.target_modules) if args.target_modules else None, args.bottleneck, args.steps, args.batch,
         args.lr, args.seed, args.device, args.val_fraction, args.checkpoint_every, args.presence_weight,
-        args.preserve_weight, args.shift, args.zoom, args.template, args.heldout_scenes)
+        args.preserve_weight, args.shift, args.zoom, args.template, args.heldout_scenes, args.mix,
+        args.mix_weight)
     try:
         report = finetune(args.model, args.data, args.out, options, resume=args.resume)
     except (DatasetError, FinetuneError, ModelLoadError) as error:
