@@ -63,6 +63,9 @@ def test_data_errors_say_what_was_expected(tmp_path):
     for bad in (dict(zoom=1.0), dict(shift=-1), dict(steps=0), dict(mix=1.0), dict(mix=-0.1)):
         with pytest.raises(FinetuneError, match='expected 0 <= --zoom < 1'):
             finetune('embedded:tiny_clip', tmp_path / 'ok', tmp_path / 'out', quick(**bad), progress=False)
+    for bad in (dict(preserve_weight=-0.1), dict(mix_weight=float('nan')), dict(presence_weight=-1.0)):
+        with pytest.raises(FinetuneError, match='expected loss weights >= 0'):
+            finetune('embedded:tiny_clip', tmp_path / 'ok', tmp_path / 'out', quick(**bad), progress=False)
 
 
 def test_lora_clip_output_loads_like_any_model(tiny_clip_dir, model_cache, tmp_path):

@@ -627,6 +627,10 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
         raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1, --batch >= 1 and 0 <= --mix < 1; '
                             f'got zoom {options.zoom}, shift {options.shift}, steps {options.steps}, batch '
                             f'{options.batch}, mix {options.mix}')
+    weights = {'--presence-weight': options.presence_weight, '--preserve-weight': options.preserve_weight,
+               '--mix-weight': options.mix_weight}
+    if any(not value >= 0 for value in weights.values()):  # `not >=` also catches NaN
+        raise FinetuneError('expected loss weights >= 0; got ' + ', '.join(f'{k} {v}' for k, v in weights.items()))
     torch.set_num_threads(min(torch.get_num_threads(), 2) if options.device == 'cpu' else torch.get_num_threads())
     info = read_model_info(model_id)
     dataset = load_dataset(data, options.val_fraction, options.seed, options.template)
