@@ -246,3 +246,29 @@ def test_composites_count_only_towards_preservation(tiny_clip_dir, tmp_path, mon
     finetune(str(tiny_clip_dir), tmp_path / 'data', tmp_path / 'out', quick(batch=8, mix=0.25, steps=2),
              progress=False, log=lambda _: None)
     assert len(seen) == 2 and all(len(t) == 8 and t[-2:] == [-1, -1] and min(t[:6]) >= 0 for t in seen)
+
+
+def test_cli_options_are_the_tools_options(tmp_path, monkeypatch, capsys):
+    from robovision_ros.tools import finetune as tool
+
+    seen = []
+
+    def fake_finetune(model_id, data, out, options, resume=False):
+        seen.append((model_id, data, options, resume))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'report.md').write_text('# report\n')
+        return {'ok': True}
+
+    monkeypatch.setattr(tool, 'finetune', fake_finetune)
+    out = tmp_path / 'out'
+    assert tool.main(['embedded:tiny_clip', 'data', '--out', str(out)]) == 0
+    assert seen[-1] == ('embedded:tiny_clip', Path('data'), FinetuneOptions(), False)  # defaults: the Python API's
+    assert tool.main(['embedded:tiny_clip', 'data', '--out', str(out), '--method', 'adapter', '--bottleneck', '128',
+                      '--steps', '2000', '--mix-weight', '0.4', '--target-modules', 'fc1', 'fc2', '--resume']) == 0
+    assert seen[-1][2:] == (FinetuneOptions(method='adapter', bottleneck=128, steps=2000, mix_weight=0.4,
+                                            target_modules=('fc1', 'fc2')), True)
+    assert '# report' in capsys.readouterr().out
+    monkeypatch.undo()
+    assert tool.main(['embedded:tiny_clip', str(tmp_path), '--out', str(out), '--mix', '1.5']) == 2
+    error = capsys.readouterr().err
+    assert error.startswith('robovision_finetune: expected 0 <= --zoom < 1') and error.count('\n') == 1

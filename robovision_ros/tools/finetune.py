@@ -29,7 +29,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -462,8 +462,7 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     model.remember_base(pixels, targets)
     known = model.known_images(targets)
     # Composites take part of each batch (at least one real image stays in it).
-    mixed = min(int(round(options.mix * options.batch)), options.batch - 1) if len(known) and model.base is not None \
-        else 0
+    mixed = min(int(round(options.mix * options.batch)), options.batch - 1) if len(known) else 0
     params = model.trainable()
     optimizer = torch.optim.AdamW(list(params.values()), lr=options.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(options.seed)
@@ -689,51 +688,49 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    defaults = FinetuneOptions()
     parser = argparse.ArgumentParser(prog='robovision_finetune', description=__doc__.strip().split('\n')[0])
     parser.add_argument('model', help='base model: directory, hub id or embedded:<name>')
     parser.add_argument('data', type=Path, help='image folder DIR/<label>/*.jpg|png or a .jsonl file')
     parser.add_argument('--out', type=Path, required=True, help='output model directory')
-    parser.add_argument('--method', choices=METHODS, default='lora')
-    parser.add_argument('--rank', type=int, default=4, help='LoRA rank')
-    parser.add_argument('--alpha', type=float, default=8.0, help='LoRA alpha')
-    parser.add_argument('--dropout', type=float, default=FinetuneOptions.dropout, help='LoRA dropout')
+    parser.add_argument('--method', choices=METHODS, default=defaults.method)
+    parser.add_argument('--rank', type=int, default=defaults.rank, help='LoRA rank')
+    parser.add_argument('--alpha', type=float, default=defaults.alpha, help='LoRA alpha')
+    parser.add_argument('--dropout', type=float, default=defaults.dropout, help='LoRA dropout')
     parser.add_argument('--target-modules', nargs='+', default=None,
                         help='LoRA target module names (default CLIP: fc1 fc2 token_embedding; ViT: the '
                              'attention q_proj v_proj, or query value)')
-    parser.add_argument('--bottleneck', type=int, default=16, help='adapter bottleneck width')
-    parser.add_argument('--steps', type=int, default=FinetuneOptions.steps)
-    parser.add_argument('--batch', type=int, default=FinetuneOptions.batch)
-    parser.add_argument('--lr', type=float, default=FinetuneOptions.lr)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
-    parser.add_argument('--val-fraction', type=float, default=0.2)
-    parser.add_argument('--checkpoint-every', type=int, default=100)
-    parser.add_argument('--presence-weight', type=float, default=1.0,
+    parser.add_argument('--bottleneck', type=int, default=defaults.bottleneck, help='adapter bottleneck width')
+    parser.add_argument('--steps', type=int, default=defaults.steps)
+    parser.add_argument('--batch', type=int, default=defaults.batch)
+    parser.add_argument('--lr', type=float, default=defaults.lr)
+    parser.add_argument('--seed', type=int, default=defaults.seed)
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default=defaults.device)
+    parser.add_argument('--val-fraction', type=float, default=defaults.val_fraction)
+    parser.add_argument('--checkpoint-every', type=int, default=defaults.checkpoint_every)
+    parser.add_argument('--presence-weight', type=float, default=defaults.presence_weight,
                         help='CLIP: weight of the presence (cosine >= 0.25) loss next to the contrastive one')
-    parser.add_argument('--preserve-weight', type=float, default=FinetuneOptions.preserve_weight,
+    parser.add_argument('--preserve-weight', type=float, default=defaults.preserve_weight,
                         help='CLIP: weight of keeping the labels the base model already knows (their text and image '
                              'embeddings) where the base model put them (0: off)')
-    parser.add_argument('--shift', type=int, default=FinetuneOptions.shift,
+    parser.add_argument('--shift', type=int, default=defaults.shift,
                         help='augmentation: move images by up to N pixels of the model input (0: off)')
-    parser.add_argument('--zoom', type=float, default=FinetuneOptions.zoom,
+    parser.add_argument('--zoom', type=float, default=defaults.zoom,
                         help='augmentation: zoom images by a factor in [1 - Z, 1 + Z] (0: off); images are also '
                              'mirrored at random')
-    parser.add_argument('--mix', type=float, default=FinetuneOptions.mix,
+    parser.add_argument('--mix', type=float, default=defaults.mix,
                         help='CLIP with preservation: share of each batch made of two images of known labels joined '
                              'side by side, kept where the base model puts them (several objects in view; 0: off)')
-    parser.add_argument('--mix-weight', type=float, default=FinetuneOptions.mix_weight,
+    parser.add_argument('--mix-weight', type=float, default=defaults.mix_weight,
                         help='CLIP: weight of keeping those composites where the base model puts them')
-    parser.add_argument('--template', default=CLIP_TEMPLATE, help='CLIP prompt for folder labels')
-    parser.add_argument('--heldout-scenes', type=int, default=120,
+    parser.add_argument('--template', default=defaults.template, help='CLIP prompt for folder labels')
+    parser.add_argument('--heldout-scenes', type=int, default=defaults.heldout_scenes,
                         help="scenes for the base model's own held-out evaluation before/after (0: skip)")
     parser.add_argument('--resume', action='store_true', help='continue from OUT/checkpoints/last.pt')
     args = parser.parse_args(argv)
-    options = FinetuneOptions(
-        args.method, args.rank, args.alpha, args.dropout,
-        tuple(args.target_modules) if args.target_modules else None, args.bottleneck, args.steps, args.batch,
-        args.lr, args.seed, args.device, args.val_fraction, args.checkpoint_every, args.presence_weight,
-        args.preserve_weight, args.shift, args.zoom, args.template, args.heldout_scenes, args.mix,
-        args.mix_weight)
+    # Every FinetuneOptions field is an option of the same name.
+    values = {f.name: getattr(args, f.name) for f in fields(FinetuneOptions)}
+    options = FinetuneOptions(**{**values, 'target_modules': tuple(args.target_modules or ()) or None})
     try:
         report = finetune(args.model, args.data, args.out, options, resume=args.resume)
     except (DatasetError, FinetuneError, ModelLoadError) as error:
