@@ -229,6 +229,10 @@ def test_composites_count_only_towards_preservation(tiny_clip_dir, tmp_path, mon
         moved = base.clone()
         moved[1] = -moved[1]
         torch.testing.assert_close(model.loss(pixels, labels, moved), plain)  # an unknown label's image is free
+        # the base pass embeds only what preservation reads: the unknown label's image is skipped, the loss unchanged
+        limited = model.base_image_embeddings(pixels, labels)
+        assert bool((limited[1] == 0).all()) and bool((limited[[0, 2, 3, 4, 5]] != 0).any(1).all())
+        torch.testing.assert_close(model.loss(pixels, labels, limited), model.loss(pixels, labels, base))
 
     seen = []
     original = TrainableModel.loss

@@ -287,14 +287,27 @@ class TrainableModel:
         model = self.core if model is None else model
         return F.normalize(model.text_projection(model.text_model(**self.tokens).pooler_output), dim=-1)
 
-    def base_image_embeddings(self, pixels: Any) -> Optional[Any]:
-        """CLIP with preservation: the base model's unit-length embeddings of `pixels`; otherwise None."""
+    def base_image_embeddings(self, pixels: Any, targets: Any = None) -> Optional[Any]:
+        """
+        CLIP with preservation: the base model's unit-length embeddings of `pixels`; otherwise None.
+
+        With `targets`, only the rows the preservation term reads are embedded -- images of labels the base model
+        knows, and composites (target -1) -- and the other rows are zero: the base pass then skips the images of
+        new labels, which the loss never compares with the base.
+        """
         import torch
 
         if self.base is None:
             return None
         with torch.no_grad():
-            return self.image_embeddings(pixels, self.base)
+            if targets is None or self.known is None:
+                return self.image_embeddings(pixels, self.base)
+            rows = (targets < 0) | self.known[targets.clamp(min=0)]
+            embeddings = torch.zeros(len(pixels), self.base.visual_projection.out_features, device=pixels.device,
+                                     dtype=pixels.dtype)
+            if bool(rows.any()):
+                embeddings[rows] = self.image_embeddings(pixels[rows], self.base)
+            return embeddings
 
     def remember_base(self, pixels: Any, targets: Any, chunk: int = 256) -> None:
         """
@@ -503,7 +516,8 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
             cuts = torch.randint(int(0.3 * size), int(0.7 * size) + 1, (mixed,), generator=generator)
             images = torch.cat([images, composite(sides[0], sides[1], cuts)])
             labels = torch.cat([labels, torch.full((mixed,), -1, dtype=labels.dtype)])
-        loss = model.loss(images, labels.to(options.device), model.base_image_embeddings(images))
+        labels = labels.to(options.device)
+        loss = model.loss(images, labels, model.base_image_embeddings(images, labels))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
