@@ -302,7 +302,7 @@ class TrainableModel:
         with torch.no_grad():
             if targets is None or self.known is None:
                 return self.image_embeddings(pixels, self.base)
-            rows = (targets < 0) | self.known[targets.clamp(min=0)]
+            rows = self.preserved_rows(targets)
             embeddings = torch.zeros(len(pixels), self.base.visual_projection.out_features, device=pixels.device,
                                      dtype=pixels.dtype)
             if bool(rows.any()):
@@ -339,6 +339,10 @@ class TrainableModel:
             return torch.zeros(0, dtype=torch.long)
         return torch.nonzero(self.known.cpu()[targets]).flatten()
 
+    def preserved_rows(self, targets: Any) -> Any:
+        """CLIP with preservation: which rows of a batch the preservation term compares with the base model."""
+        return (targets < 0) | self.known[targets.clamp(min=0)]  # composites, and images of labels it knows
+
     def loss(self, pixels: Any, targets: Any, base_image: Any = None) -> Any:
         """
         Compute the training loss of a batch.
@@ -365,7 +369,7 @@ class TrainableModel:
         if base_image is not None and self.known is not None and bool(self.known.any()):
             # Squared distance of unit vectors: 2 (1 - cosine) to where the base model put them.
             drift = ((image - base_image) ** 2).sum(1)
-            known_images = self.known[targets[labelled]].float()
+            known_images = self.preserved_rows(targets)[labelled].float()
             image_drift = (drift[labelled] * known_images).sum() / known_images.sum().clamp(min=1)
             text_drift = ((text[self.known] - self.base_text[self.known]) ** 2).sum(1).mean()
             loss = loss + self.options.preserve_weight * PRESERVE_SCALE * (text_drift + image_drift)
