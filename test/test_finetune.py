@@ -60,7 +60,8 @@ def test_data_errors_say_what_was_expected(tmp_path):
     data = load_dataset(tmp_path / 'data.jsonl')
     assert data.prompts == data.labels == ('a photo of a blue patch.', 'a photo of a green patch.',
                                            'a photo of a red patch.')
-    for bad in (dict(zoom=1.0), dict(shift=-1), dict(steps=0), dict(mix=1.0), dict(mix=-0.1)):
+    for bad in (dict(zoom=1.0), dict(shift=-1), dict(steps=0), dict(mix=1.0), dict(mix=-0.1),
+                dict(preserve_views=0)):
         with pytest.raises(FinetuneError, match='expected 0 <= --zoom < 1'):
             finetune('embedded:tiny_clip', tmp_path / 'ok', tmp_path / 'out', quick(**bad), progress=False)
     for bad in (dict(preserve_weight=-0.1), dict(mix_weight=float('nan')), dict(presence_weight=-1.0)):
@@ -146,16 +147,30 @@ def test_vit_class_scores_equal_hf_logits_softmax(tiny_vit_dir, model_cache, tmp
         assert result.best_label == result.labels[int(expected.argmax())]
 
 
-def test_resume_continues_to_the_same_weights(tiny_vit_dir, tmp_path):
+def knows_everything(self, pixels, targets, chunk=256):
+    """Stands in for TrainableModel.remember_base: the random tiny CLIP knows no label; say it knows them all."""
+    import torch
+
+    self.base_text = self.text_embeddings(self.base).detach()
+    self.known = torch.ones(len(self.base_text), dtype=torch.bool)
+
+
+@pytest.mark.parametrize('kind', ['vit', 'clip'])
+def test_resume_continues_to_the_same_weights(kind, tiny_vit_dir, tiny_clip_dir, tmp_path, monkeypatch):
     from safetensors.numpy import load_file
 
+    from robovision_ros.tools.finetune import TrainableModel
+
+    if kind == 'clip':  # CLIP resumes with the same preservation pool and composites
+        monkeypatch.setattr(TrainableModel, 'remember_base', knows_everything)
+    model_dir = str(tiny_vit_dir if kind == 'vit' else tiny_clip_dir)
     data = make_folder(tmp_path / 'data')
-    options = quick('adapter', steps=6, checkpoint_every=3)
-    finetune(str(tiny_vit_dir), data, tmp_path / 'straight', options, progress=False, log=lambda _: None)
-    stopped = finetune(str(tiny_vit_dir), data, tmp_path / 'resumed', options, stop_after=3, progress=False,
+    options = quick('adapter', steps=6, checkpoint_every=3, batch=8, mix=0.25, preserve_views=2)
+    finetune(model_dir, data, tmp_path / 'straight', options, progress=False, log=lambda _: None)
+    stopped = finetune(model_dir, data, tmp_path / 'resumed', options, stop_after=3, progress=False,
                        log=lambda _: None)
     assert stopped == {'stopped_at': 3} and not (tmp_path / 'resumed' / 'config.json').exists()
-    report = finetune(str(tiny_vit_dir), data, tmp_path / 'resumed', options, resume=True, progress=False,
+    report = finetune(model_dir, data, tmp_path / 'resumed', options, resume=True, progress=False,
                       log=lambda _: None)
     assert report['steps'] == 6
     for name in ('adapters.safetensors', 'model.safetensors'):
@@ -229,10 +244,9 @@ def test_composites_count_only_towards_preservation(tiny_clip_dir, tmp_path, mon
         moved = base.clone()
         moved[1] = -moved[1]
         torch.testing.assert_close(model.loss(pixels, labels, moved), plain)  # an unknown label's image is free
-        # the base pass embeds only what preservation reads: the unknown label's image is skipped, the loss unchanged
-        limited = model.base_image_embeddings(pixels, labels)
-        assert bool((limited[1] == 0).all()) and bool((limited[[0, 2, 3, 4, 5]] != 0).any(1).all())
-        torch.testing.assert_close(model.loss(pixels, labels, limited), model.loss(pixels, labels, base))
+        unread = base.clone()
+        unread[1] = 0  # the preservation pool leaves new labels' rows zero: never read
+        torch.testing.assert_close(model.loss(pixels, labels, unread), model.loss(pixels, labels, base))
 
     seen = []
     original = TrainableModel.loss
@@ -241,15 +255,39 @@ def test_composites_count_only_towards_preservation(tiny_clip_dir, tmp_path, mon
         seen.append(targets.tolist())
         return original(self, pixels, targets, base_image)
 
-    def knows_everything(self, pixels, targets, chunk=256):
-        self.base_text = self.text_embeddings(self.base).detach()
-        self.known = torch.ones(len(dataset.labels), dtype=torch.bool)
-
     monkeypatch.setattr(TrainableModel, 'loss', spy)
     monkeypatch.setattr(TrainableModel, 'remember_base', knows_everything)
     finetune(str(tiny_clip_dir), tmp_path / 'data', tmp_path / 'out', quick(batch=8, mix=0.25, steps=2),
              progress=False, log=lambda _: None)
     assert len(seen) == 2 and all(len(t) == 8 and t[-2:] == [-1, -1] and min(t[:6]) >= 0 for t in seen)
+
+
+def test_preservation_pool_holds_the_base_embeddings_of_what_it_draws(tiny_clip_dir, tmp_path):
+    import torch
+
+    from robovision_ros.model_dir import read_model_info
+    from robovision_ros.tools.finetune import PreservationPool, TrainableModel, augment
+
+    dataset = load_dataset(make_folder(tmp_path / 'data'), val_fraction=0.25, seed=1)
+    model = TrainableModel(read_model_info(str(tiny_clip_dir)), dataset, quick(preserve_views=3))
+    size = model.info.image_size
+    pixels = torch.nn.functional.interpolate(torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0)),
+                                             size=size)
+    known = torch.tensor([0, 2, 3])  # images 1, 4 and 5 are of new labels
+    pool = PreservationPool(model, pixels, known, torch.Generator().manual_seed(0))
+    assert pool.single.shape[:2] == (3, 3) and len(pool.cuts) == 4  # 3 views each, half as many composites
+    assert set(pool.pairs.flatten().tolist()) <= {0, 2, 3}
+    idx = torch.tensor([0, 1, 2, 3, 4, 5, 0, 0])
+    images, base = pool.draw(pixels, idx, 3, torch.Generator().manual_seed(1))
+    assert images.shape == (11, 3, size, size) and base.shape == (11, model.base.visual_projection.out_features)
+    read = torch.tensor([0, 2, 3, 6, 7, 8, 9, 10])  # known labels' images and the composites
+    torch.testing.assert_close(base[read], model.base_image_embeddings(images[read]), atol=1e-5, rtol=1e-4)
+    assert bool((base[[1, 4, 5]] == 0).all())
+    # A known image is one of its pooled views; an image of a new label is augmented afresh at each draw.
+    views = [augment(pixels[[0]], pool.theta[0, v:v + 1]) for v in range(3)]
+    assert any(torch.equal(images[0], view[0]) for view in views)
+    again, _ = pool.draw(pixels, idx, 3, torch.Generator().manual_seed(2))
+    assert not torch.equal(images[1], again[1])
 
 
 def test_cli_options_are_the_tools_options(tmp_path, monkeypatch, capsys):
@@ -268,9 +306,10 @@ def test_cli_options_are_the_tools_options(tmp_path, monkeypatch, capsys):
     assert tool.main(['embedded:tiny_clip', 'data', '--out', str(out)]) == 0
     assert seen[-1] == ('embedded:tiny_clip', Path('data'), FinetuneOptions(), False)  # defaults: the Python API's
     assert tool.main(['embedded:tiny_clip', 'data', '--out', str(out), '--method', 'adapter', '--bottleneck', '128',
-                      '--steps', '2000', '--mix-weight', '0.4', '--target-modules', 'fc1', 'fc2', '--resume']) == 0
+                      '--steps', '2000', '--mix-weight', '0.4', '--preserve-views', '4', '--target-modules', 'fc1',
+                      'fc2', '--resume']) == 0
     assert seen[-1][2:] == (FinetuneOptions(method='adapter', bottleneck=128, steps=2000, mix_weight=0.4,
-                                            target_modules=('fc1', 'fc2')), True)
+                                            preserve_views=4, target_modules=('fc1', 'fc2')), True)
     assert '# report' in capsys.readouterr().out
     monkeypatch.undo()
     assert tool.main(['embedded:tiny_clip', str(tmp_path), '--out', str(out), '--mix', '1.5']) == 2

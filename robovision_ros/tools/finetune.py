@@ -12,6 +12,8 @@ prompt (`a photo of a {label}.` for a folder, the line's text for JSON Lines), p
 nodes make (cosine >= threshold), so zero-shot use with any vocabulary keeps working, and a preservation term
 keeps what the base model already knew (the text and image embeddings of labels it already ranks first) where it
 was; composites (two images of known labels side by side, `--mix`) keep what it did with several objects in view.
+What the base model makes of those images comes from a pool drawn once before training (`--preserve-views`
+augmentations of each known-label image, and composites of them), so it is not run again at every step.
 Each training batch is randomly mirrored, zoomed and shifted. A ViT gets a classification head on its CLS token
 while its backbone is adapted.
 
@@ -186,12 +188,13 @@ class FinetuneOptions:
     heldout_scenes: int = 120
     mix: float = 0.25
     mix_weight: float = 0.3
+    preserve_views: int = 8
 
     def identity(self) -> dict[str, Any]:
         """Return what a checkpoint must agree on to be resumed."""
         keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
                 'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'zoom', 'template', 'mix',
-                'mix_weight')
+                'mix_weight', 'preserve_views')
         return {key: getattr(self, key) for key in keys}
 
 
@@ -287,27 +290,13 @@ class TrainableModel:
         model = self.core if model is None else model
         return F.normalize(model.text_projection(model.text_model(**self.tokens).pooler_output), dim=-1)
 
-    def base_image_embeddings(self, pixels: Any, targets: Any = None) -> Optional[Any]:
-        """
-        CLIP with preservation: the base model's unit-length embeddings of `pixels`; otherwise None.
-
-        With `targets`, only the rows the preservation term reads are embedded -- images of labels the base model
-        knows, and composites (target -1) -- and the other rows are zero: the base pass then skips the images of
-        new labels, which the loss never compares with the base.
-        """
+    def base_image_embeddings(self, pixels: Any, chunk: int = 256) -> Any:
+        """CLIP with preservation: the base model's unit-length embeddings [B, D] of `pixels`, in chunks."""
         import torch
 
-        if self.base is None:
-            return None
         with torch.no_grad():
-            if targets is None or self.known is None:
-                return self.image_embeddings(pixels, self.base)
-            rows = self.preserved_rows(targets)
-            embeddings = torch.zeros(len(pixels), self.base.visual_projection.out_features, device=pixels.device,
-                                     dtype=pixels.dtype)
-            if bool(rows.any()):
-                embeddings[rows] = self.image_embeddings(pixels[rows], self.base)
-            return embeddings
+            return torch.cat([self.image_embeddings(pixels[i:i + chunk].to(self.options.device), self.base)
+                              for i in range(0, len(pixels), chunk)])
 
     def remember_base(self, pixels: Any, targets: Any, chunk: int = 256) -> None:
         """
@@ -320,9 +309,8 @@ class TrainableModel:
 
         if self.base is None:
             return
+        base = self.base_image_embeddings(pixels, chunk)
         with torch.no_grad():
-            base = torch.cat([self.image_embeddings(pixels[i:i + chunk].to(self.options.device), self.base)
-                              for i in range(0, len(pixels), chunk)])
             self.base_text = self.text_embeddings(self.base)
             predicted = (base @ self.base_text.T).argmax(1).cpu()
         targets = targets.cpu()
@@ -458,6 +446,73 @@ def composite(left: Any, right: Any, cuts: Any) -> Any:
     return left * mask + right * (1 - mask)
 
 
+class PreservationPool:
+    """
+    CLIP with preservation: augmented views drawn once, before training, with the base model's embeddings of them.
+
+    Preservation compares the model being tuned with the frozen base model on every image of a known label and on
+    every composite in a batch. The base model never changes, so instead of embedding each batch with it again, the
+    pool holds `views` augmentations of each image of a known label and half as many composites (two known images
+    side by side) per such image, and the base model's embeddings of them, computed once; batches draw from it.
+    Images of new labels are augmented afresh at every step (the base model is not asked about them).
+    """
+
+    def __init__(self, model: TrainableModel, pixels: Any, known: Any, generator: Any) -> None:
+        import torch
+
+        options, size = model.options, pixels.shape[-1]
+        self.views, self.shift, self.zoom = options.preserve_views, options.shift, options.zoom
+        self.slot = torch.full((len(pixels),), -1, dtype=torch.long)  # train image -> row of `theta`, or -1
+        self.slot[known] = torch.arange(len(known))
+        count = len(known) * self.views
+        self.theta = random_affine(count, size, self.shift, self.zoom, generator).view(len(known), self.views, 2, 3)
+        composites = max(count // 2, 1)
+        self.pairs = known[torch.randint(0, len(known), (2, composites), generator=generator)]
+        self.pair_theta = random_affine(2 * composites, size, self.shift, self.zoom, generator).view(
+            2, composites, 2, 3)
+        self.cuts = torch.randint(int(0.3 * size), int(0.7 * size) + 1, (composites,), generator=generator)
+        views = self.theta.flatten(0, 1)
+        sources = known.repeat_interleave(self.views)
+        self.single = self._embed(model, lambda i: augment(pixels[sources[i]], views[i]), count)
+        self.single = self.single.view(len(known), self.views, -1)
+        self.mixed = self._embed(model, lambda i: self.composites(pixels, i), composites)
+
+    @staticmethod
+    def _embed(model: TrainableModel, images: Callable[[Any], Any], count: int, chunk: int = 256) -> Any:
+        import torch
+
+        return torch.cat([model.base_image_embeddings(images(torch.arange(i, min(i + chunk, count)))).cpu()
+                          for i in range(0, count, chunk)])
+
+    def composites(self, pixels: Any, which: Any) -> Any:
+        """Return the pool's composites `which` [N] as images [N, 3, H, W]."""
+        left, right = (augment(pixels[self.pairs[side, which]], self.pair_theta[side, which]) for side in (0, 1))
+        return composite(left, right, self.cuts[which])
+
+    def draw(self, pixels: Any, idx: Any, mixed: int, generator: Any) -> tuple[Any, Any]:
+        """
+        Make a batch: the training images `idx`, then `mixed` pooled composites.
+
+        Images of known labels are one of their pooled views, the others are augmented afresh. Returns (images, the
+        base model's embeddings of them: zero for the images of new labels).
+        """
+        import torch
+
+        theta = random_affine(len(idx), pixels.shape[-1], self.shift, self.zoom, generator)
+        slot = self.slot[idx]
+        pooled = slot >= 0
+        view = torch.randint(0, self.views, (len(idx),), generator=generator)
+        theta[pooled] = self.theta[slot[pooled], view[pooled]]
+        base = torch.zeros(len(idx), self.single.shape[-1])
+        base[pooled] = self.single[slot[pooled], view[pooled]]
+        images = augment(pixels[idx], theta)
+        if mixed:
+            which = torch.randint(0, len(self.cuts), (mixed,), generator=generator)
+            images = torch.cat([images, self.composites(pixels, which)])
+            base = torch.cat([base, self.mixed[which]])
+        return images, base
+
+
 def _lr(step: int, steps: int, base: float) -> float:
     warmup = max(steps // 10, 1)
     if step < warmup:
@@ -472,7 +527,7 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     from tqdm import tqdm
 
     options = model.options
-    began = time.monotonic()  # training time counts preprocessing and the base model's pass over the data too
+    began = time.monotonic()  # training time counts preprocessing and the base model's passes (known labels, pool)
     preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
     pixels = torch.from_numpy(_pixels(dataset.train, preprocessor))
     targets = torch.tensor([e.label for e in dataset.train])
@@ -483,6 +538,8 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     params = model.trainable()
     optimizer = torch.optim.AdamW(list(params.values()), lr=options.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(options.seed)
+    # Drawn from the seed before any checkpoint's generator state is restored: a resumed run has the same pool.
+    pool = PreservationPool(model, pixels, known, generator) if len(known) else None
     checkpoint = out / CHECKPOINT_FILE
     start_step, elapsed = 0, 0.0
     if resume and checkpoint.is_file():
@@ -509,19 +566,15 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
         for group in optimizer.param_groups:
             group['lr'] = _lr(step, options.steps, options.lr)
         idx = torch.randint(0, len(pixels), (min(options.batch - mixed, len(pixels)),), generator=generator)
-        theta = random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom, generator)
-        images, labels = augment(pixels[idx].to(options.device), theta), targets[idx]
-        if mixed:
-            pairs = known[torch.randint(0, len(known), (2, mixed), generator=generator)]
-            sides = [augment(pixels[pair].to(options.device),
-                             random_affine(mixed, pixels.shape[-1], options.shift, options.zoom, generator))
-                     for pair in pairs]
-            size = pixels.shape[-1]
-            cuts = torch.randint(int(0.3 * size), int(0.7 * size) + 1, (mixed,), generator=generator)
-            images = torch.cat([images, composite(sides[0], sides[1], cuts)])
-            labels = torch.cat([labels, torch.full((mixed,), -1, dtype=labels.dtype)])
-        labels = labels.to(options.device)
-        loss = model.loss(images, labels, model.base_image_embeddings(images, labels))
+        labels = torch.cat([targets[idx], torch.full((mixed,), -1, dtype=targets.dtype)]).to(options.device)
+        if pool is not None:
+            images, base = pool.draw(pixels, idx, mixed, generator)
+            base = base.to(options.device)
+        else:
+            images = augment(pixels[idx], random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom,
+                                                        generator))
+            base = None
+        loss = model.loss(images.to(options.device), labels, base)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
@@ -640,10 +693,11 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
     if options.device == 'cuda' and not torch.cuda.is_available():
         raise FinetuneError('--device cuda: torch sees no CUDA device here')
     if not 0 <= options.zoom < 1 or options.shift < 0 or options.steps < 1 or options.batch < 1 \
-            or not 0 <= options.mix < 1:
-        raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1, --batch >= 1 and 0 <= --mix < 1; '
-                            f'got zoom {options.zoom}, shift {options.shift}, steps {options.steps}, batch '
-                            f'{options.batch}, mix {options.mix}')
+            or not 0 <= options.mix < 1 or options.preserve_views < 1:
+        raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1, --batch >= 1, 0 <= --mix < 1 and '
+                            f'--preserve-views >= 1; got zoom {options.zoom}, shift {options.shift}, steps '
+                            f'{options.steps}, batch {options.batch}, mix {options.mix}, preserve views '
+                            f'{options.preserve_views}')
     weights = {'--presence-weight': options.presence_weight, '--preserve-weight': options.preserve_weight,
                '--mix-weight': options.mix_weight}
     if any(not value >= 0 for value in weights.values()):  # `not >=` also catches NaN
@@ -741,6 +795,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              'side by side, kept where the base model puts them (several objects in view; 0: off)')
     parser.add_argument('--mix-weight', type=float, default=defaults.mix_weight,
                         help='CLIP: weight of keeping those composites where the base model puts them')
+    parser.add_argument('--preserve-views', type=int, default=defaults.preserve_views,
+                        help='CLIP with preservation: augmentations of each image of a known label (and half as many '
+                             'composites per such image) drawn once, whose base-model embeddings are computed once '
+                             'before training instead of at every step')
     parser.add_argument('--template', default=defaults.template, help='CLIP prompt for folder labels')
     parser.add_argument('--heldout-scenes', type=int, default=defaults.heldout_scenes,
                         help="scenes for the base model's own held-out evaluation before/after (0: skip)")
