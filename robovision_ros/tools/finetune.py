@@ -462,6 +462,7 @@ class PreservationPool:
 
         options, size = model.options, pixels.shape[-1]
         self.views, self.shift, self.zoom = options.preserve_views, options.shift, options.zoom
+        self.device = options.device
         self.slot = torch.full((len(pixels),), -1, dtype=torch.long)  # train image -> row of `theta`, or -1
         self.slot[known] = torch.arange(len(known))
         count = len(known) * self.views
@@ -473,7 +474,7 @@ class PreservationPool:
         self.cuts = torch.randint(int(0.3 * size), int(0.7 * size) + 1, (composites,), generator=generator)
         views = self.theta.flatten(0, 1)
         sources = known.repeat_interleave(self.views)
-        self.single = self._embed(model, lambda i: augment(pixels[sources[i]], views[i]), count)
+        self.single = self._embed(model, lambda i: augment(pixels[sources[i]].to(self.device), views[i]), count)
         self.single = self.single.view(len(known), self.views, -1)
         self.mixed = self._embed(model, lambda i: self.composites(pixels, i), composites)
 
@@ -486,7 +487,8 @@ class PreservationPool:
 
     def composites(self, pixels: Any, which: Any) -> Any:
         """Return the pool's composites `which` [N] as images [N, 3, H, W]."""
-        left, right = (augment(pixels[self.pairs[side, which]], self.pair_theta[side, which]) for side in (0, 1))
+        left, right = (augment(pixels[self.pairs[side, which]].to(self.device), self.pair_theta[side, which])
+                       for side in (0, 1))
         return composite(left, right, self.cuts[which])
 
     def draw(self, pixels: Any, idx: Any, mixed: int, generator: Any) -> tuple[Any, Any]:
@@ -494,7 +496,7 @@ class PreservationPool:
         Make a batch: the training images `idx`, then `mixed` pooled composites.
 
         Images of known labels are one of their pooled views, the others are augmented afresh. Returns (images, the
-        base model's embeddings of them: zero for the images of new labels).
+        base model's embeddings of them: zero for the images of new labels), on the training device.
         """
         import torch
 
@@ -505,12 +507,12 @@ class PreservationPool:
         theta[pooled] = self.theta[slot[pooled], view[pooled]]
         base = torch.zeros(len(idx), self.single.shape[-1])
         base[pooled] = self.single[slot[pooled], view[pooled]]
-        images = augment(pixels[idx], theta)
+        images = augment(pixels[idx].to(self.device), theta)
         if mixed:
             which = torch.randint(0, len(self.cuts), (mixed,), generator=generator)
             images = torch.cat([images, self.composites(pixels, which)])
             base = torch.cat([base, self.mixed[which]])
-        return images, base
+        return images, base.to(self.device)
 
 
 def _lr(step: int, steps: int, base: float) -> float:
@@ -569,12 +571,11 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
         labels = torch.cat([targets[idx], torch.full((mixed,), -1, dtype=targets.dtype)]).to(options.device)
         if pool is not None:
             images, base = pool.draw(pixels, idx, mixed, generator)
-            base = base.to(options.device)
         else:
-            images = augment(pixels[idx], random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom,
-                                                        generator))
+            images = augment(pixels[idx].to(options.device),
+                             random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom, generator))
             base = None
-        loss = model.loss(images.to(options.device), labels, base)
+        loss = model.loss(images, labels, base)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)

@@ -272,7 +272,7 @@ def render_doc(r: dict[str, Any]) -> str:
              'training images of known labels joined side by side at a random column, kept where the base model '
              'puts them (several objects in view: what the presence decision sees). What the base model makes of '
              'the known labels\' images and of the composites is computed once, before training, for a pool of '
-             f"{r['clip_adapter']['options'].get('preserve_views', 8)} random augmentations of each known-label image "
+             f"{r['clip_adapter']['options']['preserve_views']} random augmentations of each known-label image "
              'and half as many composites per such image (`--preserve-views`): batches draw those from the pool and '
              'augment the new labels\' images afresh. Both with random mirroring, '
              f"zoom (+-{100 * r['clip_lora']['options']['zoom']:g} %) and shift "
