@@ -2,27 +2,28 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-CLIP scoring of encoded frames: image features + text vocabularies -> one typed result per frame.
+Zero-shot scoring of encoded frames: image features + text vocabularies -> one typed result per frame.
 
 The last stage after `PerceptionEncoder.encode_images` and `build_vocabulary`, as nanoowl's `decode` follows
-`encode_image` and `encode_text`: zero-shot label probabilities, presence of each text query, and (on request)
-query heatmaps and their localisation in source-image pixels. The node, the demo, the evaluation and the benchmark
-all score frames here; none assembles scores by hand. No ROS needed.
+`encode_image` and `encode_text` (here `score`: "decode" means image bytes in this package): zero-shot label
+probabilities, presence of each text query, and (on request) query heatmaps and their localisation in source-image
+pixels. The node, the demo, the evaluation and the benchmark all score frames here; none assembles scores by hand.
+No ROS needed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from robovision_ros.features import ImageFeatures
 from robovision_ros.localization import Localization, localize as localize_heatmap, similarity_heatmaps
 from robovision_ros.preprocessing import PreprocessGeometry
 from robovision_ros.vocabulary import VocabularyEmbeddings
 
-if TYPE_CHECKING:  # the encoder imports this module; the features type is only needed for annotations
-    from robovision_ros.encoder import ImageFeatures
-
+# Cosine similarity at which a presence query counts as present: the default of the `presence_threshold`
+# parameter and of every caller that scores without one (demo, evaluation).
 DEFAULT_PRESENCE_THRESHOLD = 0.25
 
 
@@ -67,7 +68,7 @@ class ClipFrameResult:
     labels_version: int
     queries: tuple[str, ...]
     similarities: np.ndarray  # [Q] cosine similarity per query
-    present: np.ndarray  # [Q] bool: similarity >= threshold
+    present_mask: np.ndarray  # [Q] bool: similarity >= threshold
     threshold: float
     queries_version: Optional[int]  # None when the frame was scored without presence queries
     heatmaps: Optional[np.ndarray]  # [Q, grid_h, grid_w] patch cosine per query; None unless localised or asked
@@ -86,7 +87,7 @@ class ClipFrameResult:
     @property
     def presence(self) -> tuple[QueryPresence, ...]:
         """Per-query results in query order."""
-        return tuple(QueryPresence(query, float(self.similarities[q]), self.threshold, bool(self.present[q]),
+        return tuple(QueryPresence(query, float(self.similarities[q]), self.threshold, bool(self.present_mask[q]),
                                    self.locations[q] if self.locations is not None else None)
                      for q, query in enumerate(self.queries))
 
@@ -96,11 +97,11 @@ class ClipFrameResult:
         return int(np.argmax(self.similarities)) if len(self.queries) else None
 
     def locate(self, query_index: int) -> Localization:
-        """Localisation of one query: the decoded one when localised, else computed from its heatmap."""
+        """Localisation of one query: the scored one when localised, else computed from its heatmap."""
         if self.locations is not None:
             return self.locations[query_index]
         if self.heatmaps is None:
-            raise ValueError('this frame was decoded without heatmaps; decode with localize=True or heatmaps=True')
+            raise ValueError('this frame was scored without heatmaps; score with localize=True or heatmaps=True')
         return localize_heatmap(self.heatmaps[query_index], self.patch_size, self.geometry)
 
 
@@ -109,10 +110,10 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def decode_batch(features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
-                 queries: Optional[VocabularyEmbeddings] = None, *,
-                 threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
-                 localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
+def score_batch(features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
+                queries: Optional[VocabularyEmbeddings] = None, *,
+                threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
+                localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
     """
     Score a batch of encoded frames with one similarity product for the whole batch.
 
@@ -139,18 +140,19 @@ def decode_batch(features: Sequence[ImageFeatures], labels: VocabularyEmbeddings
             locations = tuple(localize_heatmap(heatmap, patch_size, feature.geometry) for heatmap in maps) \
                 if maps is not None else ()
         # Compared as Python floats, as a message's float similarity is, whatever the embedding dtype.
-        present = _read_only(np.array([float(s) >= threshold for s in similarities[i]], dtype=bool))
+        present_mask = _read_only(np.array([float(s) >= threshold for s in similarities[i]], dtype=bool))
         results.append(ClipFrameResult(
             labels=labels.labels, templates=labels.templates, scores=probs[i], best_index=int(np.argmax(probs[i])),
-            labels_version=labels.version, queries=query_labels, similarities=similarities[i], present=present,
+            labels_version=labels.version, queries=query_labels, similarities=similarities[i],
+            present_mask=present_mask,
             threshold=float(threshold), queries_version=queries.version if queries is not None else None,
             heatmaps=maps, locations=locations, geometry=feature.geometry, patch_size=patch_size))
     return results
 
 
-def decode(features: ImageFeatures, labels: VocabularyEmbeddings, queries: Optional[VocabularyEmbeddings] = None,
-           *, threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
-           localize: bool = False, heatmaps: bool = False) -> ClipFrameResult:
-    """Score one encoded frame; see `decode_batch`."""
-    return decode_batch([features], labels, queries, threshold=threshold, logit_scale=logit_scale,
-                        patch_size=patch_size, localize=localize, heatmaps=heatmaps)[0]
+def score(features: ImageFeatures, labels: VocabularyEmbeddings, queries: Optional[VocabularyEmbeddings] = None,
+          *, threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
+          localize: bool = False, heatmaps: bool = False) -> ClipFrameResult:
+    """Score one encoded frame; see `score_batch`."""
+    return score_batch([features], labels, queries, threshold=threshold, logit_scale=logit_scale,
+                       patch_size=patch_size, localize=localize, heatmaps=heatmaps)[0]

@@ -2,64 +2,33 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-The encoder engine: frames in, patch features, embeddings and CLIP scores out. No ROS needed.
+The encoder engine: frames in, patch features, embeddings and zero-shot scores out. No ROS needed.
 
-`PerceptionEncoder` ties together the model directory (`models`), its preprocessing (`preprocessing`), one
-backend (`backends`), the text vocabulary (`vocabulary`) and CLIP scoring (`clip_scoring`). The ROS nodes are thin
-wrappers over it.
+`PerceptionEncoder` ties together the model directory and its family (`model_dir`, `families`), its preprocessing
+(`preprocessing`), one backend (`backends.registry`), the text vocabulary (`vocabulary`) and scoring
+(`clip_scoring`). The ROS nodes are thin wrappers over it.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.backends import DEFAULT_INT8_MIN_COSINE, BackendUnavailableError, TritonTarget, create_backend
-from robovision_ros.clip_scoring import (DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, decode,
-                                         decode_batch, l2_normalize, zero_shot_probabilities)
-from robovision_ros.model_dir import ClassificationHead, ModelInfo, load_tokenizer, read_classification_head, \
-    read_model_info, tokenize
-from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, PreprocessGeometry
+from robovision_ros.backends.accuracy_gate import DEFAULT_INT8_MIN_COSINE
+from robovision_ros.backends.base import BackendUnavailableError
+from robovision_ros.backends.registry import create_backend
+from robovision_ros.clip_scoring import DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, \
+    l2_normalize, score, score_batch, zero_shot_probabilities
+from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFeatures
+from robovision_ros.model_dir import ClassificationHead, ModelInfo, family_of, load_tokenizer, \
+    read_classification_head, read_model_info, tokenize
+from robovision_ros.preprocessing import ImagePreprocessor
 from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ImageFeatures:
-    """Features of one image at one scale."""
-
-    patch_tokens: np.ndarray  # [grid_h * grid_w, D]
-    global_embedding: np.ndarray  # [D_global]
-    grid_hw: tuple[int, int]
-    geometry: PreprocessGeometry  # model-input pixels -> source-image pixels
-    scale: float
-    normalized: bool
-    class_logits: Optional[np.ndarray] = None  # [C], when the model has a classification head
-
-    @property
-    def grid(self) -> np.ndarray:
-        return self.patch_tokens.reshape(self.grid_hw[0], self.grid_hw[1], -1)
-
-
-@dataclass(frozen=True)
-class ClassificationResult:
-    """Softmax class scores of one image from the model's classification head."""
-
-    labels: tuple[str, ...]
-    scores: np.ndarray  # [C] float32, sums to 1
-    best_label: str
-    best_score: float
-
-
-@dataclass(frozen=True)
-class EncodeTiming:
-    preprocess_ms: float
-    inference_ms: float
 
 
 class PerceptionEncoder:
@@ -68,17 +37,18 @@ class PerceptionEncoder:
     def __init__(self, model_id: str, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
                  cache_dir: Optional[Path] = None, force_rebuild: bool = False,
                  int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE,
-                 triton: Optional[TritonTarget] = None) -> None:
+                 options: Optional[Mapping[str, Any]] = None) -> None:
         """
         Load `model_id` on one backend, with its preprocessing, tokenizer and vocabulary cache.
 
-        `int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it. `triton`:
-        the server of backend `triton`.
+        `int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it. `options`: the
+        values of the backend's own parameters (e.g. triton_url for backend triton).
         """
         self.info: ModelInfo = read_model_info(model_id)
-        self.preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(self.info.path))
+        self.family = family_of(self.info)
+        self.preprocessor = ImagePreprocessor(self.family.preprocess_config(self.info))
         self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
-                                      int8_min_cosine, triton)
+                                      int8_min_cosine, options)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
         self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
         # A ViT fine-tuned with a head: its logits are a Linear on the global embedding, applied here for every
@@ -153,19 +123,19 @@ class PerceptionEncoder:
         """Softmax over labels of logit_scale * cosine similarity: [B, L] probabilities summing to 1."""
         return zero_shot_probabilities(global_embeddings, vocabulary, self.logit_scale)
 
-    def decode(self, features: ImageFeatures, labels: VocabularyEmbeddings,
-               queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
-               localize: bool = False, heatmaps: bool = False) -> ClipFrameResult:
-        """One encoded frame -> its CLIP scores with this model's logit scale and patch size (`clip_scoring`)."""
-        return decode(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
-                      patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
+    def score(self, features: ImageFeatures, labels: VocabularyEmbeddings,
+              queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+              localize: bool = False, heatmaps: bool = False) -> ClipFrameResult:
+        """One encoded frame -> its zero-shot scores with this model's logit scale and patch size (`clip_scoring`)."""
+        return score(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
+                     patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
 
-    def decode_batch(self, features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
-                     queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
-                     localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
-        """Score the encoded frames of one batch, one result per frame (`clip_scoring.decode_batch`)."""
-        return decode_batch(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
-                            patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
+    def score_batch(self, features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
+                    queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+                    localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
+        """Score the encoded frames of one batch, one result per frame (`clip_scoring.score_batch`)."""
+        return score_batch(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
+                           patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
 
     def warm_up(self, iterations: int = 2) -> None:
         size = self.info.image_size

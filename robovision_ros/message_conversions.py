@@ -2,11 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-Conversions between robovision_ros messages and numpy arrays.
+Every output message is built here, and read back here: results and arrays <-> robovision_ros messages.
 
-`PatchFeatures.data` carries a row-major ``[grid_h * grid_w, dim]`` tensor as little-endian bytes; these helpers
-build such messages from arrays and read them back as zero-copy views, with an exact round trip for float32
-and float16. Inconsistent messages (shape, dtype or byte length that disagree) raise `MessageConversionError`.
+The nodes, the demo and the tests build messages from typed results with the `*_message(s)` functions (the input
+image's header copied unchanged into each). `PatchFeatures.data` carries a row-major ``[grid_h * grid_w, dim]``
+tensor as little-endian bytes; `fill_patch_features` writes it from an array and `patch_features_to_numpy` reads it
+back as a zero-copy view, an exact round trip for float32 and float16. Inconsistent messages (shape, dtype or byte
+length that disagree) raise `MessageConversionError`.
 """
 from __future__ import annotations
 
@@ -15,6 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from sensor_msgs.msg import Image, RegionOfInterest
+
+from robovision_ros.clip_scoring import ClipFrameResult
+from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFeatures
+from robovision_ros.msg import ClassScores, ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
+from robovision_ros.preprocessing import encode_raw_image
 
 SUPPORTED_DTYPES: dict[str, np.dtype] = {
     'float32': np.dtype('<f4'),
@@ -137,3 +145,60 @@ def zero_shot_scores(msg: Any) -> dict[str, float]:
     if len(labels) != len(scores):
         raise MessageConversionError(f'{len(labels)} labels but {len(scores)} scores')
     return {label: float(score) for label, score in zip(labels, scores)}
+
+
+# --- building output messages from results ---------------------------------------------------------------------
+def zero_shot_messages(result: ClipFrameResult, header: Any, model_id: str, timing: Optional[EncodeTiming] = None,
+                       total_ms: float = 0.0) -> tuple[ZeroShotLabels, ObjectPresenceArray]:
+    """Return the two output messages of one scored frame; `header` is the input image's header, copied unchanged."""
+    preprocess_ms, inference_ms = (timing.preprocess_ms, timing.inference_ms) if timing is not None else (0.0, 0.0)
+    labels = ZeroShotLabels(header=header, model_id=model_id, labels=list(result.labels),
+                            scores=packed_array('f', result.scores.astype(np.float32)),
+                            best_label=result.best_label, best_score=result.best_score,
+                            prompt_templates=list(result.templates), vocabulary_version=result.labels_version,
+                            preprocess_ms=preprocess_ms, inference_ms=inference_ms, total_ms=total_ms)
+    results = []
+    for query in result.presence:
+        presence = ObjectPresence(query=query.query, similarity=query.similarity, threshold=query.threshold,
+                                  present=query.present)
+        if query.location is not None:
+            x, y, w, h = query.location.roi_xywh
+            presence.has_location = True
+            presence.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
+            presence.peak_x, presence.peak_y = query.location.peak_xy
+            presence.peak_score = query.location.peak_score
+        results.append(presence)
+    presence_array = ObjectPresenceArray(header=header, model_id=model_id,
+                                         vocabulary_version=result.queries_version or 0, results=results,
+                                         total_ms=total_ms)
+    return labels, presence_array
+
+
+def patch_features_message(feature: ImageFeatures, header: Any, model_id: str, patch_size: int,
+                           dtype: str = 'float32', timing: Optional[EncodeTiming] = None,
+                           total_ms: float = 0.0) -> PatchFeatures:
+    """Return the PatchFeatures message of one encoded image at one scale, its tensor in `dtype`."""
+    msg = fill_patch_features(PatchFeatures(), feature.patch_tokens.astype(SUPPORTED_DTYPES[dtype]),
+                              *feature.grid_hw, feature.global_embedding)
+    msg.header = header
+    msg.model_id = model_id
+    msg.patch_size = int(patch_size)
+    msg.scale = float(feature.scale)
+    msg.normalized = bool(feature.normalized)
+    if timing is not None:
+        msg.preprocess_ms, msg.inference_ms = timing.preprocess_ms, timing.inference_ms
+    msg.total_ms = total_ms
+    return msg
+
+
+def class_scores_message(result: ClassificationResult, header: Any, model_id: str) -> ClassScores:
+    """Return the ClassScores message of one image classified by a model's head."""
+    return ClassScores(header=header, model_id=model_id, labels=list(result.labels),
+                       scores=packed_array('f', result.scores.astype(np.float32)), best_label=result.best_label,
+                       best_score=result.best_score)
+
+
+def image_message(rgb: np.ndarray, header: Any, encoding: str = 'rgb8') -> Image:
+    """Return a sensor_msgs/Image of an RGB uint8 array (e.g. the debug view)."""
+    data, step = encode_raw_image(rgb, encoding)
+    return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=step, data=data)

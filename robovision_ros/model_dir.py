@@ -2,55 +2,31 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-Model loading: Hugging Face ViT and CLIP directories (or hub ids) and the encoder modules built from them.
+Model directories: finding them, reading them through their family, loading weights, adapters and heads.
 
 A model is named by a local directory, a hub id (used only where the robot has a network or a cache), or
 `embedded:<name>` for the small models shipped inside this package. Everything a backend needs -- the
-preprocessing, the tokenizer, CLIP's logit scale, the patch grid -- comes from the model directory itself.
+preprocessing, the tokenizer, the logit scale, the patch grid -- comes from the model directory itself, read by the
+model's family (robovision_ros/families); this module holds what is the same for every family.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from robovision_ros.families import family_for_model_type, family_named
+from robovision_ros.families.base import ModelFamily, ModelInfo, read_config
+from robovision_ros.model_files import MAX_WEIGHTS_BYTES, ModelLoadError, check_model_files, check_regular_file
 
 EMBEDDED_PREFIX = 'embedded:'
 ADAPTERS_KEY = 'robovision_adapters'  # config.json field: bottleneck adapters after every transformer block
 ADAPTERS_FILE = 'adapters.safetensors'
 EMBEDDED_DIR = Path(__file__).resolve().parent / 'embedded_models'
-SUPPORTED_MODEL_TYPES = ('clip', 'vit')
 
-
-class ModelLoadError(RuntimeError):
-    """A model that cannot be found or loaded; the message names the path or hub id."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the rest of the package needs to know about a model, read from its directory."""
-
-    model_id: str
-    path: Path
-    model_type: str  # 'clip' or 'vit'
-    image_size: int
-    patch_size: int
-    patch_dim: int  # dimension of the published patch features (CLIP: projection_dim)
-    global_dim: int
-
-    @property
-    def has_text(self) -> bool:
-        return self.model_type == 'clip'
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of the model's config and weight files: names the exported ONNX files in a cache."""
-        digest = hashlib.sha256()
-        for name in sorted(p.name for p in self.path.iterdir() if p.suffix in ('.json', '.safetensors', '.bin')):
-            digest.update(name.encode())
-            digest.update((self.path / name).read_bytes())
-        return digest.hexdigest()[:16]
+__all__ = ['ModelInfo', 'ModelLoadError', 'family_of', 'load_tokenizer', 'load_torch_model', 'logit_scale',
+           'read_model_info', 'resolve_model_dir', 'text_encoder_module', 'text_length', 'tokenize',
+           'vision_encoder_module']
 
 
 def resolve_model_dir(model_id: str) -> Path:
@@ -81,37 +57,28 @@ def resolve_model_dir(model_id: str) -> Path:
 
 
 def read_model_info(model_id: str) -> ModelInfo:
-    """Read a model directory's config (no weights are loaded)."""
+    """
+    Read a model directory's config (no weights are loaded) through the family its `model_type` names.
+
+    Every file a loader may open is checked first (regular files of bounded size), and the config values that size
+    allocations are range-checked by the family: a bad directory fails here with one line.
+    """
     path = resolve_model_dir(model_id)
-    config = json.loads((path / 'config.json').read_text())
-    model_type = config.get('model_type')
-    if model_type == 'clip':
-        vision = config.get('vision_config', {})
-        projection_dim = int(config.get('projection_dim', 512))
-        return ModelInfo(model_id, path, 'clip', int(vision.get('image_size', 224)),
-                         int(vision.get('patch_size', 32)), projection_dim, projection_dim)
-    if model_type == 'vit':
-        hidden = int(config.get('hidden_size', 768))
-        return ModelInfo(model_id, path, 'vit', int(config.get('image_size', 224)),
-                         int(config.get('patch_size', 16)), hidden, hidden)
-    raise ModelLoadError(
-        f"{path}: model_type '{model_type}' not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    check_model_files(path)
+    config = read_config(path)
+    family = family_for_model_type(config.get('model_type'), str(path))
+    return family.read_info(model_id, path, config)
+
+
+def family_of(info: ModelInfo) -> ModelFamily:
+    """Return the family object of a model."""
+    return family_named(info.family)
 
 
 def load_torch_model(info: ModelInfo) -> Any:
-    """Load the Hugging Face model (eval mode, fp32, CPU)."""
-    try:
-        if info.model_type == 'clip':
-            from transformers import CLIPModel
-
-            model = CLIPModel.from_pretrained(str(info.path))
-        else:
-            from transformers import ViTModel
-
-            model = ViTModel.from_pretrained(str(info.path), add_pooling_layer=False)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
-    spec = json.loads((info.path / 'config.json').read_text()).get(ADAPTERS_KEY)
+    """Load the Hugging Face model through its family (eval mode, fp32, CPU), with its adapters if it has any."""
+    model = family_of(info).load_torch(info)
+    spec = read_config(info.path).get(ADAPTERS_KEY)
     if spec:
         load_adapters(model, info.path, spec)
     return model.eval()
@@ -169,6 +136,7 @@ def load_adapters(model: Any, path: Path, spec: dict[str, Any]) -> None:
     weights_path = path / spec.get('file', ADAPTERS_FILE)
     if not weights_path.is_file():
         raise ModelLoadError(f'{path}: {ADAPTERS_KEY} in config.json but no adapter weights {weights_path.name}')
+    check_regular_file(weights_path, MAX_WEIGHTS_BYTES)
     missing, unexpected = model.load_state_dict(load_file(str(weights_path)), strict=False)
     missing = [name for name in missing if '.adapter.' in name]
     if missing or unexpected:
@@ -191,13 +159,14 @@ class ClassificationHead:
 
 def read_classification_head(info: ModelInfo) -> Optional[ClassificationHead]:
     """Read the ViT classification head stored with the model, or None (no head, or not a ViT)."""
-    if info.model_type != 'vit':
+    if info.family != 'vit':
         return None
-    config = json.loads((info.path / 'config.json').read_text())
+    config = read_config(info.path)
     if 'ViTForImageClassification' not in config.get('architectures', []) or not config.get('id2label'):
         return None
     from safetensors.numpy import load_file
 
+    check_regular_file(info.path / 'model.safetensors', MAX_WEIGHTS_BYTES)
     weights = load_file(str(info.path / 'model.safetensors'))
     if 'classifier.weight' not in weights:
         raise ModelLoadError(f'{info.path}: config names ViTForImageClassification but has no classifier weights')
@@ -207,20 +176,8 @@ def read_classification_head(info: ModelInfo) -> Optional[ClassificationHead]:
 
 
 def load_tokenizer(info: ModelInfo) -> Any:
-    """Load the tokenizer stored in the model directory (CLIP only)."""
-    if not info.has_text:
-        raise ModelLoadError(f'{info.model_id} is a {info.model_type} model: it has no text encoder')
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(info.path))
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f'no usable tokenizer in {info.path}: {error}') from error
-
-
-def clip_text_length(tokenizer: Any, model: Any) -> int:
-    """Return the fixed token length of the text input: the tokenizer's limit, capped by the position table."""
-    return int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+    """Load the tokenizer stored in the model directory (families with text; refused without its files)."""
+    return family_of(info).load_tokenizer(info)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], length: int, tensors: str = 'np') -> tuple[Any, Any]:
@@ -237,14 +194,21 @@ def tokenize(tokenizer: Any, texts: Sequence[str], length: int, tensors: str = '
     return ids, mask
 
 
-def clip_logit_scale(model: Any) -> float:
-    """Return CLIP's zero-shot multiplier of cosine similarities: exp of the trained `logit_scale` parameter."""
-    return float(model.logit_scale.detach().float().exp())
+def text_length(tokenizer: Any, model: Any, info: ModelInfo) -> int:
+    """Return the fixed token length of the model's text input (its family decides)."""
+    return family_of(info).text_length(tokenizer, model)
+
+
+def logit_scale(model: Any, info: ModelInfo) -> float:
+    """Return the model's zero-shot multiplier of cosine similarities (1.0 for families without text)."""
+    return family_of(info).logit_scale(model)
 
 
 def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding: bool = False) -> Any:
     """Wrap the vision tower: pixel_values [B,3,H,W] -> (patch_tokens [B,N,D], global_embedding [B,Dg])."""
     import torch
+
+    family = family_of(info)
 
     class VisionEncoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -252,23 +216,16 @@ def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding:
             self.model = model
 
         def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if info.model_type == 'clip':
-                vision = self.model.vision_model
-                out = vision(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-                # Patch tokens go through the same final norm and projection as the pooled token, which puts
-                # them in the joint image-text space (for localisation by text queries).
-                patches = self.model.visual_projection(vision.post_layernorm(out.last_hidden_state[:, 1:]))
-                return patches, self.model.visual_projection(out.pooler_output)
-            hidden = self.model(pixel_values=pixel_values,
-                                interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
-            return hidden[:, 1:], hidden[:, 0]
+            return family.vision_forward(self.model, pixel_values, interpolate_pos_encoding)
 
     return VisionEncoder().eval()
 
 
-def text_encoder_module(model: Any) -> Any:
-    """Wrap the text tower: (input_ids, attention_mask) [B,L] -> projected text embedding [B,D] (CLIP)."""
+def text_encoder_module(model: Any, info: ModelInfo) -> Any:
+    """Wrap the text tower: (input_ids, attention_mask) [B,L] -> text embedding [B,D] in the joint space."""
     import torch
+
+    family = family_of(info)
 
     class TextEncoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -276,7 +233,6 @@ def text_encoder_module(model: Any) -> Any:
             self.model = model
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            out = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask)
-            return self.model.text_projection(out.pooler_output)
+            return family.text_forward(self.model, input_ids, attention_mask)
 
     return TextEncoder().eval()

@@ -74,11 +74,20 @@ def _template_problem(template: str) -> Optional[str]:
     return None
 
 
-def validate_vocabulary_size(labels: Sequence[str], templates: Sequence[str], what: str = 'labels') -> None:
+def vocabulary_size_problem(labels: Sequence[str], templates: Sequence[str], what: str = 'labels') -> Optional[str]:
+    """Why `labels` x `templates` is too many texts to encode in one vocabulary (None: it is not)."""
     texts = len(labels) * len(templates)
     if texts > MAX_VOCABULARY_TEXTS:
-        raise VocabularyError(f'{what} x prompt_templates = {len(labels)} x {len(templates)} = {texts} texts; '
-                              f'at most {MAX_VOCABULARY_TEXTS}')
+        return (f'{what} x prompt_templates = {len(labels)} x {len(templates)} = {texts} texts; '
+                f'at most {MAX_VOCABULARY_TEXTS}')
+    return None
+
+
+def validate_vocabulary_size(labels: Sequence[str], templates: Sequence[str], what: str = 'labels') -> None:
+    """Raise VocabularyError when `labels` x `templates` is too many texts."""
+    problem = vocabulary_size_problem(labels, templates, what)
+    if problem:
+        raise VocabularyError(problem)
 
 
 @dataclass(frozen=True)

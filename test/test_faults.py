@@ -319,7 +319,7 @@ def test_broken_preprocessor_config_fails_configure_with_a_line(tiny_clip_dir, m
 def test_services_answer_while_the_model_loads(tiny_clip_dir, tmp_path):
     from lifecycle_msgs.srv import ChangeState
 
-    from robovision_ros.nodes import lifecycle_client
+    from robovision_ros.tools import lifecycle_client
 
     graph = Graph(tiny_clip_dir, tmp_path / 'fresh_cache', tmp_path)  # a fresh cache: configure exports ONNX
     try:

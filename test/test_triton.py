@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from conftest import structured_images
-from robovision_ros.backends import BackendUnavailableError, TritonTarget, create_backend
+from robovision_ros.backends.base import BackendUnavailableError
+from robovision_ros.backends.registry import create_backend
 from robovision_ros.backends.triton_backend import PARAMETER_FINGERPRINT, PARAMETER_PRECISION, TritonModelError, \
-    TritonRequestError, check_served
+    TritonRequestError, TritonTarget, check_served
 from robovision_ros.model_dir import read_model_info
 from ros_harness import NodeProcess, RosTestContext, change_state, get_state, set_parameters, unique_name
 
@@ -141,7 +142,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_parity_with_the_local_onnxruntime_engine(server, tiny_clip_dir, model_cache):
     from robovision_ros.encoder import PerceptionEncoder
 
-    remote = PerceptionEncoder(str(tiny_clip_dir), 'triton', triton=TritonTarget(server.url, timeout_ms=5000))
+    remote = PerceptionEncoder(str(tiny_clip_dir), 'triton',
+                               options=TritonTarget(server.url, timeout_ms=5000).options())
     local = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', cache_dir=model_cache)
     try:
         # Pixels travel as fp16 (robovision_serve's default); the bound holds with it.
@@ -208,13 +210,13 @@ def test_served_configs_are_checked_against_the_node_model(server, tiny_clip_dir
 def test_load_fails_with_one_clear_reason(server, tiny_clip_dir):
     info = read_model_info(str(tiny_clip_dir))
     with pytest.raises(TritonModelError, match=f"Triton server {server.url} has no model 'nope_image' ready"):
-        create_backend(info, 'triton', triton=TritonTarget(server.url, 'nope'))
+        create_backend(info, 'triton', options=TritonTarget(server.url, 'nope').options())
     with pytest.raises(TritonModelError, match=r'runs fp32; this node asks for int8 \(set precision:=fp32\)'):
-        create_backend(info, 'triton', precision='int8', triton=TritonTarget(server.url))
+        create_backend(info, 'triton', precision='int8', options=TritonTarget(server.url).options())
     port = free_port()
     began = time.monotonic()
     with pytest.raises(BackendUnavailableError, match=f'Triton server 127.0.0.1:{port}: unreachable'):
-        create_backend(info, 'triton', triton=TritonTarget(f'grpc://127.0.0.1:{port}', timeout_ms=3000))
+        create_backend(info, 'triton', options=TritonTarget(f'grpc://127.0.0.1:{port}', timeout_ms=3000).options())
     assert time.monotonic() - began < 3.0
     # A server that accepts the connection but never answers: the request ends at its timeout.
     with socket.socket() as silent:
@@ -222,13 +224,14 @@ def test_load_fails_with_one_clear_reason(server, tiny_clip_dir):
         silent.listen()
         began = time.monotonic()
         with pytest.raises(BackendUnavailableError, match='no answer within 500 ms'):
-            create_backend(info, 'triton', triton=TritonTarget(f'127.0.0.1:{silent.getsockname()[1]}', timeout_ms=500))
+            create_backend(info, 'triton',
+                           options=TritonTarget(f'127.0.0.1:{silent.getsockname()[1]}', timeout_ms=500).options())
         assert time.monotonic() - began < 2.0
 
 
 def test_a_hung_server_costs_a_request_its_timeout_and_no_more(server, tiny_clip_dir):
     info = read_model_info(str(tiny_clip_dir))
-    backend = create_backend(info, 'triton', triton=TritonTarget(server.url, timeout_ms=500))
+    backend = create_backend(info, 'triton', options=TritonTarget(server.url, timeout_ms=500).options())
     pixels = np.zeros((1, 3, info.image_size, info.image_size), np.float32)
     try:
         backend.encode_image(pixels)

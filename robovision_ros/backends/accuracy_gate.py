@@ -10,30 +10,17 @@ silently worse engine.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend
+from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, Int8Accuracy
 
 DEFAULT_INT8_MIN_COSINE = 0.99
 
 
 class Int8AccuracyError(BackendUnavailableError):
     """An int8 engine whose outputs are further from fp32 than the configured threshold allows."""
-
-
-@dataclass(frozen=True)
-class Int8Accuracy:
-    """How close an int8 engine is to fp32 on the probe images (cosine similarity, 1.0 is identical)."""
-
-    global_cosine: float  # the worst probe image's global-embedding cosine
-    patch_cosine: float  # the worst probe image's mean cosine over its patch tokens
-
-    @property
-    def worst(self) -> float:
-        return min(self.global_cosine, self.patch_cosine)
 
 
 def probe_images(size: int, count: int = 6) -> list[np.ndarray]:

@@ -5,15 +5,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from robovision_ros.backends.accuracy_gate import Int8Accuracy
+from robovision_ros.families.base import ModelInfo
+from robovision_ros.parameters import ParameterRule, ParameterSpec
 
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt', 'triton', 'auto')
 DEVICES = ('cpu', 'cuda')
 PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
 
@@ -32,7 +32,8 @@ class BackendCapabilities:
     """
     What one backend can run, declared once in its module (without importing its framework).
 
-    Read by `auto` selection, the backend's constructor, parameter validation, the benchmark and the export tool.
+    Read by `auto` selection (the registry), the backend's constructor, parameter validation, the feature
+    extractor (fixed input size), the benchmark and the export tool.
     """
 
     name: str
@@ -41,8 +42,11 @@ class BackendCapabilities:
     int8: str = ''  # what int8 means here (INT8_DYNAMIC, INT8_STATIC_QDQ), '' where int8 is not run
     fixed_input_size: bool = False  # True: only the model's native input size (no multi-scale)
     device_tensors: bool = False  # encode_image accepts torch tensors already on the device (GPU preprocessing)
-    cuda_graphs: bool = False  # can replay captured CUDA graphs
+    cuda_graphs: bool = False  # can replay captured CUDA graphs (the `cuda_graphs` parameter)
     remote: bool = False  # inference runs on a server (`device` is where the node preprocesses); never `auto`
+    # `auto` preference per device: the installed backend with the lowest rank that runs the precision wins
+    # (the fastest first). A device missing here is never chosen by `auto` for this backend.
+    auto_rank: tuple[tuple[str, int], ...] = ()
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -53,6 +57,10 @@ class BackendCapabilities:
 
     def runs(self, device: str, precision: str) -> bool:
         return precision in self.precisions_on(device)
+
+    def rank_on(self, device: str) -> Optional[int]:
+        """Return this backend's `auto` rank on `device` (None: `auto` never picks it there)."""
+        return dict(self.auto_rank).get(device)
 
     def rejection(self, device: str, precision: str, table: 'tuple[BackendCapabilities, ...]' = ()) -> Optional[str]:
         """
@@ -74,11 +82,21 @@ class BackendCapabilities:
 
     def require(self, device: str, precision: str) -> None:
         """Raise BackendUnavailableError with `rejection`'s reason unless this backend runs the combination."""
-        from robovision_ros.backends import backend_capabilities
-
-        reason = self.rejection(device, precision, tuple(backend_capabilities().values()))
+        reason = self.rejection(device, precision)
         if reason is not None:
             raise BackendUnavailableError(reason)
+
+
+@dataclass(frozen=True)
+class Int8Accuracy:
+    """How close an int8 engine is to fp32 on the probe images (cosine similarity, 1.0 is identical)."""
+
+    global_cosine: float  # the worst probe image's global-embedding cosine
+    patch_cosine: float  # the worst probe image's mean cosine over its patch tokens
+
+    @property
+    def worst(self) -> float:
+        return min(self.global_cosine, self.patch_cosine)
 
 
 @dataclass(frozen=True)
@@ -122,3 +140,34 @@ class EncoderBackend(ABC):
 
     def close(self) -> None:
         """Free the model and any device memory."""
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """What to load: a model on a device at a precision, where to cache, and the backend's own parameters."""
+
+    info: ModelInfo
+    device: str
+    precision: str
+    cache_dir: Optional[Path] = None
+    force_rebuild: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)  # values of the backend's own parameters by name
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """
+    One backend as the registry sees it, declared once in the backend's own module as `BACKEND`.
+
+    `load` imports the backend's framework only when called. `parameters` are the node parameters the backend
+    contributes (e.g. triton's server address), and `rules` check them against the others.
+    """
+
+    capabilities: BackendCapabilities
+    load: Callable[[BackendRequest], EncoderBackend]
+    parameters: tuple[ParameterSpec, ...] = ()
+    rules: tuple[ParameterRule, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.capabilities.name

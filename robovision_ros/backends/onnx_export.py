@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +23,21 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.model_dir import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
-    text_encoder_module, tokenize, vision_encoder_module
+from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, IMAGE_INPUTS, IMAGE_OUTPUTS, INPUT_IDS, \
+    MAX_IMAGE_SIZE, MAX_TEXT_LENGTH, PATCH_TOKENS, PIXEL_VALUES, TEXT_EMBEDDING, TEXT_INPUTS, TEXT_OUTPUTS, ModelInfo
+from robovision_ros.model_dir import family_of, load_tokenizer, load_torch_model, logit_scale, text_encoder_module, \
+    text_length, tokenize, vision_encoder_module
+from robovision_ros.model_files import ModelLoadError, bounded_float, bounded_int, read_json
 
 LOG = logging.getLogger(__name__)
 OPSET = 17
 IMAGE_FILE = 'image_encoder.onnx'
 TEXT_FILE = 'text_encoder.onnx'
 METADATA_FILE = 'export.json'
-# Tensor names of the exported graphs, written by the export and fed/read by every backend that loads them.
-PIXEL_VALUES = 'pixel_values'  # float32 [B, 3, H, W], normalised
-PATCH_TOKENS = 'patch_tokens'  # float32 [B, N, D]
-GLOBAL_EMBEDDING = 'global_embedding'  # float32 [B, Dg]
-INPUT_IDS = 'input_ids'  # int64 [B, L]
-ATTENTION_MASK = 'attention_mask'  # int64 [B, L]
-TEXT_EMBEDDING = 'text_embedding'  # float32 [B, D]
+# A cached export is first written under this prefix and renamed into place once complete: an interrupted export
+# (a signal during configure, a crash) never leaves a half-written entry that a later run would load.
+PARTIAL_PREFIX = '.partial-'
+_IN_PROGRESS: set[Path] = set()  # this process's partial export directories
 # How `*.int8.onnx` files are made, recorded in their ONNX metadata: a cached file of another recipe is remade.
 INT8_RECIPE_KEY = 'robovision_ros.int8_recipe'
 INT8_RECIPE = 'dynamic-s8-per-channel-7bit-v2'
@@ -81,50 +83,107 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
         warnings.simplefilter('ignore')  # tracer and deprecation chatter from the TorchScript exporter
         torch.onnx.export(
             vision_encoder_module(model, info), (torch.zeros(1, 3, size, size),), str(image_path),
-            input_names=[PIXEL_VALUES], output_names=[PATCH_TOKENS, GLOBAL_EMBEDDING],
-            dynamic_axes={name: {0: 'batch'} for name in (PIXEL_VALUES, PATCH_TOKENS, GLOBAL_EMBEDDING)},
+            input_names=list(IMAGE_INPUTS), output_names=list(IMAGE_OUTPUTS),
+            dynamic_axes={name: {0: 'batch'} for name in IMAGE_INPUTS + IMAGE_OUTPUTS},
             opset_version=OPSET, dynamo=False)
     onnx.checker.check_model(str(image_path))
     text_path = None
-    text_length = 0
-    logit_scale = 1.0
+    length = 0
+    scale = 1.0
     if info.has_text:
         tokenizer = load_tokenizer(info)
-        text_length = clip_text_length(tokenizer, model)
-        tokens = tokenize(tokenizer, ['a photo'], text_length, 'pt')
+        length = text_length(tokenizer, model, info)
+        tokens = tokenize(tokenizer, ['a photo'], length, 'pt')
         text_path = out_dir / TEXT_FILE
-        progress(f'exporting text encoder (length {text_length}) to {text_path}')
+        progress(f'exporting text encoder (length {length}) to {text_path}')
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             torch.onnx.export(
-                text_encoder_module(model), tokens, str(text_path),
-                input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[TEXT_EMBEDDING],
-                dynamic_axes={name: {0: 'batch'} for name in (INPUT_IDS, ATTENTION_MASK, TEXT_EMBEDDING)},
+                text_encoder_module(model, info), tokens, str(text_path),
+                input_names=list(TEXT_INPUTS), output_names=list(TEXT_OUTPUTS),
+                dynamic_axes={name: {0: 'batch'} for name in TEXT_INPUTS + TEXT_OUTPUTS},
                 opset_version=OPSET, dynamo=False)
         onnx.checker.check_model(str(text_path))
-        logit_scale = clip_logit_scale(model)
-    metadata = {'fingerprint': info.fingerprint, 'model_id': info.model_id, 'logit_scale': logit_scale,
-                'text_length': text_length, 'input_size': size, 'opset': OPSET}
+        scale = logit_scale(model, info)
+    metadata = {'fingerprint': info.fingerprint, 'model_id': info.model_id, 'family': info.family,
+                'logit_scale': scale, 'text_length': length, 'input_size': size, 'opset': OPSET}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return load_export(out_dir)
 
 
 def load_export(out_dir: Path) -> ExportedModel:
+    """
+    Read an export directory's metadata, checked: values that size allocations must be in range.
+
+    A cached export.json may come from an older version or be damaged; a bad value is an ExportError naming it.
+    """
     metadata_path = out_dir / METADATA_FILE
     if not metadata_path.is_file():
         raise ExportError(f'{out_dir} holds no ONNX export ({METADATA_FILE} missing)')
-    metadata = json.loads(metadata_path.read_text())
+    try:
+        metadata = read_json(metadata_path)
+        text_length = bounded_int(metadata, 'text_length', 0, 0, MAX_TEXT_LENGTH, metadata_path)
+        input_size = bounded_int(metadata, 'input_size', 0, 8, MAX_IMAGE_SIZE, metadata_path)
+        scale = bounded_float(metadata, 'logit_scale', 0.0, 1e6, metadata_path)
+    except ModelLoadError as error:
+        raise ExportError(f'{error}; delete {out_dir} to export again') from None
     text_path = out_dir / TEXT_FILE
     return ExportedModel(out_dir, out_dir / IMAGE_FILE, text_path if text_path.is_file() else None,
-                         float(metadata['logit_scale']), int(metadata['text_length']), int(metadata['input_size']))
+                         scale, text_length, input_size)
 
 
 def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> ExportedModel:
-    """Return the ONNX export of `info` from the cache, exported first if the model's fingerprint is new."""
-    directory = (cache_dir or default_cache_dir()) / 'onnx' / info.fingerprint
+    """
+    Return the ONNX export of `info` from the cache, exported first if the model's fingerprint is new.
+
+    A new export is written to a partial directory and renamed into place when complete; partial directories of
+    processes that are gone are removed first.
+    """
+    root = (cache_dir or default_cache_dir()) / 'onnx'
+    directory = root / info.fingerprint
     if (directory / METADATA_FILE).is_file():
         return load_export(directory)
-    return export_onnx(info, directory)
+    remove_stale_partials(root)
+    partial = root / f'{PARTIAL_PREFIX}{info.fingerprint}-{os.getpid()}'
+    shutil.rmtree(partial, ignore_errors=True)
+    _IN_PROGRESS.add(partial)
+    try:
+        export_onnx(info, partial)
+        try:
+            partial.rename(directory)
+        except OSError:
+            if not (directory / METADATA_FILE).is_file():  # not another process that finished first
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        _IN_PROGRESS.discard(partial)
+    return load_export(directory)
+
+
+def abandon_partial_exports() -> None:
+    """Remove the partial export directories of this process (it is exiting while an export runs)."""
+    for partial in list(_IN_PROGRESS):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def remove_stale_partials(root: Path) -> None:
+    """Remove partial export directories whose process no longer runs (an export killed part-way)."""
+    if not root.is_dir():
+        return
+    for entry in root.glob(f'{PARTIAL_PREFIX}*'):
+        pid = entry.name.rsplit('-', 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
@@ -210,9 +269,9 @@ def calibration_feeds(info: ModelInfo, exported: ExportedModel, images: Sequence
                       texts: Sequence[str], batch: int = 8) -> tuple[list[dict[str, np.ndarray]],
                                                                      list[dict[str, np.ndarray]]]:
     """Image and text feeds for calibration, preprocessed exactly as at run time."""
-    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+    from robovision_ros.preprocessing import ImagePreprocessor
 
-    preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(info.path))
+    preprocessor = ImagePreprocessor(family_of(info).preprocess_config(info))
     image_feeds = [{PIXEL_VALUES: preprocessor(images[i:i + batch])} for i in range(0, len(images), batch)]
     text_feeds: list[dict[str, np.ndarray]] = []
     if exported.text_path is not None and texts:
@@ -281,6 +340,6 @@ def parity_check(info: ModelInfo, exported: ExportedModel, precision: str = 'fp3
         session = ort.InferenceSession(str(text_path), providers=['CPUExecutionProvider'])
         (text,) = session.run([TEXT_EMBEDDING], {INPUT_IDS: ids, ATTENTION_MASK: mask})
         with torch.inference_mode():
-            ref_text = text_encoder_module(model)(torch.from_numpy(ids), torch.from_numpy(mask))
+            ref_text = text_encoder_module(model, info)(torch.from_numpy(ids), torch.from_numpy(mask))
         result[TEXT_EMBEDDING] = float(np.abs(text - ref_text.numpy()).max())
     return result

@@ -11,17 +11,17 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendUnavailableError, EncoderBackend, \
-    ImageEncoding
-from robovision_ros.model_dir import ModelInfo
-from robovision_ros.backends.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, \
-    PIXEL_VALUES, TEXT_EMBEDDING, cached_export, precision_variant, text_precision
+from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendEntry, BackendRequest, \
+    BackendUnavailableError, EncoderBackend, ImageEncoding
+from robovision_ros.backends.onnx_export import cached_export, precision_variant, text_precision
+from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
+    TEXT_EMBEDDING, ModelInfo
 
 LOG = logging.getLogger(__name__)
 
 CAPABILITIES = BackendCapabilities(
     name='onnxruntime', module='onnxruntime', precisions=(('cpu', ('fp32', 'int8')), ('cuda', ('fp32', 'fp16'))),
-    int8=INT8_DYNAMIC, fixed_input_size=True)
+    int8=INT8_DYNAMIC, fixed_input_size=True, auto_rank=(('cpu', 10), ('cuda', 30)))
 
 
 def providers_for(device: str, precision: str, available: list[str]) -> list[str]:
@@ -88,3 +88,10 @@ class OnnxRuntimeBackend(EncoderBackend):
     def close(self) -> None:
         self.image_session = None
         self.text_session = None
+
+
+def _load(request: BackendRequest) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(request.info, request.device, request.precision, request.cache_dir)
+
+
+BACKEND = BackendEntry(CAPABILITIES, _load)

@@ -23,17 +23,18 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, BackendUnavailableError, \
-    EncoderBackend, ImageEncoding
+from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, BackendEntry, BackendRequest, \
+    BackendUnavailableError, EncoderBackend, ImageEncoding
 from robovision_ros.backends.engine_cache import EngineCache, EngineKey, file_sha256
-from robovision_ros.model_dir import ModelInfo
-from robovision_ros.backends.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, \
-    PIXEL_VALUES, TEXT_EMBEDDING, ExportedModel, ExportError, cached_export, default_cache_dir, precision_variant
+from robovision_ros.backends.onnx_export import ExportedModel, ExportError, cached_export, default_cache_dir, \
+    precision_variant
+from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
+    TEXT_EMBEDDING, ModelInfo
 
 LOG = logging.getLogger(__name__)
 CAPABILITIES = BackendCapabilities(
     name='tensorrt', module='tensorrt', precisions=(('cuda', ('fp32', 'fp16', 'int8')),), int8=INT8_STATIC_QDQ,
-    fixed_input_size=True, device_tensors=True)
+    fixed_input_size=True, device_tensors=True, auto_rank=(('cuda', 0),))
 # Which ONNX file each precision's engine is built from (strongly typed: the file's types decide).
 _ONNX_VARIANT = {'fp32': 'fp32', 'fp16': 'fp16', 'int8': 'qdq'}
 
@@ -278,3 +279,11 @@ class TensorRTBackend(EncoderBackend):
         self.image_engine = None
         self.text_engine = None
         DEVICE.empty_cache()
+
+
+def _load(request: BackendRequest) -> TensorRTBackend:
+    return TensorRTBackend(request.info, request.device, request.precision, request.cache_dir,
+                           force_rebuild=request.force_rebuild)
+
+
+BACKEND = BackendEntry(CAPABILITIES, _load)

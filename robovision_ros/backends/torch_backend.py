@@ -4,18 +4,32 @@
 """PyTorch backend: the reference implementation, fp32 on CPU/CUDA, bf16 on CPU/CUDA, fp16 on CUDA."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
-from robovision_ros.model_dir import ModelInfo, clip_logit_scale, clip_text_length, load_tokenizer, load_torch_model, \
-    text_encoder_module, vision_encoder_module
+from robovision_ros.backends.base import BackendCapabilities, BackendEntry, BackendRequest, BackendUnavailableError, \
+    EncoderBackend, ImageEncoding
+from robovision_ros.model_dir import ModelInfo, load_tokenizer, load_torch_model, logit_scale, text_encoder_module, \
+    text_length, vision_encoder_module
+from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
 
 CAPABILITIES = BackendCapabilities(
     name='torch', module='torch', precisions=(('cpu', ('fp32', 'bf16')), ('cuda', ('fp32', 'bf16', 'fp16'))),
-    device_tensors=True, cuda_graphs=True)
+    device_tensors=True, cuda_graphs=True, auto_rank=(('cpu', 20), ('cuda', 10)))
+
+PARAMETERS = (
+    ParameterSpec('cuda_graphs', 'bool', False,
+                  'backend torch on device cuda: replay the image encoder as captured CUDA graphs (one capture per '
+                  'input shape, at the first frame of that shape).', FIXED, owner='torch'),
+)
+
+
+def _cuda_graphs_rule(values: dict) -> Optional[str]:
+    if values['cuda_graphs'] and (values['backend'] != 'torch' or values['device'] != 'cuda'):
+        return f"cuda_graphs needs backend torch on device cuda; got backend {values['backend']} on {values['device']}"
+    return None
 
 
 class TorchBackend(EncoderBackend):
@@ -35,10 +49,10 @@ class TorchBackend(EncoderBackend):
         self.model = load_torch_model(info).to(device=device, dtype=self.dtype)
         self.vision = vision_encoder_module(self.model, info)
         self.vision_interpolating = vision_encoder_module(self.model, info, interpolate_pos_encoding=True)
-        self.text = text_encoder_module(self.model) if info.has_text else None
+        self.text = text_encoder_module(self.model, info) if info.has_text else None
         if info.has_text:
-            self.logit_scale = clip_logit_scale(self.model)
-            self.text_length = clip_text_length(load_tokenizer(info), self.model)
+            self.logit_scale = logit_scale(self.model, info)
+            self.text_length = text_length(load_tokenizer(info), self.model, info)
         self.cuda_graphs = cuda_graphs and device == 'cuda'
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
 
@@ -95,3 +109,12 @@ class TorchBackend(EncoderBackend):
         self.model = self.vision = self.vision_interpolating = self.text = None
         if self.device == 'cuda':
             torch.cuda.empty_cache()
+
+
+def _load(request: BackendRequest) -> TorchBackend:
+    return TorchBackend(request.info, request.device, request.precision,
+                        cuda_graphs=bool(request.options.get('cuda_graphs', False)))
+
+
+BACKEND = BackendEntry(CAPABILITIES, _load, PARAMETERS,
+                       (ParameterRule(frozenset({'cuda_graphs', 'backend', 'device'}), _cuda_graphs_rule),))

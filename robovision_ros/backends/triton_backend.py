@@ -20,14 +20,15 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from robovision_ros.backends.base import BackendCapabilities, BackendUnavailableError, EncoderBackend, ImageEncoding
-from robovision_ros.model_dir import ModelInfo
-from robovision_ros.backends.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, \
-    PIXEL_VALUES, TEXT_EMBEDDING
+from robovision_ros.backends.base import BackendCapabilities, BackendEntry, BackendRequest, BackendUnavailableError, \
+    EncoderBackend, ImageEncoding
+from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
+    TEXT_EMBEDDING, ModelInfo
+from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -73,6 +74,15 @@ class TritonTarget:
     model_prefix: str = ''
     timeout_ms: int = DEFAULT_TIMEOUT_MS
 
+    def options(self) -> dict[str, Any]:
+        """Return the node parameters that select this target (what `create_backend` takes as `options`)."""
+        return {'triton_url': self.url, 'triton_model': self.model_prefix, 'triton_timeout_ms': self.timeout_ms}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> 'TritonTarget':
+        return cls(str(options.get('triton_url', '')), str(options.get('triton_model', '')),
+                   int(options.get('triton_timeout_ms', DEFAULT_TIMEOUT_MS)))
+
 
 def parse_url(url: str) -> str:
     """`grpc://host:port`, `host:port` or `host` -> `host:port` for gRPC; ValueError with the reason otherwise."""
@@ -92,6 +102,36 @@ def parse_url(url: str) -> str:
     if not 0 < port < 65536:
         raise ValueError(f"triton_url '{url}': port {port} out of range")
     return f'{match.group(1)}:{port}'
+
+
+def triton_problem(values: Mapping[str, Any]) -> Optional[str]:
+    """Why the triton parameters among `values` cannot work for backend triton (None: they can, or not triton)."""
+    if values['backend'] != 'triton':
+        return None
+    url, prefix = values['triton_url'], values['triton_model']
+    if not url.strip():
+        return f'backend triton needs triton_url (e.g. localhost:{DEFAULT_PORT} or grpc://gpu-server:{DEFAULT_PORT})'
+    try:
+        parse_url(url)
+    except ValueError as error:
+        return str(error)
+    if not re.fullmatch(r'[A-Za-z0-9._-]*', prefix):
+        return f"triton_model '{prefix}' is not a Triton model name (letters, digits, '.', '_', '-')"
+    return None
+
+
+PARAMETERS = (
+    ParameterSpec('triton_url', 'string', '',
+                  'backend triton: gRPC address of the Triton server, host:port or grpc://host:port (port '
+                  f'{DEFAULT_PORT} if none). device is then cpu (preprocessing) and precision must be what the '
+                  'server runs.', FIXED, owner='triton'),
+    ParameterSpec('triton_model', 'string', '',
+                  'backend triton: prefix of the served models <prefix>_image, <prefix>_text ("" = the model '
+                  "directory's name, as robovision_serve names them).", FIXED, owner='triton'),
+    ParameterSpec('triton_timeout_ms', 'integer', DEFAULT_TIMEOUT_MS,
+                  'backend triton: limit of each request to the server (ms); a frame that takes longer fails.',
+                  FIXED, bounds=(1, 600000), owner='triton'),
+)
 
 
 def served_prefix(info: ModelInfo) -> str:
@@ -347,3 +387,11 @@ class TritonBackend(EncoderBackend):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _load(request: BackendRequest) -> TritonBackend:
+    return TritonBackend(request.info, request.device, request.precision, TritonTarget.from_options(request.options))
+
+
+BACKEND = BackendEntry(CAPABILITIES, _load, PARAMETERS,
+                       (ParameterRule(frozenset({'backend', 'triton_url', 'triton_model'}), triton_problem),))

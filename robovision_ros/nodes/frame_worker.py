@@ -23,22 +23,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError
+from robovision_ros.preprocessing import ImageDecodeError
+from robovision_ros.settings import WorkerSettings
 
 # How many distinct error causes are remembered for once-per-cause logging; beyond it, errors are still
 # counted but only logged with a throttle.
 MAX_REMEMBERED_CAUSES = 64
 REPEAT_LOG_PERIOD_S = 60.0  # a known cause is logged again at most this often, with its count
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Live settings of the worker; replaced whole, never edited."""
-
-    batch: bool = False
-    max_rate_hz: float = 0.0  # 0: as fast as possible
-    max_frame_age_ms: float = 0.0  # 0: no age limit
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -68,8 +59,8 @@ class StageStats:
         return (float(p50), float(p95))
 
 
-COUNTERS = ('frames_in', 'frames_out', 'dropped_superseded', 'dropped_too_old', 'dropped_rate_limit',
-            'rejected_frames', 'failed_frames')
+COUNTERS = ('frames_in', 'frames_out', 'dropped_superseded', 'dropped_too_old', 'dropped_future_stamp',
+            'dropped_rate_limit', 'rejected_frames', 'failed_frames')
 
 
 class FrameCounters:
@@ -119,12 +110,12 @@ class FrameWorker:
     def __init__(self, decode: Callable[[Any, int], np.ndarray],
                  process: Callable[[list[Frame], list[np.ndarray]], None],
                  frame_age_ms: Callable[[Any], Optional[float]], log: LogFunction,
-                 settings: WorkerSettings = WorkerSettings()) -> None:
+                 settings: Optional[WorkerSettings] = None) -> None:
         self._decode = decode
         self._process = process
         self._frame_age_ms = frame_age_ms
         self._log = log
-        self.settings = settings
+        self.settings = settings if settings is not None else WorkerSettings()
         self.counters = FrameCounters()
         self.stages = {'preprocess_ms': StageStats(), 'inference_ms': StageStats(), 'postprocess_ms': StageStats()}
         self.frame_age = StageStats()
@@ -216,8 +207,10 @@ class FrameWorker:
                 age_ms = self._frame_age_ms(frame.msg)
                 if age_ms is not None:
                     self.frame_age.add(age_ms)
-                    if settings.max_frame_age_ms > 0 and age_ms > settings.max_frame_age_ms:
-                        self.counters.add('dropped_too_old')
+                    # The age limit bounds the distance between the stamp and the node's clock both ways: a frame
+                    # stamped further in the future than the limit says the clocks disagree just as much.
+                    if settings.max_frame_age_ms > 0 and abs(age_ms) > settings.max_frame_age_ms:
+                        self.counters.add('dropped_too_old' if age_ms > 0 else 'dropped_future_stamp')
                         continue
                 images.append(self._decode(frame.msg, settings.max_image_pixels))
                 fresh.append(frame)

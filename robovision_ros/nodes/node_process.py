@@ -11,40 +11,90 @@ rclpy's own signal handlers would shut the context down at once, under a frame b
 SIGINT/SIGTERM only ends the spin loop. `ros2 launch` started without a terminal (scripts, containers) delivers
 two SIGINTs milliseconds apart (the process group's and its own), then SIGTERM after 5 s: later signals are
 ignored, so the process still exits 0 and launch reports it finished cleanly.
+
+A signal during a lifecycle transition (configure loads a model or builds an engine: seconds to minutes) cannot wait
+for it: Python cannot interrupt the thread that loads. If the node is still in a transition `TRANSITION_GRACE_S`
+after the signal, the process abandons it (`abandon`: e.g. remove a partial export, which is written apart and
+renamed into place only when complete, so nothing half-written is ever left where a later run would load it) and
+exits 0 at once.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import rclpy
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXECUTORS = ('multi', 'single')
+TRANSITION_GRACE_S = 1.0  # a transition still running this long after the first signal is abandoned
+
+
+def make_executor(kind: str) -> Any:
+    """
+    Make the executor that runs a node's callbacks (inference has its own thread in any case).
+
+    multi (default): a MultiThreadedExecutor, so that lifecycle queries and parameter services answer while a
+    transition (loading a model) runs; single: SingleThreadedExecutor. (rclpy's experimental EventsExecutor is not
+    offered: in a trial here the lifecycle services of a node spun by it did not answer.)
+    """
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == 'multi':
+        return MultiThreadedExecutor(num_threads=3)
+    if kind == 'single':
+        return SingleThreadedExecutor()
+    raise ValueError(f"executor '{kind}' not supported; supported: {', '.join(EXECUTORS)}")
 
 
 def run_node_process(name: str, create_node: Callable[[], Any], args: Optional[list[str]] = None,
                      make_executor: Optional[Callable[[Any], Any]] = None,
-                     stop_node: Callable[[Any], None] = lambda node: None) -> int:
+                     stop_node: Callable[[Any], None] = lambda node: None,
+                     in_transition: Callable[[Any], Optional[str]] = lambda node: None,
+                     abandon: Callable[[Any], None] = lambda node: None) -> int:
     """
     Create, spin, stop and destroy a node; return the process's exit code.
 
     Create the node (after rclpy.init), spin it on `make_executor(node)` (default: single-threaded) until a shutdown
-    signal, call `stop_node(node)`, then destroy it and shut rclpy down. A `ValueError` from `create_node` or
-    `make_executor` (a bad argument) prints it and returns 2.
+    signal, call `stop_node(node)`, then destroy it and shut rclpy down. `in_transition(node)` names a transition in
+    progress (None: none); one still running `TRANSITION_GRACE_S` after the signal is abandoned (`abandon(node)`)
+    and the process exits 0 at once. A `ValueError` from `create_node` or `make_executor` (a bad argument) prints it
+    and returns 2.
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def watchdog() -> None:
+        """After the first signal: end a process whose node stays in a transition past the grace period."""
+        time.sleep(TRANSITION_GRACE_S)
+        node = holder.get('node')
+        transition = in_transition(node) if node is not None else None
+        if transition is not None:
+            abandon(node)
+            node.get_logger().info(f'shutting down during {transition}: the transition is abandoned')
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            stop.set()
+            threading.Thread(target=watchdog, name='shutdown-watchdog', daemon=True).start()
+
     for sig in SHUTDOWN_SIGNALS:
-        signal.signal(sig, lambda signum, frame: stop.set())
+        signal.signal(sig, on_signal)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
     code = 0
     try:
-        node = create_node()
+        node = holder['node'] = create_node()
         executor = make_executor(node) if make_executor is not None else SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
@@ -65,3 +115,16 @@ def run_node_process(name: str, create_node: Callable[[], Any], args: Optional[l
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def run_node(node_class: type, args: Optional[list[str]] = None) -> int:
+    """
+    Spin a perception node until Ctrl-C, SIGTERM or shutdown, on the executor its `executor` parameter names.
+
+    Its worker threads stop before the context goes; a signal during configure ends the process within about a
+    second (see the module docstring).
+    """
+    return run_node_process(node_class.__name__, node_class, args,
+                            lambda node: make_executor(node.get_parameter('executor').value),
+                            lambda node: node.stop(), lambda node: node.transition_in_progress(),
+                            lambda node: node.abandon_transition())

@@ -39,11 +39,11 @@ def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime
         for i in range(scenes):
             scene = single.scene(i)
             features, _ = encoder.encode_images([scene.image])
-            correct += encoder.decode(features[0], vocabulary).best_label == scene.labels[0]
+            correct += encoder.score(features[0], vocabulary).best_label == scene.labels[0]
             colour = scene.objects[0].colour
             if colour in ('red', 'blue'):
                 swapped, _ = encoder.encode_images([np.ascontiguousarray(scene.image[..., ::-1])])
-                kept += encoder.decode(swapped[0], vocabulary).best_label.split()[0] == colour
+                kept += encoder.score(swapped[0], vocabulary).best_label.split()[0] == colour
                 swapped_total += 1
         multi = SceneGenerator(EVAL_SEEDS[1], height, width, 1, 3)
         tp = fp = fn = hits = objects = 0
@@ -51,11 +51,11 @@ def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime
             scene = multi.scene(i)
             features, _ = encoder.encode_images([scene.image])
             # every label is also a presence query; heatmaps kept to localise just the objects' labels
-            result = encoder.decode(features[0], vocabulary, vocabulary, threshold, heatmaps=True)
+            result = encoder.score(features[0], vocabulary, vocabulary, threshold, heatmaps=True)
             truth = scene.multi_hot()
-            tp += int(np.sum(result.present & (truth > 0)))
-            fp += int(np.sum(result.present & (truth == 0)))
-            fn += int(np.sum(~result.present & (truth > 0)))
+            tp += int(np.sum(result.present_mask & (truth > 0)))
+            fp += int(np.sum(result.present_mask & (truth == 0)))
+            fn += int(np.sum(~result.present_mask & (truth > 0)))
             for obj in scene.objects:
                 hits += obj.contains(*result.locate(result.queries.index(obj.label)).peak_xy)
                 objects += 1

@@ -147,7 +147,7 @@ class EngineVariant:
     def frame(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         rgb = decode_raw_image(data, 'bgr8', FRAME_HW[1], FRAME_HW[0], FRAME_HW[1] * 3)
         (feature,), _ = self.encoder.encode_images([rgb])
-        result = self.encoder.decode(feature, self.vocabulary)
+        result = self.encoder.score(feature, self.vocabulary)
         embedding = feature.global_embedding
         return embedding / np.linalg.norm(embedding), result.scores
 
@@ -166,7 +166,8 @@ def variants_for(device: str) -> tuple[tuple[str, str], ...]:
     """
     import importlib.util
 
-    from robovision_ros.backends import INT8_STATIC_QDQ, backend_capabilities
+    from robovision_ros.backends.base import INT8_STATIC_QDQ
+    from robovision_ros.backends.registry import backend_capabilities
 
     variants: list[tuple[str, str]] = [('naive', 'fp32')]
     for capabilities in backend_capabilities().values():
@@ -295,7 +296,7 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from robovision_ros.nodes import lifecycle_client
+    from robovision_ros.tools import lifecycle_client
     from robovision_ros.msg import ZeroShotLabels
 
     env = dict(os.environ)

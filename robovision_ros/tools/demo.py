@@ -39,10 +39,13 @@ def _use_shipped_dds_profile() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from robovision_ros.backends.registry import backend_choices
+
     parser = argparse.ArgumentParser(prog='robovision_demo', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--frames', type=int, default=20, help='frames to process (0: until Ctrl-C)')
     parser.add_argument('--rate', type=float, default=5.0, help='camera rate in Hz')
-    parser.add_argument('--backend', default='onnxruntime', help='torch, onnxruntime, tensorrt or auto')
+    parser.add_argument('--backend', default='onnxruntime', choices=backend_choices(),
+                        help='inference backend of both nodes (default: onnxruntime)')
     parser.add_argument('--out', type=Path, default=Path('out'), help='where the debug image is saved')
     parser.add_argument('--seed', type=int, default=7, help='scene generator seed')
     args = parser.parse_args(argv)
@@ -159,7 +162,7 @@ def _save_debug_image(out_dir: Path, source: Any, clip: Any) -> None:
     if vocabularies is None:
         return
     (feature,), _ = encoder.encode_images([scene.image])
-    result = encoder.decode(feature, vocabularies.labels, vocabularies.queries, heatmaps=True)
+    result = encoder.score(feature, vocabularies.labels, vocabularies.queries, heatmaps=True)
     top = result.top_query
     heatmap = result.heatmaps[top] if top is not None else None
     roi = result.locate(top).roi_xywh if top is not None else None

@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--force-rebuild', action='store_true', help='rebuild the TensorRT engine')
     args = parser.parse_args(argv)
 
-    from robovision_ros.backends import BackendUnavailableError
+    from robovision_ros.backends.base import BackendUnavailableError
     from robovision_ros.model_dir import ModelLoadError, read_model_info
     from robovision_ros.nodes.frame_sources import FrameSourceError
     from robovision_ros.backends.onnx_export import ExportError, export_onnx, parity_check, precision_variant, \

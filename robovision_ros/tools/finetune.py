@@ -37,7 +37,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.model_dir import ADAPTERS_FILE, ADAPTERS_KEY, ModelInfo, ModelLoadError, clip_text_length, \
+from robovision_ros.model_dir import ADAPTERS_FILE, ADAPTERS_KEY, ModelInfo, ModelLoadError, text_length, \
     insert_adapters, load_tokenizer, load_torch_model, read_model_info
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
 
@@ -223,7 +223,7 @@ class TrainableModel:
             self.core = backbone
             tokenizer = load_tokenizer(info)
             self.tokens = tokenizer(list(dataset.prompts), padding='max_length', truncation=True,
-                                    max_length=clip_text_length(tokenizer, backbone), return_tensors='pt')
+                                    max_length=text_length(tokenizer, backbone, info), return_tensors='pt')
         else:
             from transformers import ViTConfig, ViTForImageClassification
 
@@ -611,7 +611,7 @@ def validation_accuracy(model_dir: str, dataset: Dataset, backend: str = 'torch'
             vocabulary = encoder.build_vocabulary(dataset.prompts, ['{}'], 1)
             for example in dataset.val:
                 features, _ = encoder.encode_images([example.image])
-                correct += encoder.decode(features[0], vocabulary).best_label == dataset.prompts[example.label]
+                correct += encoder.score(features[0], vocabulary).best_label == dataset.prompts[example.label]
         else:
             if encoder.head is None:
                 raise FinetuneError(f'{model_dir} has no classification head to evaluate')

@@ -79,7 +79,7 @@ def heldout_top1(model: str, labels: Sequence[str], vocabulary_labels: Sequence[
         correct = 0
         for label, image in scenes:
             features, _ = encoder.encode_images([image])
-            correct += encoder.decode(features[0], vocabulary).best_label == label
+            correct += encoder.score(features[0], vocabulary).best_label == label
         return correct / len(scenes)
     finally:
         encoder.close()

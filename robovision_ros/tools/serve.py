@@ -34,13 +34,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.backends import BACKENDS, DEVICES, PRECISIONS, BackendUnavailableError, EncoderBackend, \
-    create_backend
+from robovision_ros.backends.base import DEVICES, PRECISIONS, BackendUnavailableError, EncoderBackend
+from robovision_ros.backends.registry import backend_capabilities, create_backend
 from robovision_ros.backends.triton_backend import PARAMETER_ENGINE, PARAMETER_FINGERPRINT, PARAMETER_LOGIT_SCALE, \
     PARAMETER_MODEL, PARAMETER_PRECISION, served_names, served_prefix
 from robovision_ros.model_dir import ModelInfo, ModelLoadError, read_model_info
-from robovision_ros.backends.onnx_export import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, \
-    PIXEL_VALUES, TEXT_EMBEDDING, ExportError
+from robovision_ros.backends.onnx_export import ExportError
+from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
+    TEXT_EMBEDDING
 
 SERVE_VENV_ENV = 'ROBOVISION_SERVE_VENV'
 _CHILD_ENV = 'ROBOVISION_SERVE_CHILD'
@@ -275,7 +276,8 @@ def export_repository(args: argparse.Namespace) -> list[Path]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='robovision_serve', description=__doc__.strip().split('\n')[0])
     parser.add_argument('model', help='model directory, hub id, or embedded:<name> (the same the nodes load)')
-    parser.add_argument('--backend', default='onnxruntime', choices=[b for b in BACKENDS if b != 'triton'],
+    local = [name for name, capabilities in backend_capabilities().items() if not capabilities.remote]
+    parser.add_argument('--backend', default='onnxruntime', choices=local,
                         help='engine the server runs (default onnxruntime)')
     parser.add_argument('--device', default='cpu', choices=DEVICES, help='device of the server (default cpu)')
     parser.add_argument('--precision', default='fp32', choices=PRECISIONS,

@@ -111,7 +111,7 @@ def measure(mode: str, nodes: int, model: str, rate_hz: float, seconds: float, s
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from robovision_ros.nodes import lifecycle_client
+    from robovision_ros.tools import lifecycle_client
     from robovision_ros.msg import ZeroShotLabels
 
     env = dict(os.environ)
