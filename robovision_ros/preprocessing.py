@@ -11,7 +11,6 @@ normalise), so nothing here hard-codes ImageNet or CLIP constants.
 """
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from robovision_ros.model_files import ModelLoadError, read_json
 
 
 class ImageDecodeError(ValueError):
@@ -32,6 +33,11 @@ class ImageDecodeError(ValueError):
 
 class PreprocessConfigError(ValueError):
     """A model directory whose preprocessor config is missing or unusable."""
+
+
+# The largest model input side a preprocessor config may ask for (resize or crop): a corrupt config fails with one
+# line instead of allocating gigabytes per frame.
+MAX_MODEL_INPUT_SIDE = 4096
 
 
 # Bounds on what one frame may make the decoders allocate. 8192 x 8192 (67 Mpx) holds an 8K UHD frame
@@ -392,6 +398,16 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> 'PreprocessConfig':
+        config = cls._from_dict(cfg)
+        for what, hw in (('size', config.resize_hw), ('size', (config.resize_shortest_edge,) * 2),
+                         ('crop_size', config.crop_hw)):
+            if hw is not None and hw[0] is not None and not all(1 <= v <= MAX_MODEL_INPUT_SIDE for v in hw):
+                raise PreprocessConfigError(f'{what} {hw[0]}x{hw[1]} in preprocessor config is outside the supported '
+                                            f'range 1 .. {MAX_MODEL_INPUT_SIDE} per side')
+        return config
+
+    @classmethod
+    def _from_dict(cls, cfg: dict[str, Any]) -> 'PreprocessConfig':
         size = cfg.get('size')
         shortest = None
         resize_hw = None
@@ -435,7 +451,11 @@ class PreprocessConfig:
         if not path.is_file():
             raise PreprocessConfigError(f'{path} not found: the model directory must carry its preprocessor config')
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            config = read_json(path)
+        except ModelLoadError as error:
+            raise PreprocessConfigError(str(error)) from None
+        try:
+            return cls.from_dict(config)
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, PreprocessConfigError):
                 raise

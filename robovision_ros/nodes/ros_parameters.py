@@ -4,8 +4,8 @@
 """
 A `ParameterTable` on a ROS node: declared from the table, changes validated by the table's pure validator.
 
-Each parameter is declared with a descriptor made from its spec (description with choices, range and lifetime,
-`read_only` for start-only ones), so `ros2 param describe` shows what the table says. A value given at start that
+Each parameter is declared with a descriptor made from its spec (description with choices, range and lifetime),
+so `ros2 param describe` shows what the table says. A value given at start that
 rclpy itself refuses (wrong type, out of range) no longer ends the process with a traceback: the parameter keeps its
 default, the reason is kept, and configure fails naming it until the parameter is set to a valid value.
 """
@@ -21,7 +21,9 @@ from robovision_ros.parameters import FIXED, START, ParameterError, ParameterSpe
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
     """Return the ROS descriptor of one parameter, as `ros2 param describe` shows it."""
-    result = ParameterDescriptor(description=spec.full_description, read_only=spec.lifetime == START,
+    # Start-only parameters are not rclpy `read_only`: rclpy refuses a read-only set even to the value the parameter
+    # has, and a `ros2 param dump` loaded back must succeed. NodeParameters refuses a change instead.
+    result = ParameterDescriptor(description=spec.full_description,
                                  # A string list also takes one plain string, and "[]" arrives as an empty bool
                                  # array: the table's validator types these values, not rclpy.
                                  dynamic_typing=spec.kind == 'string_list')
@@ -92,6 +94,9 @@ class NodeParameters:
         ours = [p for p in params if p.name in self.table]  # names we do not own are not ours to judge
         current = self.raw()
         changed = [p for p in ours if not self._same(p.name, p.value, current[p.name])]
+        start_only = [p.name for p in changed if self.table[p.name].lifetime == START]
+        if start_only:
+            return f'{", ".join(start_only)} is read-only: set at start only (--ros-args -p {start_only[0]}:=...)'
         lock = self._locked()
         if lock:
             fixed = [p.name for p in changed if self.table[p.name].lifetime == FIXED]
