@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-A node in its own process against a clumsy or hostile operator: start values, topic names, dumps, signals while
-loading, clocks that disagree, broken model directories. Each case is followed by a service call or a good frame
-that must be answered.
+A node in its own process against a clumsy or hostile operator.
+
+Start values, topic names, dumps, signals while loading, clocks that disagree, broken model directories. Each case
+is followed by a service call or a good frame that must be answered.
 """
 from __future__ import annotations
 
@@ -204,7 +205,7 @@ def test_a_node_that_publishes_nothing_says_why(tiny_clip_dir, model_cache, tmp_
 
 @pytest.fixture(scope='module')
 def slow_clip_dir(tmp_path_factory):
-    """A random CLIP large enough that configure (ONNX export, int8 quantization, the accuracy gate) takes seconds."""
+    """Make a random CLIP large enough that configure (export, int8 quantization, accuracy gate) takes seconds."""
     from robovision_ros.synthetic.tiny_models import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp('slow_clip'), TINY_CORPUS, image_size=224, patch_size=16,
@@ -242,8 +243,8 @@ def test_a_signal_during_configure_ends_the_process_cleanly(slow_clip_dir, tmp_p
         node.close()
 
 
-def test_camera_warnings_name_only_other_nodes_topics_and_frames_arriving_is_logged(tiny_clip_dir, model_cache,
-                                                                                   tmp_path):
+def test_camera_warnings_name_only_other_nodes_topics_and_frames_arriving_is_logged(
+        tiny_clip_dir, model_cache, tmp_path):
     node = Node(tiny_clip_dir, model_cache, tmp_path / 'node.log', '-p', 'camera_timeout_s:=1.0',
                 '-p', 'debug_image:=true')
     try:

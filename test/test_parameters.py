@@ -20,7 +20,7 @@ FEATURES = feature_table()
 
 
 def _refusal(table: ParameterTable, **changes) -> str:
-    """The reason `table` refuses `changes` applied to its defaults (fails the test if it accepts them)."""
+    """Return the reason `table` refuses `changes` applied to its defaults (fails the test if it accepts them)."""
     values = table.defaults()
     values.update(changes)
     with pytest.raises(ParameterError) as error:
