@@ -19,11 +19,11 @@ from sensor_msgs.msg import Image
 from robovision_ros.clip_scoring import ClipFrameResult
 from robovision_ros.debug_view import render_debug_image
 from robovision_ros.encoder import ImageFeatures
+from robovision_ros.image_codec import encode_raw_image
 from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
 from robovision_ros.nodes.clip_messages import to_messages
 from robovision_ros.nodes.perception_node import Frame, PerceptionNode, run_node, string_list
 from robovision_ros.nodes.vocabulary_worker import Vocabularies, VocabularyRequest, VocabularyWorker
-from robovision_ros.preprocessing import encode_raw_image
 from robovision_ros.vocabulary import DEFAULT_LABELS, DEFAULT_PRESENCE_QUERIES, DEFAULT_TEMPLATES, MAX_LABEL_LENGTH, \
     MAX_LABELS, MAX_VOCABULARY_TEXTS, VocabularyError, validate_labels, validate_templates, \
     validate_vocabulary_size

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError
+from robovision_ros.image_codec import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError
 
 # How many distinct error causes are remembered for once-per-cause logging; beyond it, errors are still
 # counted but only logged with a throttle.

@@ -31,11 +31,12 @@ from robovision_ros.backends import BACKENDS, DEFAULT_INT8_MIN_COSINE, DEVICES, 
     TritonTarget, check_combination
 from robovision_ros.backends.triton_backend import DEFAULT_TIMEOUT_MS, parse_url
 from robovision_ros.encoder import PerceptionEncoder
+from robovision_ros.image_codec import DEFAULT_MAX_IMAGE_PIXELS, decode_image_msg
 from robovision_ros.model_dir import ModelLoadError
 from robovision_ros.nodes.frame_worker import Frame, FrameWorker, RecentWindow, StageStats, WorkerSettings
 from robovision_ros.nodes.node_process import run_node_process
 from robovision_ros.backends.onnx_export import ExportError
-from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, PreprocessConfigError, decode_image_msg
+from robovision_ros.preprocessing import PreprocessConfigError
 
 FIXED_PARAMETERS = ('model', 'backend', 'device', 'precision', 'int8_min_cosine', 'engine_cache_dir', 'image_topics',
                     'qos', 'qos_depth', 'batch', 'triton_url', 'triton_model', 'triton_timeout_ms')
