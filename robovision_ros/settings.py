@@ -21,7 +21,7 @@ from robovision_ros.backends.base import DEVICES, PRECISIONS
 from robovision_ros.backends.registry import backend_capabilities, backend_choices, backend_parameters, \
     backend_rules, check_combination
 from robovision_ros.clip_scoring import DEFAULT_PRESENCE_THRESHOLD
-from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from robovision_ros.image_codec import DEFAULT_MAX_IMAGE_PIXELS
 from robovision_ros.parameters import FIXED, LIVE, START, ParameterRule, ParameterSpec, ParameterTable, default_of
 from robovision_ros.vocabulary import DEFAULT_LABELS, DEFAULT_PRESENCE_QUERIES, DEFAULT_TEMPLATES, MAX_LABEL_LENGTH, \
     MAX_LABELS, MAX_VOCABULARY_TEXTS, vocabulary_size_problem, validate_labels, validate_templates

@@ -25,8 +25,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from conftest import structured_images
+from robovision_ros.image_codec import encode_raw_image
 from robovision_ros.msg import ZeroShotLabels
-from robovision_ros.preprocessing import encode_raw_image
 from ros_harness import NodeProcess, RosTestContext, call_service, change_state, get_state, set_parameters, \
     unique_name
 

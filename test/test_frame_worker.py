@@ -18,7 +18,7 @@ import pytest
 from robovision_ros.nodes.frame_worker import FrameWorker, RecentWindow
 from robovision_ros.settings import WorkerSettings
 from robovision_ros.nodes.vocabulary_worker import Vocabularies, VocabularyRequest, VocabularyWorker
-from robovision_ros.preprocessing import ImageDecodeError
+from robovision_ros.image_codec import ImageDecodeError
 from robovision_ros.vocabulary import (MAX_VOCABULARY_TEXTS, TextVocabulary, VocabularyCancelled, VocabularyError,
                                        validate_templates)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import structured_images
-from robovision_ros.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO, SUPPORTED_ENCODINGS, \
+from robovision_ros.image_codec import DEFAULT_MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO, SUPPORTED_ENCODINGS, \
     ImageDecodeError, decode_compressed_image, decode_image_msg, decode_raw_image, encode_raw_image
 
 RGB = structured_images(1, (48, 64), seed=3)[0]

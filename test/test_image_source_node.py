@@ -9,7 +9,7 @@ import numpy as np
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 
-from robovision_ros.preprocessing import decode_compressed_image, decode_image_msg
+from robovision_ros.image_codec import decode_compressed_image, decode_image_msg
 from ros_harness import NodeProcess, RosTestContext, unique_name
 
 

@@ -13,8 +13,9 @@ import pytest
 
 import robovision_ros
 from conftest import structured_images
-from robovision_ros.preprocessing import SUPPORTED_ENCODINGS, ImageDecodeError, ImagePreprocessor, \
-    PreprocessConfig, decode_compressed_image, decode_image_msg, decode_raw_image, encode_raw_image
+from robovision_ros.image_codec import SUPPORTED_ENCODINGS, ImageDecodeError, decode_compressed_image, \
+    decode_image_msg, decode_raw_image, encode_raw_image
+from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
 from robovision_ros.synthetic.tiny_models import clip_preprocessor_config, vit_preprocessor_config
 
 EMBEDDED_MODELS = Path(robovision_ros.__file__).parent / 'embedded_models'

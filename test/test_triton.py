@@ -313,7 +313,7 @@ def test_export_repository_for_a_stock_tritonserver(serve_venv, tiny_clip_dir, m
 def _frame(rgb, stamp: int):
     from sensor_msgs.msg import Image
 
-    from robovision_ros.preprocessing import encode_raw_image
+    from robovision_ros.image_codec import encode_raw_image
 
     data, step = encode_raw_image(rgb, 'bgr8')
     msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='bgr8', step=step, data=data)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from robovision_ros.preprocessing import ImageDecodeError
+from robovision_ros.image_codec import ImageDecodeError
 from robovision_ros.settings import WorkerSettings
 
 # How many distinct error causes are remembered for once-per-cause logging; beyond it, errors are still

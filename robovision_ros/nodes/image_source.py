@@ -21,9 +21,9 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
+from robovision_ros.image_codec import encode_raw_image
 from robovision_ros.nodes.frame_sources import FrameSourceError, open_source
 from robovision_ros.nodes.node_process import run_node_process
-from robovision_ros.preprocessing import encode_raw_image
 
 ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
 

@@ -32,7 +32,8 @@ from robovision_ros.nodes.frame_worker import Frame, FrameWorker, RecentWindow
 from robovision_ros.nodes.health import ERROR, OK, WARN, HealthInputs, node_health
 from robovision_ros.nodes.ros_parameters import NodeParameters
 from robovision_ros.parameters import ParameterError, ParameterTable, build_settings
-from robovision_ros.preprocessing import PreprocessConfigError, decode_image_msg
+from robovision_ros.image_codec import decode_image_msg
+from robovision_ros.preprocessing import PreprocessConfigError
 from robovision_ros.settings import LoadSettings, SubscriptionSettings, WorkerSettings
 
 # Failures a user causes (wrong model path, unsupported combination, a bad value): one line, no traceback.

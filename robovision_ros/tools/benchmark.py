@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.preprocessing import decode_raw_image, encode_raw_image
+from robovision_ros.image_codec import decode_raw_image, encode_raw_image
 from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
 
 TEMPLATE = 'a photo of a {}.'
