@@ -6,6 +6,21 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+from pathlib import Path
+
+# `python -m pytest` puts the working directory first on sys.path. From the repository root that is the source tree,
+# whose robovision_ros has no generated `msg` module; the installed package (scripts/env.sh puts it on PYTHONPATH)
+# is the one to test, so the source tree steps aside when an installed copy is on the path.
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _is_source_root(entry: str) -> bool:
+    return Path(entry or '.').resolve() == _SOURCE_ROOT
+
+
+if any((Path(entry) / 'robovision_ros' / 'msg').is_dir() for entry in sys.path if entry and not _is_source_root(entry)):
+    sys.path[:] = [entry for entry in sys.path if not _is_source_root(entry)]
 
 # Isolate DDS before anything initialises rclpy: one domain per test run, discovery limited to this host, so
 # that parallel runs on the same machine (CI next to a developer's session) never see each other's topics.
