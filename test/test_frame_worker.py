@@ -217,3 +217,47 @@ def test_vocabulary_worker_newest_request_wins_and_unchanged_keeps_version():
         assert worker.wait_idle(5.0) and len(ready) == count and ready[-1].version == 1
     finally:
         worker.stop()
+
+
+def test_vocabulary_worker_retries_a_failed_build_until_it_is_applied(monkeypatch):
+    """A build that fails (a remote text encoder gone) is retried, reported as failing meanwhile, then applied."""
+    from robovision_ros.backends.base import TransientBackendError
+    from robovision_ros.nodes import vocabulary_worker
+
+    monkeypatch.setattr(vocabulary_worker, 'RETRY_FIRST_S', 0.01)
+    monkeypatch.setattr(vocabulary_worker, 'RETRY_MAX_S', 0.02)
+    server_up = threading.Event()
+    attempts: list[int] = []
+    errors: list[tuple[str, object]] = []
+
+    def build(request, version, cancelled):
+        attempts.append(version)
+        if not server_up.is_set():
+            raise TransientBackendError('Triton server host:8001: unreachable')
+        return Vocabularies(SimpleNamespace(labels=request.labels, templates=request.templates, version=version),
+                            SimpleNamespace(labels=request.queries, version=version))
+
+    current = {'v': None}
+    worker = VocabularyWorker(build, lambda v, t, ms: current.update(v=v),
+                              lambda r, e, trace: errors.append((e, trace)), lambda: current['v'])
+    try:
+        worker.request(VocabularyRequest(('a',), ('{}',), ()))
+        deadline = time.monotonic() + 10.0
+        while len(attempts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(attempts) >= 3, attempts  # retried, not given up after the first failure
+        assert worker.failing() == 'TransientBackendError: Triton server host:8001: unreachable'
+        assert not worker.idle() and current['v'] is None
+        assert all(trace is None for _, trace in errors)  # expected failures come without a traceback
+        server_up.set()
+        assert worker.wait_idle(10.0)
+        assert current['v'].labels.labels == ('a',) and worker.failing() is None
+        # A newer request supersedes a failing one at once.
+        server_up.clear()
+        worker.request(VocabularyRequest(('b',), ('{}',), ()))
+        while worker.failing() is None and time.monotonic() < deadline + 10.0:
+            time.sleep(0.01)
+        worker.request(VocabularyRequest(('a',), ('{}',), ()))  # the vocabulary in use: nothing to retry
+        assert worker.wait_idle(10.0) and worker.failing() is None
+    finally:
+        worker.stop()

@@ -22,6 +22,14 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend, device or precision cannot run here. Raised at load time; never a fallback."""
 
 
+class TransientBackendError(RuntimeError):
+    """
+    One request failed for a reason outside this process (a remote server gone or slow); the next may succeed.
+
+    Expected in operation: logged as one line per cause without a traceback, and a vocabulary it stopped is retried.
+    """
+
+
 # What int8 means on a backend.
 INT8_DYNAMIC = 'dynamic int8 (weights quantized ahead, activations per batch at run time; no calibration)'
 INT8_STATIC_QDQ = 'static int8 from a calibrated Q/DQ ONNX file (robovision_export --int8-qdq)'

@@ -172,11 +172,12 @@ def remove_stale_partials(root: Path) -> None:
         return
     for entry in root.glob(f'{PARTIAL_PREFIX}*'):
         pid = entry.name.rsplit('-', 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs (the owner of a partial file or workspace named after it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from robovision_ros.backends.base import BackendCapabilities, BackendEntry, BackendRequest, BackendUnavailableError, \
-    EncoderBackend, ImageEncoding
+    EncoderBackend, ImageEncoding, TransientBackendError
 from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
     TEXT_EMBEDDING, ModelInfo
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
@@ -62,7 +62,7 @@ class TritonModelError(BackendUnavailableError):
     """The server does not serve the model this node needs (missing, other shapes, another model or precision)."""
 
 
-class TritonRequestError(RuntimeError):
+class TritonRequestError(TransientBackendError):
     """One request to the server failed (unreachable, timed out, or refused); the next one may succeed."""
 
 

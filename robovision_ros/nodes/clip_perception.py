@@ -53,6 +53,7 @@ class ClipPerceptionNode(PerceptionNode):
         self._vocabularies: Optional[Vocabularies] = None
         self._last_version = 0
         self._vocabulary_worker: Optional[VocabularyWorker] = None
+        self._vocabulary_causes: set[str] = set()  # causes of failed builds already logged
         self._settings = ClipSettings()
         super().__init__('clip_perception', **kwargs)
 
@@ -93,12 +94,18 @@ class ClipPerceptionNode(PerceptionNode):
     def _on_vocabulary_ready(self, vocabularies: Vocabularies, texts: int, elapsed_ms: float) -> None:
         self._vocabularies = vocabularies  # one reference swap: the next frame is scored against all of it
         self._last_version = vocabularies.version
+        self._vocabulary_causes.clear()
         self.get_logger().info(describe_vocabulary(vocabularies, texts, elapsed_ms))
 
-    def _on_vocabulary_error(self, request: VocabularyRequest, error: BaseException, trace: str) -> None:
+    def _on_vocabulary_error(self, request: VocabularyRequest, error: BaseException, trace: Optional[str]) -> None:
+        """Log a failed vocabulary build once per cause (retries are silent); /diagnostics warns while it lasts."""
+        cause = f'{type(error).__name__}: {error}'
+        if cause in self._vocabulary_causes:
+            return
+        self._vocabulary_causes.add(cause)
         version = self._vocabularies.version if self._vocabularies else 0
-        self.get_logger().error(f'vocabulary of {len(request.labels)} labels not applied ({type(error).__name__}: '
-                                f'{error}); still scoring with v{version}\n{trace}')
+        self.get_logger().error(f'vocabulary of {len(request.labels)} labels not applied yet ({cause}); still '
+                                f'scoring with v{version}; retrying until it is' + (f'\n{trace}' if trace else ''))
 
     def apply_live(self, names: set[str], values: dict[str, Any]) -> None:
         self._settings = build_settings(ClipSettings, values)
@@ -111,9 +118,18 @@ class ClipPerceptionNode(PerceptionNode):
 
     def extra_diagnostics(self) -> dict[str, Any]:
         vocabularies = self._vocabularies
+        worker = self._vocabulary_worker
         return {'vocabulary_version': vocabularies.version if vocabularies else 0,
                 'vocabulary_labels': len(vocabularies.labels.labels) if vocabularies else 0,
-                'vocabulary_pending': bool(self._vocabulary_worker and not self._vocabulary_worker.idle())}
+                'vocabulary_pending': bool(worker and not worker.idle()),
+                'vocabulary_error': (worker.failing() if worker else None) or ''}
+
+    def health_warnings(self) -> list[str]:
+        failing = self._vocabulary_worker.failing() if self._vocabulary_worker else None
+        if failing is None:
+            return []
+        version = self._vocabularies.version if self._vocabularies else 0
+        return [f'the vocabulary set last is not in use ({failing}); scoring with v{version}, retrying']
 
     # --- the frame hook (worker thread) ---------------------------------------------------------------------
     def infer(self, frames: list[Frame], images: list[np.ndarray]) -> FrameOutputs:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from robovision_ros.backends.base import TransientBackendError
 from robovision_ros.image_codec import ImageDecodeError
 from robovision_ros.settings import WorkerSettings
 
@@ -230,8 +231,9 @@ class FrameWorker:
             if self._stopping:
                 return  # outputs torn down under a frame in flight at shutdown: not a failure
             self.counters.add('failed_frames', len(fresh))
-            self._report(f'inference failed on a frame from {fresh[0].topic}: {type(error).__name__}: {error}',
-                         traceback.format_exc())
+            # An expected failure (a server gone) is one line per cause; anything else comes with its traceback.
+            trace = None if isinstance(error, TransientBackendError) else traceback.format_exc()
+            self._report(f'inference failed on a frame from {fresh[0].topic}: {type(error).__name__}: {error}', trace)
 
     def _report(self, message: str, trace: Optional[str]) -> None:
         """

@@ -32,6 +32,7 @@ class HealthInputs:
     max_frame_age_ms: float = 0.0
     max_rate_hz: float = 0.0
     stall_after_s: float = 5.0  # frames in but nothing out for this long is a stall (0 = not reported)
+    warnings: tuple[str, ...] = ()  # the node's own conditions worth a WARN (a set vocabulary not in use)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def node_health(inputs: HealthInputs) -> Health:
         return Health(WARN, stall, stall)
     if inputs.silent_cameras:
         return Health(WARN, f'no frames from {", ".join(inputs.silent_cameras)}')
+    if inputs.warnings:
+        return Health(WARN, '; '.join(inputs.warnings))
     rejected, failed = inputs.recent.get('rejected_frames', 0), inputs.recent.get('failed_frames', 0)
     if rejected or failed:
         return Health(WARN, f'{rejected} rejected, {failed} failed frames in the last {inputs.window_s:.0f} s: '

@@ -118,6 +118,10 @@ class PerceptionNode(LifecycleNode):
     def extra_diagnostics(self) -> dict[str, Any]:
         return {}
 
+    def health_warnings(self) -> list[str]:
+        """Return the node's own conditions /diagnostics reports as WARN while they last."""
+        return []
+
     def output_wanted(self, name: str) -> bool:
         """Whether output `name` has a subscriber (an output costly to compute is built only then)."""
         publisher = self._outputs.get(name)
@@ -311,7 +315,8 @@ class PerceptionNode(LifecycleNode):
             active=self._activated_at is not None, window_s=window, recent=recent, silent_cameras=tuple(silent),
             worker_failure=worker.failure, backend_health=encoder.backend.health(), last_error=worker.last_error or '',
             frame_age_p50_ms=worker.frame_age.percentiles()[0], max_frame_age_ms=values['max_frame_age_ms'],
-            max_rate_hz=values['max_rate_hz'], stall_after_s=min(values['camera_timeout_s'], HEALTH_WINDOW_S)))
+            max_rate_hz=values['max_rate_hz'], stall_after_s=min(values['camera_timeout_s'], HEALTH_WINDOW_S),
+            warnings=tuple(self.health_warnings())))
         self._report_stall(health.stall)
         report: dict[str, Any] = {
             'input_rate_hz': recent['frames_in'] / window, 'output_rate_hz': recent['frames_out'] / window,

@@ -39,7 +39,7 @@ from robovision_ros.backends.registry import backend_capabilities, create_backen
 from robovision_ros.backends.triton_backend import PARAMETER_ENGINE, PARAMETER_FINGERPRINT, PARAMETER_LOGIT_SCALE, \
     PARAMETER_MODEL, PARAMETER_PRECISION, served_names, served_prefix
 from robovision_ros.model_dir import ModelInfo, ModelLoadError, read_model_info
-from robovision_ros.backends.onnx_export import ExportError
+from robovision_ros.backends.onnx_export import ExportError, process_alive
 from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
     TEXT_EMBEDDING
 
@@ -136,6 +136,26 @@ def _add_parameters(triton: Any, model_name: str, parameters: dict[str, str]) ->
     models[0]._get_triton_model_config().backend_parameters.update(parameters)
 
 
+def server_workspace() -> Path:
+    """
+    Return this server's pytriton workspace, after removing those of servers that are gone.
+
+    pytriton removes its workspace (sockets, the generated model store: ~20 MB) when it stops; a server killed with
+    SIGKILL cannot, so each server works in `<PYTRITON_HOME>/robovision_serve/<pid>` and the next start removes the
+    directories whose process no longer runs.
+    """
+    from pytriton.constants import PYTRITON_HOME
+
+    root = Path(PYTRITON_HOME) / 'robovision_serve'
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.isdigit() and not process_alive(int(entry.name)):
+                shutil.rmtree(entry, ignore_errors=True)
+    workspace = root / str(os.getpid())
+    shutil.rmtree(workspace, ignore_errors=True)
+    return workspace
+
+
 def serve(args: argparse.Namespace) -> int:
     """Load one engine per instance, bind the image (and text) model, serve until SIGINT/SIGTERM."""
     from pytriton.decorators import batch
@@ -153,7 +173,8 @@ def serve(args: argparse.Namespace) -> int:
     config = ModelConfig(max_batch_size=args.max_batch,
                          batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us))
     shapes = image_shapes(info)
-    triton = Triton(config=TritonConfig(
+    workspace = server_workspace()
+    triton = Triton(workspace=workspace, config=TritonConfig(
         grpc_address=args.host, grpc_port=args.grpc_port, http_address=args.host, http_port=args.http_port,
         metrics_address=args.host, metrics_port=args.metrics_port, log_verbose=0, exit_timeout_secs=5),
         # Inference statistics (batch sizes, queue times) stay readable by clients and the benchmark; loading
@@ -191,6 +212,7 @@ def serve(args: argparse.Namespace) -> int:
         triton.stop()
         for engine in engines:
             engine.close()
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
 def _reexec_in_serve_venv(argv: Sequence[str]) -> None:
