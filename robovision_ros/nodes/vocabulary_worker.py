@@ -123,7 +123,7 @@ class VocabularyWorker:
             self._thread.join(timeout=timeout_s)
 
     def _next(self) -> Optional[VocabularyRequest]:
-        """The request to build now: a new one, or a failed one whose retry time came (under the lock)."""
+        """Return the request to build now: a new one, or a failed one whose retry time came (under the lock)."""
         if self._wanted is not None:
             request, self._wanted = self._wanted, None
             return request
