@@ -26,7 +26,7 @@ from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFea
 from robovision_ros.model_dir import ClassificationHead, ModelInfo, family_of, load_tokenizer, \
     read_classification_head, read_model_info, tokenize
 from robovision_ros.preprocessing import ImagePreprocessor
-from robovision_ros.vocabulary import TextVocabulary, VocabularyEmbeddings
+from robovision_ros.vocabulary import TextEmbeddingCache, VocabularyEmbeddings
 
 LOG = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class PerceptionEncoder:
         self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
                                       int8_min_cosine, options)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
-        self.vocabulary = TextVocabulary(f'{model_id}', self.encode_texts) if self.info.has_text else None
+        self.vocabulary = TextEmbeddingCache(f'{model_id}', self.encode_texts) if self.info.has_text else None
         # A ViT fine-tuned with a head: its logits are a Linear on the global embedding, applied here for every
         # backend (the exported graph stays patch_tokens + global_embedding).
         self.head: Optional[ClassificationHead] = read_classification_head(self.info)
@@ -69,7 +69,7 @@ class PerceptionEncoder:
     def build_vocabulary(self, labels: Sequence[str], templates: Sequence[str], version: int,
                          allow_empty: bool = False,
                          cancelled: Callable[[], bool] = lambda: False) -> VocabularyEmbeddings:
-        """Label embeddings for `labels` x `templates` (see TextVocabulary.build; `cancelled` ends it early)."""
+        """Label embeddings for `labels` x `templates` (see TextEmbeddingCache.build; `cancelled` ends it early)."""
         if self.vocabulary is None:
             raise BackendUnavailableError(f'{self.info.model_id} has no text encoder for a vocabulary')
         return self.vocabulary.build(labels, templates, version, allow_empty, cancelled)

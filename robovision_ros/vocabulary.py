@@ -92,7 +92,7 @@ def validate_vocabulary_size(labels: Sequence[str], templates: Sequence[str], wh
 
 @dataclass(frozen=True)
 class VocabularyEmbeddings:
-    """An immutable vocabulary snapshot: swapped in whole between frames, never half-updated."""
+    """One embedded list of a vocabulary (its labels, or its presence queries): names, templates, unit rows."""
 
     labels: tuple[str, ...]
     templates: tuple[str, ...]
@@ -100,11 +100,36 @@ class VocabularyEmbeddings:
     version: int
 
 
+@dataclass(frozen=True)
+class VocabularySpec:
+    """What a vocabulary set asks for: labels, prompt templates and presence queries (validated)."""
+
+    labels: tuple[str, ...]
+    templates: tuple[str, ...]
+    queries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What frames are scored against: label and presence-query embeddings, one immutable snapshot swapped in whole."""
+
+    labels: VocabularyEmbeddings
+    queries: VocabularyEmbeddings
+
+    @property
+    def version(self) -> int:
+        return self.labels.version
+
+    @property
+    def spec(self) -> VocabularySpec:
+        return VocabularySpec(self.labels.labels, self.labels.templates, self.queries.labels)
+
+
 class VocabularyCancelled(Exception):
     """A build was abandoned between batches because a newer vocabulary superseded it."""
 
 
-class TextVocabulary:
+class TextEmbeddingCache:
     """
     Builds `VocabularyEmbeddings`, encoding each distinct prompt text once per model.
 

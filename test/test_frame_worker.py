@@ -17,10 +17,10 @@ import pytest
 
 from robovision_ros.nodes.frame_worker import FrameWorker, RecentWindow
 from robovision_ros.settings import WorkerSettings
-from robovision_ros.nodes.vocabulary_worker import Vocabularies, VocabularyRequest, VocabularyWorker
+from robovision_ros.nodes.vocabulary_worker import VocabularyWorker
 from robovision_ros.image_codec import ImageDecodeError
-from robovision_ros.vocabulary import (MAX_VOCABULARY_TEXTS, TextVocabulary, VocabularyCancelled, VocabularyError,
-                                       validate_templates)
+from robovision_ros.vocabulary import MAX_VOCABULARY_TEXTS, TextEmbeddingCache, Vocabulary, VocabularyCancelled, \
+    VocabularyError, VocabularySpec, validate_templates
 
 
 def _msg(value: int) -> SimpleNamespace:
@@ -175,7 +175,7 @@ def _fake_encoder(calls: list[int], dim: int = 8):
 
 def test_vocabulary_encodes_in_batches_bounds_its_cache_and_can_be_cancelled():
     calls: list[int] = []
-    vocabulary = TextVocabulary('m', _fake_encoder(calls), cache_texts=300)
+    vocabulary = TextEmbeddingCache('m', _fake_encoder(calls), cache_texts=300)
     labels = [f'thing {i}' for i in range(250)]
     built = vocabulary.build(labels, ['a {}.', 'the {}.'], version=1)
     assert built.embeddings.shape == (250, 8)
@@ -188,13 +188,13 @@ def test_vocabulary_encodes_in_batches_bounds_its_cache_and_can_be_cancelled():
 
 
 def test_vocabulary_worker_newest_request_wins_and_unchanged_keeps_version():
-    ready: list[Vocabularies] = []
+    ready: list[Vocabulary] = []
     gate = threading.Event()
 
     def build(request, version, cancelled):
         gate.wait(5.0)
         embeddings = SimpleNamespace(labels=request.labels, templates=request.templates, version=version)
-        return Vocabularies(embeddings, SimpleNamespace(labels=request.queries, version=version))
+        return Vocabulary(embeddings, SimpleNamespace(labels=request.queries, version=version))
 
     current = {'v': None}
 
@@ -204,15 +204,15 @@ def test_vocabulary_worker_newest_request_wins_and_unchanged_keeps_version():
 
     worker = VocabularyWorker(build, on_ready, lambda *a: None, lambda: current['v'])
     try:
-        worker.request(VocabularyRequest(('a',), ('{}',), ()))
+        worker.request(VocabularySpec(('a',), ('{}',), ()))
         time.sleep(0.1)
-        worker.request(VocabularyRequest(('b',), ('{}',), ()))  # supersedes 'a' while it is being built
-        worker.request(VocabularyRequest(('c',), ('{}',), ()))
+        worker.request(VocabularySpec(('b',), ('{}',), ()))  # supersedes 'a' while it is being built
+        worker.request(VocabularySpec(('c',), ('{}',), ()))
         gate.set()
         assert worker.wait_idle(5.0)
         assert ready[-1].labels.labels == ('c',) and ready[-1].version == 1
         assert all(v.labels.labels != ('b',) for v in ready)
-        worker.request(VocabularyRequest(('c',), ('{}',), ()))  # the same again: no new version
+        worker.request(VocabularySpec(('c',), ('{}',), ()))  # the same again: no new version
         count = len(ready)
         assert worker.wait_idle(5.0) and len(ready) == count and ready[-1].version == 1
     finally:
@@ -234,14 +234,14 @@ def test_vocabulary_worker_retries_a_failed_build_until_it_is_applied(monkeypatc
         attempts.append(version)
         if not server_up.is_set():
             raise TransientBackendError('Triton server host:8001: unreachable')
-        return Vocabularies(SimpleNamespace(labels=request.labels, templates=request.templates, version=version),
-                            SimpleNamespace(labels=request.queries, version=version))
+        return Vocabulary(SimpleNamespace(labels=request.labels, templates=request.templates, version=version),
+                          SimpleNamespace(labels=request.queries, version=version))
 
     current = {'v': None}
     worker = VocabularyWorker(build, lambda v, t, ms: current.update(v=v),
                               lambda r, e, trace: errors.append((e, trace)), lambda: current['v'])
     try:
-        worker.request(VocabularyRequest(('a',), ('{}',), ()))
+        worker.request(VocabularySpec(('a',), ('{}',), ()))
         deadline = time.monotonic() + 10.0
         while len(attempts) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -254,10 +254,10 @@ def test_vocabulary_worker_retries_a_failed_build_until_it_is_applied(monkeypatc
         assert current['v'].labels.labels == ('a',) and worker.failing() is None
         # A newer request supersedes a failing one at once.
         server_up.clear()
-        worker.request(VocabularyRequest(('b',), ('{}',), ()))
+        worker.request(VocabularySpec(('b',), ('{}',), ()))
         while worker.failing() is None and time.monotonic() < deadline + 10.0:
             time.sleep(0.01)
-        worker.request(VocabularyRequest(('a',), ('{}',), ()))  # the vocabulary in use: nothing to retry
+        worker.request(VocabularySpec(('a',), ('{}',), ()))  # the vocabulary in use: nothing to retry
         assert worker.wait_idle(10.0) and worker.failing() is None
     finally:
         worker.stop()

@@ -21,27 +21,28 @@ from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
 from robovision_ros.nodes.perception_node import FrameOutputs, PerceptionNode
-from robovision_ros.nodes.vocabulary_worker import Vocabularies, VocabularyRequest, VocabularyWorker
+from robovision_ros.nodes.vocabulary_worker import VocabularyWorker
 from robovision_ros.parameters import ParameterTable, build_settings
 from robovision_ros.settings import VOCABULARY_PARAMETERS, ClipSettings, clip_table
+from robovision_ros.vocabulary import Vocabulary, VocabularySpec
 
 SHOWN_LABELS = 5  # a vocabulary change logs this many labels, then a count
 
 
-def describe_vocabulary(vocabularies: Vocabularies, texts: int, elapsed_ms: float) -> str:
+def describe_vocabulary(vocabulary: Vocabulary, texts: int, elapsed_ms: float) -> str:
     """Return the one log line of a vocabulary change (at configure and after each set)."""
-    labels = vocabularies.labels.labels
+    labels = vocabulary.labels.labels
     shown = ', '.join(labels[:SHOWN_LABELS]) + (f', ... +{len(labels) - SHOWN_LABELS}' if len(labels) > SHOWN_LABELS
                                                 else '')
-    queries = len(vocabularies.queries.labels)
-    return (f'vocabulary v{vocabularies.version}: {len(labels)} labels ({shown}), '
-            f'{len(vocabularies.labels.templates)} template(s), {queries} presence '
+    queries = len(vocabulary.queries.labels)
+    return (f'vocabulary v{vocabulary.version}: {len(labels)} labels ({shown}), '
+            f'{len(vocabulary.labels.templates)} template(s), {queries} presence '
             f"{'query' if queries == 1 else 'queries'} ({texts} texts in {elapsed_ms:.0f} ms)")
 
 
-def vocabulary_request(values: dict[str, Any]) -> VocabularyRequest:
+def vocabulary_spec(values: dict[str, Any]) -> VocabularySpec:
     """Return the vocabulary that validated parameter values ask for."""
-    return VocabularyRequest(values['labels'], values['prompt_templates'], values['presence_queries'])
+    return VocabularySpec(values['labels'], values['prompt_templates'], values['presence_queries'])
 
 
 class ClipPerceptionNode(PerceptionNode):
@@ -50,7 +51,7 @@ class ClipPerceptionNode(PerceptionNode):
                'debug': (Image, '~/debug_image', 1)}
 
     def __init__(self, **kwargs: Any) -> None:
-        self._vocabularies: Optional[Vocabularies] = None
+        self._vocabulary: Optional[Vocabulary] = None
         self._last_version = 0
         self._vocabulary_worker: Optional[VocabularyWorker] = None
         self._vocabulary_causes: set[str] = set()  # causes of failed builds already logged
@@ -62,10 +63,10 @@ class ClipPerceptionNode(PerceptionNode):
         return clip_table()
 
     # --- vocabulary -----------------------------------------------------------------------------------------
-    def _build(self, request: VocabularyRequest, version: int,
-               cancelled: Callable[[], bool] = lambda: False) -> Vocabularies:
+    def _build(self, request: VocabularySpec, version: int,
+               cancelled: Callable[[], bool] = lambda: False) -> Vocabulary:
         assert self.encoder is not None
-        return Vocabularies(
+        return Vocabulary(
             self.encoder.build_vocabulary(request.labels, request.templates, version, cancelled=cancelled),
             self.encoder.build_vocabulary(request.queries, request.templates, version, allow_empty=True,
                                           cancelled=cancelled))
@@ -73,54 +74,54 @@ class ClipPerceptionNode(PerceptionNode):
     def prepare(self, values: dict[str, Any]) -> None:
         self._settings = build_settings(ClipSettings, values)
         start = time.perf_counter()
-        request = vocabulary_request(values)
+        request = vocabulary_spec(values)
         # Versions keep counting across cleanup/configure, so a consumer never sees a number reused.
-        self._vocabularies = self._build(request, self._last_version + 1)
+        self._vocabulary = self._build(request, self._last_version + 1)
         texts = (len(request.labels) + len(request.queries)) * len(request.templates)
-        self.get_logger().info(describe_vocabulary(self._vocabularies, texts, (time.perf_counter() - start) * 1e3))
+        self.get_logger().info(describe_vocabulary(self._vocabulary, texts, (time.perf_counter() - start) * 1e3))
         self._vocabulary_worker = VocabularyWorker(self._build, self._on_vocabulary_ready,
-                                                   self._on_vocabulary_error, self.vocabularies)
+                                                   self._on_vocabulary_error, self.vocabulary)
         # A set accepted while the model loaded asked for a vocabulary this one may predate.
-        self._vocabulary_worker.request(vocabulary_request(self.parameters.values()))
+        self._vocabulary_worker.request(vocabulary_spec(self.parameters.values()))
 
     def release(self) -> None:
         if self._vocabulary_worker is not None:
             self._vocabulary_worker.stop()
             self._vocabulary_worker = None
-        if self._vocabularies is not None:
-            self._last_version = self._vocabularies.version
-        self._vocabularies = None
+        if self._vocabulary is not None:
+            self._last_version = self._vocabulary.version
+        self._vocabulary = None
 
-    def _on_vocabulary_ready(self, vocabularies: Vocabularies, texts: int, elapsed_ms: float) -> None:
-        self._vocabularies = vocabularies  # one reference swap: the next frame is scored against all of it
-        self._last_version = vocabularies.version
+    def _on_vocabulary_ready(self, vocabulary: Vocabulary, texts: int, elapsed_ms: float) -> None:
+        self._vocabulary = vocabulary  # one reference swap: the next frame is scored against all of it
+        self._last_version = vocabulary.version
         self._vocabulary_causes.clear()
-        self.get_logger().info(describe_vocabulary(vocabularies, texts, elapsed_ms))
+        self.get_logger().info(describe_vocabulary(vocabulary, texts, elapsed_ms))
 
-    def _on_vocabulary_error(self, request: VocabularyRequest, error: BaseException, trace: Optional[str]) -> None:
+    def _on_vocabulary_error(self, request: VocabularySpec, error: BaseException, trace: Optional[str]) -> None:
         """Log a failed vocabulary build once per cause (retries are silent); /diagnostics warns while it lasts."""
         cause = f'{type(error).__name__}: {error}'
         if cause in self._vocabulary_causes:
             return
         self._vocabulary_causes.add(cause)
-        version = self._vocabularies.version if self._vocabularies else 0
+        version = self._vocabulary.version if self._vocabulary else 0
         self.get_logger().error(f'vocabulary of {len(request.labels)} labels not applied yet ({cause}); still '
                                 f'scoring with v{version}; retrying until it is' + (f'\n{trace}' if trace else ''))
 
     def apply_live(self, names: set[str], values: dict[str, Any]) -> None:
         self._settings = build_settings(ClipSettings, values)
         if self._vocabulary_worker is not None and names & set(VOCABULARY_PARAMETERS):
-            self._vocabulary_worker.request(vocabulary_request(values))
+            self._vocabulary_worker.request(vocabulary_spec(values))
 
-    def vocabularies(self) -> Optional[Vocabularies]:
+    def vocabulary(self) -> Optional[Vocabulary]:
         """Return the (labels, presence queries) snapshot the next frame will be scored against."""
-        return self._vocabularies
+        return self._vocabulary
 
     def extra_diagnostics(self) -> dict[str, Any]:
-        vocabularies = self._vocabularies
+        vocabulary = self._vocabulary
         worker = self._vocabulary_worker
-        return {'vocabulary_version': vocabularies.version if vocabularies else 0,
-                'vocabulary_labels': len(vocabularies.labels.labels) if vocabularies else 0,
+        return {'vocabulary_version': vocabulary.version if vocabulary else 0,
+                'vocabulary_labels': len(vocabulary.labels.labels) if vocabulary else 0,
                 'vocabulary_pending': bool(worker and not worker.idle()),
                 'vocabulary_error': (worker.failing() if worker else None) or ''}
 
@@ -128,18 +129,18 @@ class ClipPerceptionNode(PerceptionNode):
         failing = self._vocabulary_worker.failing() if self._vocabulary_worker else None
         if failing is None:
             return []
-        version = self._vocabularies.version if self._vocabularies else 0
+        version = self._vocabulary.version if self._vocabulary else 0
         return [f'the vocabulary set last is not in use ({failing}); scoring with v{version}, retrying']
 
     # --- the frame hook (worker thread) ---------------------------------------------------------------------
     def infer(self, frames: list[Frame], images: list[np.ndarray]) -> FrameOutputs:
         assert self.encoder is not None
-        vocabularies, settings = self._vocabularies, self._settings  # one consistent snapshot for the batch
-        assert vocabularies is not None
+        vocabulary, settings = self._vocabulary, self._settings  # one consistent snapshot for the batch
+        assert vocabulary is not None
         features, timing = self.encoder.encode_images(images)
         start = time.perf_counter()
         debug = settings.debug_image and self.output_wanted('debug')
-        results = self.encoder.score_batch(features, vocabularies.labels, vocabularies.queries,
+        results = self.encoder.score_batch(features, vocabulary.labels, vocabulary.queries,
                                            settings.presence_threshold, localize=settings.localize, heatmaps=debug)
         outputs = FrameOutputs(preprocess_ms=timing.preprocess_ms, inference_ms=timing.inference_ms)
         model_id = self.encoder.info.model_id

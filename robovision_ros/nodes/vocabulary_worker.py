@@ -16,37 +16,13 @@ import ctypes
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 from robovision_ros.backends.base import TransientBackendError
-from robovision_ros.vocabulary import ENCODE_BATCH, VocabularyCancelled, VocabularyEmbeddings
+from robovision_ros.vocabulary import ENCODE_BATCH, Vocabulary, VocabularyCancelled, VocabularySpec
 
 
-@dataclass(frozen=True)
-class VocabularyRequest:
-    labels: tuple[str, ...]
-    templates: tuple[str, ...]
-    queries: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Vocabularies:
-    """The label and presence-query embeddings frames are scored against: one immutable snapshot."""
-
-    labels: VocabularyEmbeddings
-    queries: VocabularyEmbeddings
-
-    @property
-    def version(self) -> int:
-        return self.labels.version
-
-    @property
-    def request(self) -> VocabularyRequest:
-        return VocabularyRequest(self.labels.labels, self.labels.templates, self.queries.labels)
-
-
-BuildFunction = Callable[[VocabularyRequest, int, Callable[[], bool]], Vocabularies]
+BuildFunction = Callable[[VocabularySpec, int, Callable[[], bool]], Vocabulary]
 # Delays between attempts at a vocabulary whose build failed: doubling from the first, at most the last.
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
@@ -63,9 +39,9 @@ def release_freed_memory() -> None:
 class VocabularyWorker:
     """Encodes the newest requested vocabulary on its own thread and reports it through `on_ready`."""
 
-    def __init__(self, build: BuildFunction, on_ready: Callable[[Vocabularies, int, float], None],
-                 on_error: Callable[[VocabularyRequest, BaseException, Optional[str]], None],
-                 current: Callable[[], Optional[Vocabularies]]) -> None:
+    def __init__(self, build: BuildFunction, on_ready: Callable[[Vocabulary, int, float], None],
+                 on_error: Callable[[VocabularySpec, BaseException, Optional[str]], None],
+                 current: Callable[[], Optional[Vocabulary]]) -> None:
         """
         Start the worker thread.
 
@@ -77,18 +53,18 @@ class VocabularyWorker:
         self._on_error = on_error
         self._current = current
         self._cv = threading.Condition()
-        self._wanted: Optional[VocabularyRequest] = None
+        self._wanted: Optional[VocabularySpec] = None
         self._generation = 0  # bumped by every request; a build whose generation is outdated stops
         self._busy = False
         self._running = True
-        self._failed: Optional[VocabularyRequest] = None  # a request whose build failed, to retry
+        self._failed: Optional[VocabularySpec] = None  # a request whose build failed, to retry
         self._failure = ''  # why it failed
         self._retry_delay = RETRY_FIRST_S
         self._retry_at = 0.0
         self._thread = threading.Thread(target=self._run, name='vocabulary', daemon=True)
         self._thread.start()
 
-    def request(self, request: VocabularyRequest) -> None:
+    def request(self, request: VocabularySpec) -> None:
         """Encode `request` next (unless it is the vocabulary already in use); supersedes older requests."""
         with self._cv:
             self._wanted = request
@@ -122,7 +98,7 @@ class VocabularyWorker:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout_s)
 
-    def _next(self) -> Optional[VocabularyRequest]:
+    def _next(self) -> Optional[VocabularySpec]:
         """Return the request to build now: a new one, or a failed one whose retry time came (under the lock)."""
         if self._wanted is not None:
             request, self._wanted = self._wanted, None
@@ -150,14 +126,14 @@ class VocabularyWorker:
                     self._busy = False
                     self._cv.notify_all()
 
-    def _serve(self, request: VocabularyRequest, generation: int) -> None:
+    def _serve(self, request: VocabularySpec, generation: int) -> None:
         current = self._current()
-        if current is not None and current.request == request:
+        if current is not None and current.spec == request:
             return  # the same vocabulary again: nothing to encode, no new version
         version = (current.version if current is not None else 0) + 1
         start = time.perf_counter()
         try:
-            vocabularies = self._build(request, version, lambda: generation != self._generation)
+            vocabulary = self._build(request, version, lambda: generation != self._generation)
         except VocabularyCancelled:
             return
         except Exception as error:  # noqa: BLE001 - reported to the node and retried; the previous vocabulary stays
@@ -177,4 +153,4 @@ class VocabularyWorker:
             if generation != self._generation:
                 return  # superseded while finishing; the newer request follows
             self._failed, self._failure, self._retry_delay = None, '', RETRY_FIRST_S
-        self._on_ready(vocabularies, texts, (time.perf_counter() - start) * 1e3)
+        self._on_ready(vocabulary, texts, (time.perf_counter() - start) * 1e3)

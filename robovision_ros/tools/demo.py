@@ -158,11 +158,11 @@ def _save_debug_image(out_dir: Path, source: Any, clip: Any) -> None:
     encoder = clip.encoder
     if scene is None or encoder is None:
         return
-    vocabularies = clip.vocabularies()
-    if vocabularies is None:
+    vocabulary = clip.vocabulary()
+    if vocabulary is None:
         return
     (feature,), _ = encoder.encode_images([scene.image])
-    result = encoder.score(feature, vocabularies.labels, vocabularies.queries, heatmaps=True)
+    result = encoder.score(feature, vocabulary.labels, vocabulary.queries, heatmaps=True)
     top = result.top_query
     heatmap = result.heatmaps[top] if top is not None else None
     roi = result.locate(top).roi_xywh if top is not None else None
