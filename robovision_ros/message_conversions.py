@@ -202,3 +202,51 @@ def image_message(rgb: np.ndarray, header: Any, encoding: str = 'rgb8') -> Image
     """Return a sensor_msgs/Image of an RGB uint8 array (e.g. the debug view)."""
     data, step = encode_raw_image(rgb, encoding)
     return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=step, data=data)
+
+
+# --- the standard vision_msgs equivalents (where vision_msgs is installed) ---------------------------------------
+# vision_msgs is not a hard dependency (a robot gets it from its distribution; it is not on PyPI): these functions
+# import it when called, and `vision_msgs_available` says whether they can run. Class ids are the label texts;
+# LabelInfo maps each label's index in the vocabulary to its text.
+STANDARD_OUTPUTS_OFF = ('vision_msgs is not installed: the standard outputs (vision_msgs Classification, '
+                        'Detection2DArray, LabelInfo) are off; the package\'s own messages are published as usual')
+
+
+def vision_msgs_available() -> bool:
+    """Whether vision_msgs can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec('vision_msgs') is not None
+
+
+def classification_message(labels: Sequence[str], scores: np.ndarray, header: Any) -> Any:
+    """vision_msgs/Classification: one hypothesis per label (class_id = the label), in vocabulary order."""
+    from vision_msgs.msg import Classification, ObjectHypothesis
+
+    return Classification(header=header, results=[ObjectHypothesis(class_id=label, score=float(score))
+                                                  for label, score in zip(labels, scores)])
+
+
+def presence_detections_message(result: ClipFrameResult, header: Any) -> Any:
+    """vision_msgs/Detection2DArray: one detection per present, localised presence query (its ROI and similarity)."""
+    from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
+
+    detections = []
+    for query in result.presence:
+        if not query.present or query.location is None:
+            continue
+        x, y, w, h = query.location.roi_xywh
+        box = BoundingBox2D(size_x=float(w), size_y=float(h))
+        box.center.position.x, box.center.position.y = x + w / 2.0, y + h / 2.0
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = query.query, query.similarity
+        detections.append(Detection2D(header=header, bbox=box, results=[hypothesis], id=query.query))
+    return Detection2DArray(header=header, detections=detections)
+
+
+def label_info_message(labels: Sequence[str], header: Any, threshold: float = 0.0) -> Any:
+    """vision_msgs/LabelInfo of a vocabulary: each label's index and text."""
+    from vision_msgs.msg import LabelInfo, VisionClass
+
+    return LabelInfo(header=header, threshold=float(threshold),
+                     class_map=[VisionClass(class_id=i, class_name=label) for i, label in enumerate(labels)])

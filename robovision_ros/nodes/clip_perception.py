@@ -13,10 +13,12 @@ import time
 from typing import Any, Callable, Optional
 
 import numpy as np
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from robovision_ros.debug_view import render_debug_image
-from robovision_ros.message_conversions import image_message, zero_shot_messages
+from robovision_ros.message_conversions import classification_message, image_message, label_info_message, \
+    presence_detections_message, zero_shot_messages
 from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
@@ -55,12 +57,26 @@ class ClipPerceptionNode(PerceptionNode):
         self._last_version = 0
         self._vocabulary_worker: Optional[VocabularyWorker] = None
         self._vocabulary_causes: set[str] = set()  # causes of failed builds already logged
+        self._label_info_version = 0  # the vocabulary version the last LabelInfo described
         self._settings = ClipSettings()
         super().__init__('clip_perception', **kwargs)
 
     @classmethod
     def make_table(cls) -> ParameterTable:
         return clip_table()
+
+    def outputs(self) -> dict[str, tuple[type, str, Any]]:
+        outputs = dict(self.OUTPUTS)
+        if self.standard_outputs:
+            from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
+
+            outputs.update(classification=(Classification, '~/classification', 10),
+                           detections=(Detection2DArray, '~/detections', 10),
+                           # Latched, as vision_msgs recommends: a late subscriber gets the vocabulary in use.
+                           label_info=(LabelInfo, '~/label_info', QoSProfile(
+                               depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                               reliability=ReliabilityPolicy.RELIABLE)))
+        return outputs
 
     # --- vocabulary -----------------------------------------------------------------------------------------
     def _build(self, request: VocabularySpec, version: int,
@@ -73,6 +89,7 @@ class ClipPerceptionNode(PerceptionNode):
 
     def prepare(self, values: dict[str, Any]) -> None:
         self._settings = build_settings(ClipSettings, values)
+        self._label_info_version = 0  # the publishers are new: LabelInfo goes out again with the next frame
         start = time.perf_counter()
         request = vocabulary_spec(values)
         # Versions keep counting across cleanup/configure, so a consumer never sees a number reused.
@@ -148,6 +165,13 @@ class ClipPerceptionNode(PerceptionNode):
             labels_msg, presence_msg = zero_shot_messages(result, frame.msg.header, model_id, timing,
                                                           (time.monotonic() - frame.arrival) * 1e3)
             outputs.messages += [('labels', labels_msg), ('presence', presence_msg)]
+            if self.standard_outputs:
+                outputs.messages += [('classification', classification_message(result.labels, result.scores,
+                                                                               frame.msg.header)),
+                                     ('detections', presence_detections_message(result, frame.msg.header))]
+                if vocabulary.version != self._label_info_version:
+                    self._label_info_version = vocabulary.version
+                    outputs.messages.append(('label_info', label_info_message(result.labels, frame.msg.header)))
             if debug:
                 outputs.messages.append(('debug', self._debug_image(frame, image, feature, result)))
         outputs.postprocess_ms = (time.perf_counter() - start) * 1e3

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robovision_ros.message_conversions import class_scores_message, patch_features_message
+from robovision_ros.message_conversions import class_scores_message, classification_message, \
+    patch_features_message
 from robovision_ros.msg import ClassScores, PatchFeatures
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
@@ -35,10 +36,14 @@ class FeatureExtractorNode(PerceptionNode):
     def make_table(cls) -> ParameterTable:
         return feature_table()
 
-    def outputs(self) -> dict[str, tuple[type, str, int]]:
+    def outputs(self) -> dict[str, tuple[type, str, Any]]:
         outputs = dict(self.OUTPUTS)
         if self.encoder is None or self.encoder.head is None:
             del outputs['class_scores']  # only a model with a classification head has class scores
+        elif self.standard_outputs:
+            from vision_msgs.msg import Classification
+
+            outputs['classification'] = (Classification, '~/classification', 10)
         return outputs
 
     def prepare(self, values: dict[str, Any]) -> None:
@@ -65,8 +70,12 @@ class FeatureExtractorNode(PerceptionNode):
                     feature, frame.msg.header, info.model_id, info.patch_size, settings.output_dtype, timing,
                     (time.monotonic() - frame.arrival) * 1e3)))
                 if self.encoder.head is not None and scale == 1.0:
-                    outputs.messages.append(('class_scores', class_scores_message(
-                        self.encoder.classify(feature), frame.msg.header, info.model_id)))
+                    result = self.encoder.classify(feature)
+                    outputs.messages.append(('class_scores', class_scores_message(result, frame.msg.header,
+                                                                                  info.model_id)))
+                    if self.standard_outputs:
+                        outputs.messages.append(('classification', classification_message(
+                            result.labels, result.scores, frame.msg.header)))
             outputs.preprocess_ms += timing.preprocess_ms
             outputs.inference_ms += timing.inference_ms
             outputs.postprocess_ms += (time.perf_counter() - start) * 1e3

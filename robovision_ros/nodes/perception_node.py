@@ -33,6 +33,7 @@ from robovision_ros.nodes.health import ERROR, OK, WARN, HealthInputs, node_heal
 from robovision_ros.nodes.ros_parameters import NodeParameters
 from robovision_ros.parameters import ParameterError, ParameterTable, build_settings
 from robovision_ros.image_codec import decode_image_msg
+from robovision_ros.message_conversions import STANDARD_OUTPUTS_OFF, vision_msgs_available
 from robovision_ros.preprocessing import PreprocessConfigError
 from robovision_ros.settings import LoadSettings, SubscriptionSettings, WorkerSettings
 
@@ -56,7 +57,7 @@ class FrameOutputs:
 class PerceptionNode(LifecycleNode):
     """Base lifecycle node: camera frames in, one inference worker, outputs defined by the subclass."""
 
-    OUTPUTS: dict[str, tuple[type, str, int]] = {}  # output name -> (message type, topic, depth)
+    OUTPUTS: dict[str, tuple[type, str, Any]] = {}  # output name -> (message type, topic, depth or QoSProfile)
 
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -73,6 +74,9 @@ class PerceptionNode(LifecycleNode):
         self._health = RecentWindow(HEALTH_WINDOW_S)
         self._stall: Optional[str] = None
         self._liveness = CameraLiveness(self, self._log)
+        # The vision_msgs equivalents of the outputs, where vision_msgs is installed (said once when it is not).
+        self.standard_outputs = vision_msgs_available()
+        self._said_standard_outputs_off = False
         self.parameters = NodeParameters(self, self.make_table(), self._fixed_lock, self._on_parameters)
 
     def _move_lifecycle_services(self) -> None:
@@ -111,8 +115,8 @@ class PerceptionNode(LifecycleNode):
         """Run one batch of decoded frames (worker thread): the messages to publish and the stage timings."""
         raise NotImplementedError
 
-    def outputs(self) -> dict[str, tuple[type, str, int]]:
-        """Return the outputs configure creates (after the model loaded): name -> (message type, topic, depth)."""
+    def outputs(self) -> dict[str, tuple[type, str, Any]]:
+        """Return the outputs configure creates (after the model loaded): name -> (message type, topic, QoS)."""
         return dict(self.OUTPUTS)
 
     def extra_diagnostics(self) -> dict[str, Any]:
@@ -158,9 +162,12 @@ class PerceptionNode(LifecycleNode):
             self.encoder = PerceptionEncoder(load.model, load.backend, load.device, load.precision, cache,
                                              int8_min_cosine=load.int8_min_cosine, options=load.backend_options)
             self.encoder.warm_up()
+            if not self.standard_outputs and not self._said_standard_outputs_off:
+                self._said_standard_outputs_off = True
+                self.get_logger().info(STANDARD_OUTPUTS_OFF)
             self.prepare(values)
-            for name, (msg_type, topic, depth) in self.outputs().items():
-                self._outputs[name] = self.create_lifecycle_publisher(msg_type, topic, depth)
+            for name, (msg_type, topic, qos) in self.outputs().items():
+                self._outputs[name] = self.create_lifecycle_publisher(msg_type, topic, qos)
             self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
             self._diagnostics_timer = self.create_timer(1.0, self._on_timer)
             self._worker = FrameWorker(decode_image_msg, self._run_frames, self._frame_age_ms, self._log,
