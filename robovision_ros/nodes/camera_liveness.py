@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-Camera liveness: which subscribed cameras went silent, why (from the ROS graph), and when frames flow again.
+Camera subscriptions (their QoS) and liveness: which cameras went silent, why (the ROS graph), when frames return.
 
 A silent camera is logged once per silence with what the graph has on that topic (no publisher, with the image topics
 other nodes publish; publishers of another type; a QoS mismatch); when its frames arrive, that is logged once too.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from rclpy.qos import ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -105,3 +105,11 @@ class CameraLiveness:
 def subscription_type(topic: str) -> type:
     """Return the type a camera topic carries: CompressedImage for names ending in 'compressed', else Image."""
     return CompressedImage if topic.rstrip('/').endswith('compressed') else Image
+
+
+def image_qos(profile: str, depth: int) -> QoSProfile:
+    """Return the QoS of a camera subscription: `sensor_data` (best effort, the default) or `reliable`, KEEP_LAST."""
+    if profile == 'reliable':
+        return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST, reliability=qos_profile_sensor_data.reliability,
+                      durability=qos_profile_sensor_data.durability)

@@ -102,6 +102,13 @@ class RecentWindow:
         return {name: counters[name] - oldest.get(name, 0) for name in counters}
 
 
+def stamp_age_ms(stamp: Any, now_ns: int) -> Optional[float]:
+    """Return the milliseconds from a header stamp to `now_ns` (negative: in the future); None if the stamp is unset."""
+    if stamp.sec == 0 and stamp.nanosec == 0:
+        return None
+    return (now_ns - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6
+
+
 LogFunction = Callable[[str, str], None]  # (level: 'info'|'warn'|'error'|'debug', message)
 
 

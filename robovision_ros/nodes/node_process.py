@@ -34,6 +34,26 @@ EXECUTORS = ('multi', 'single')
 TRANSITION_GRACE_S = 1.0  # a transition still running this long after the first signal is abandoned
 
 
+def answer_queries_during_transitions(node: Any) -> None:
+    """
+    Let a lifecycle node's queries (get_state, ...) answer during a transition; transitions stay one at a time.
+
+    rclpy's LifecycleNode creates its services in the default (mutually exclusive) group and offers no way to choose
+    another, so get_state would wait for a model load. The services' `callback_group` is reassigned here, before the
+    node is added to an executor: the only way rclpy leaves to do it (these are rclpy's private attributes).
+    """
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+
+    queries = ReentrantCallbackGroup()
+    transitions = MutuallyExclusiveCallbackGroup()
+    for service, group in ((node._service_change_state, transitions), (node._service_get_state, queries),
+                           (node._service_get_available_states, queries),
+                           (node._service_get_available_transitions, queries),
+                           (node._service_get_transition_graph, queries)):
+        service.callback_group = group
+        group.add_entity(service)
+
+
 def make_executor(kind: str) -> Any:
     """
     Make the executor that runs a node's callbacks (inference has its own thread in any case).

@@ -18,18 +18,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from robovision_ros.backends.base import BackendUnavailableError
 from robovision_ros.backends.onnx_export import ExportError, abandon_partial_exports
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.model_files import ModelLoadError
-from robovision_ros.nodes.camera_liveness import Camera, CameraLiveness, subscription_type
-from robovision_ros.nodes.frame_worker import Frame, FrameWorker, RecentWindow
-from robovision_ros.nodes.health import ERROR, OK, WARN, HealthInputs, node_health
+from robovision_ros.nodes.camera_liveness import Camera, CameraLiveness, image_qos, subscription_type
+from robovision_ros.nodes.diagnostics import NodeDiagnostics
+from robovision_ros.nodes.frame_worker import Frame, FrameWorker, stamp_age_ms
+from robovision_ros.nodes.node_process import answer_queries_during_transitions
 from robovision_ros.nodes.ros_parameters import NodeParameters
 from robovision_ros.parameters import ParameterError, ParameterTable, build_settings
 from robovision_ros.image_codec import decode_image_msg
@@ -40,8 +38,6 @@ from robovision_ros.settings import LoadSettings, SubscriptionSettings, WorkerSe
 # Failures a user causes (wrong model path, unsupported combination, a bad value): one line, no traceback.
 LOAD_ERRORS = (ModelLoadError, BackendUnavailableError, ExportError, PreprocessConfigError, ParameterError, OSError,
                ValueError)
-HEALTH_WINDOW_S = 10.0
-_LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
 @dataclass
@@ -61,40 +57,21 @@ class PerceptionNode(LifecycleNode):
 
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._move_lifecycle_services()
+        answer_queries_during_transitions(self)
         self.encoder: Optional[PerceptionEncoder] = None
         self._worker: Optional[FrameWorker] = None
         self._outputs: dict[str, Any] = {}
         self._cameras: list[Camera] = []
-        self._diagnostics_pub: Any = None
+        self._diagnostics = NodeDiagnostics(self, self._log)
         self._diagnostics_timer: Any = None
         self._transition: Optional[str] = None  # the transition running now, if any
         self._configured = False
         self._activated_at: Optional[float] = None
-        self._health = RecentWindow(HEALTH_WINDOW_S)
-        self._stall: Optional[str] = None
         self._liveness = CameraLiveness(self, self._log)
         # The vision_msgs equivalents of the outputs, where vision_msgs is installed (said once when it is not).
         self.standard_outputs = vision_msgs_available()
         self._said_standard_outputs_off = False
         self.parameters = NodeParameters(self, self.make_table(), self._fixed_lock, self._on_parameters)
-
-    def _move_lifecycle_services(self) -> None:
-        """
-        Let lifecycle queries answer during a transition; transitions themselves stay one at a time.
-
-        rclpy's LifecycleNode creates its services in the default (mutually exclusive) group and offers no way to
-        choose another, so get_state would wait for a model load. The services' `callback_group` is reassigned
-        here, before the node is added to an executor: the only way rclpy leaves to do it.
-        """
-        queries = ReentrantCallbackGroup()
-        transitions = MutuallyExclusiveCallbackGroup()
-        for service, group in ((self._service_change_state, transitions), (self._service_get_state, queries),
-                               (self._service_get_available_states, queries),
-                               (self._service_get_available_transitions, queries),
-                               (self._service_get_transition_graph, queries)):
-            service.callback_group = group
-            group.add_entity(service)
 
     # --- subclass hooks -------------------------------------------------------------------------------------
     @classmethod
@@ -168,11 +145,11 @@ class PerceptionNode(LifecycleNode):
             self.prepare(values)
             for name, (msg_type, topic, qos) in self.outputs().items():
                 self._outputs[name] = self.create_lifecycle_publisher(msg_type, topic, qos)
-            self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+            self._diagnostics.start()
             self._diagnostics_timer = self.create_timer(1.0, self._on_timer)
-            self._worker = FrameWorker(decode_image_msg, self._run_frames, self._frame_age_ms, self._log,
-                                       build_settings(WorkerSettings, values))
-            self._health = RecentWindow(HEALTH_WINDOW_S)
+            self._worker = FrameWorker(decode_image_msg, self._run_frames,
+                                       lambda msg: stamp_age_ms(msg.header.stamp, self.get_clock().now().nanoseconds),
+                                       self._log, build_settings(WorkerSettings, values))
         except Exception as error:  # noqa: BLE001 - every failure: one line with the cause, everything released
             cause = str(error) if isinstance(error, LOAD_ERRORS) else f'{type(error).__name__}: {error}'
             if not isinstance(error, LOAD_ERRORS):
@@ -192,7 +169,7 @@ class PerceptionNode(LifecycleNode):
         assert self._worker is not None
         try:
             subscription = build_settings(SubscriptionSettings, self.parameters.values())
-            qos = self._image_qos(subscription)
+            qos = image_qos(subscription.qos, subscription.qos_depth)
             for topic in subscription.image_topics:
                 handle = self.create_subscription(subscription_type(topic), topic,
                                                   lambda msg, topic=topic: self._worker.submit(msg, topic), qos)
@@ -250,9 +227,7 @@ class PerceptionNode(LifecycleNode):
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
-        if self._diagnostics_pub is not None:
-            self.destroy_publisher(self._diagnostics_pub)
-            self._diagnostics_pub = None
+        self._diagnostics.stop()
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs = {}
@@ -260,15 +235,6 @@ class PerceptionNode(LifecycleNode):
             self.encoder.close()
         self.encoder = None
         self._configured = False
-
-    @staticmethod
-    def _image_qos(settings: SubscriptionSettings) -> QoSProfile:
-        if settings.qos == 'reliable':
-            return QoSProfile(depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST,
-                              reliability=ReliabilityPolicy.RELIABLE)
-        return QoSProfile(depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST,
-                          reliability=qos_profile_sensor_data.reliability,
-                          durability=qos_profile_sensor_data.durability)
 
     # --- hot path (on the worker thread) --------------------------------------------------------------------
     def _run_frames(self, frames: list[Frame], images: list[np.ndarray]) -> None:
@@ -293,61 +259,17 @@ class PerceptionNode(LifecycleNode):
         else:
             logger.debug(message)
 
-    def _frame_age_ms(self, msg: Any) -> Optional[float]:
-        stamp = msg.header.stamp
-        if stamp.sec == 0 and stamp.nanosec == 0:
-            return None
-        now = self.get_clock().now().nanoseconds
-        return (now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6
-
-    # --- liveness and diagnostics (executor, once a second) -------------------------------------------------
+    # --- liveness and diagnostics (executor, once a second: nodes/diagnostics.py) ---------------------------
     def _on_timer(self) -> None:
+        worker, encoder = self._worker, self.encoder
+        if worker is None or encoder is None:
+            return
         try:
-            self._publish_diagnostics()
+            values = self.parameters.values()
+            silent = self._liveness.check(time.monotonic(), dict(worker.counters.last_arrival),
+                                          values['camera_timeout_s'])
+            self._diagnostics.publish(worker, encoder.backend, values, silent, self._activated_at,
+                                      self.health_warnings(), self.extra_diagnostics())
         except Exception as error:  # noqa: BLE001 - diagnostics must never take the node down
             self.get_logger().error(f'diagnostics failed: {type(error).__name__}: {error}',
                                     throttle_duration_sec=30.0)
-
-    def _publish_diagnostics(self) -> None:
-        worker, encoder = self._worker, self.encoder
-        if self._diagnostics_pub is None or encoder is None or worker is None:
-            return
-        values = self.parameters.values()
-        now = time.monotonic()
-        silent = self._liveness.check(now, dict(worker.counters.last_arrival), values['camera_timeout_s'])
-        counters = worker.counters.snapshot()
-        recent = self._health.update(now, counters)
-        window = max(min(self._health.seconds, now - (self._activated_at or now)), 1.0)
-        health = node_health(HealthInputs(
-            active=self._activated_at is not None, window_s=window, recent=recent, silent_cameras=tuple(silent),
-            worker_failure=worker.failure, backend_health=encoder.backend.health(), last_error=worker.last_error or '',
-            frame_age_p50_ms=worker.frame_age.percentiles()[0], max_frame_age_ms=values['max_frame_age_ms'],
-            max_rate_hz=values['max_rate_hz'], stall_after_s=min(values['camera_timeout_s'], HEALTH_WINDOW_S),
-            warnings=tuple(self.health_warnings())))
-        self._report_stall(health.stall)
-        report: dict[str, Any] = {
-            'input_rate_hz': recent['frames_in'] / window, 'output_rate_hz': recent['frames_out'] / window,
-            **counters, 'rejected_recent': recent['rejected_frames'], 'failed_recent': recent['failed_frames'],
-            'last_error': worker.last_error or '', 'backend': encoder.backend.name, 'device': encoder.backend.device,
-            'precision': encoder.backend.precision, 'engine_cache_key': encoder.backend.cache_key or '',
-            'model': values['model'], 'silent_cameras': ', '.join(silent),
-            'backend_health': encoder.backend.health() or 'ok', **self.extra_diagnostics()}
-        for name, stats in list(worker.stages.items()) + [('frame_age_ms', worker.frame_age)]:
-            p50, p95 = stats.percentiles()
-            report[f'{name}_p50'], report[f'{name}_p95'] = round(p50, 3), round(p95, 3)
-        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: perception',
-                                  level=_LEVELS[health.level], message=health.message,
-                                  hardware_id=encoder.backend.device)
-        status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
-                         for k, v in report.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)
-
-    def _report_stall(self, stall: Optional[str]) -> None:
-        """Log once when frames arrive but nothing is published (with why), and once when outputs flow again."""
-        if stall is not None and self._stall is None:
-            self.get_logger().warn(stall)
-        elif stall is None and self._stall is not None:
-            self.get_logger().info('publishing again')
-        self._stall = stall
