@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-Params-file sections under namespaces: robovision_ros.params_files against rclpy itself, the shipped config, and
-the launch file's namespace and warnings (the latter where launch is installed).
+Params-file sections under namespaces.
+
+robovision_ros.params_files against rclpy itself, the shipped config, and the launch file's namespace and warnings
+(the latter where launch is installed).
 """
 from __future__ import annotations
 
