@@ -172,7 +172,8 @@ def _warn_about_namespaces(params_file: str, sections: dict[str, dict[str, Any]]
     unmatched = unmatched_sections(sections, node_fqns, namespace)
     if unmatched:
         logger.warning(unmatched_warning(params_file, unmatched, node_fqns))
-    absolute = [t for t in ([topics] if isinstance(topics, str) else topics or []) if t.startswith('/')]
+    listed = [topics] if isinstance(topics, str) else topics if isinstance(topics, list) else []
+    absolute = [t for t in listed if isinstance(t, str) and t.startswith('/')]
     if namespace != '/' and absolute:
         logger.warning(f'namespace {namespace}: image_topics {absolute} are absolute and stay outside the namespace '
                        '(shared with every robot); use relative names such as camera/image_raw')

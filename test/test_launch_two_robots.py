@@ -21,9 +21,9 @@ import unittest
 
 import pytest
 
-launch_testing = pytest.importorskip(
-    'launch_testing', reason='launch_testing is not installed (not on PyPI; part of a ROS 2 install)')
-pytest.importorskip('launch_ros', reason='launch_ros is not installed (part of a ROS 2 install)')
+NOT_ON_PYPI = 'not on PyPI; part of a ROS 2 install, or ROBOVISION_ROS_SOURCES=DIR scripts/setup.sh'
+launch_testing = pytest.importorskip('launch_testing', reason=f'launch_testing is not installed ({NOT_ON_PYPI})')
+pytest.importorskip('launch_ros', reason=f'launch_ros is not installed ({NOT_ON_PYPI})')
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # launch_test does not add test/ itself
 
