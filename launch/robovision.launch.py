@@ -48,6 +48,8 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 from lifecycle_msgs.msg import Transition
 
+from robovision_ros.backends.base import DEVICES, PRECISIONS
+from robovision_ros.backends.registry import backend_choices
 from robovision_ros.params_files import ParamsFileError, load_sections, parameter_value, unmatched_sections, \
     unmatched_warning
 
@@ -69,9 +71,9 @@ def _arguments(share: str) -> dict[str, tuple[str, str]]:
                              '(\'["/cam1/image_raw", "/cam2/image_raw"]\').' + not_given),
         'clip_model': ('', 'Model of clip_perception (directory, hub id or embedded:<name>).' + not_given),
         'feature_model': ('', 'Model of feature_extractor.' + not_given),
-        'backend': ('', 'torch, onnxruntime, tensorrt or auto.' + not_given),
-        'device': ('', 'cpu or cuda.' + not_given),
-        'precision': ('', 'fp32, fp16, bf16 or int8.' + not_given),
+        'backend': ('', f'{", ".join(backend_choices())}.' + not_given),
+        'device': ('', f'{", ".join(DEVICES)}.' + not_given),
+        'precision': ('', f'{", ".join(PRECISIONS)}.' + not_given),
         'autostart': ('true', 'Configure and activate the nodes once; false leaves them unconfigured '
                               '(for a lifecycle manager).'),
         'camera': ('false', 'Also start image_source, publishing on the perception nodes\' (first) image topic.'),
