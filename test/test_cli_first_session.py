@@ -202,7 +202,10 @@ def test_the_readme_first_session_through_the_ros2_cli(tmp_path):
                     lambda out: (tmp_path / 'clip_any.yaml').exists(), 'the /** copy')
         loaded = session.run('ros2 param load /clip_perception clip_any.yaml',
                              lambda out: 'Set parameter labels successful' in out, 'param load of the /** copy')
-        assert 'Set parameter model failed: model cannot change while configured' in loaded, loaded
+        # A dump loads back onto the active node: fixed parameters keep their value, which is no change (issue 22).
+        assert 'Set parameter model successful' in loaded and 'Set parameter precision successful' in loaded, loaded
+        failed = [line for line in loaded.splitlines() if 'failed' in line]
+        assert all('start_type_description_service' in line for line in failed), failed
         session.run(get_labels, lambda out: out.strip() == f'String values are: {NEW_LABELS}',
                     'the loaded labels')
 

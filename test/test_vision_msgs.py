@@ -9,6 +9,8 @@ between two processes, every field intact. Skipped with the reason where vision_
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 
 vision_msgs = pytest.importorskip(
@@ -85,8 +87,12 @@ def test_round_trip_across_dds_between_two_processes(tmp_path):
                 type(msg), topics[name] + '/out', received[name].append, QOS)
             assert wait_for_subscribers(ros.executor, publisher), process.output()
             assert wait_for_publishers(ros.executor, subscription), process.output()
-            publisher.publish(msg)
-            assert ros.spin_until(lambda: bool(received[name]), 15.0), f'no {name} came back\n{process.output()}'
+            # Matching can be seen on one side before the other has finished discovery: resend until one arrives.
+            deadline = time.monotonic() + 20.0
+            while not received[name] and time.monotonic() < deadline:
+                publisher.publish(msg)
+                ros.spin_until(lambda: bool(received[name]), 0.5)
+            assert received[name], f'no {name} came back\n{process.output()}'
             assert received[name][0] == msg
         back = received['Detection2DArray'][0]
         assert [d.results[0].hypothesis.class_id for d in back.detections] == ['red cup', 'blue bottle']
