@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 from types import SimpleNamespace
 
 import cv2
@@ -246,6 +247,25 @@ def test_recent_window_forgets_old_errors():
 def test_templates_that_cannot_format_are_rejected(template):
     with pytest.raises(VocabularyError, match='prompt template'):
         validate_templates([template])
+
+
+@pytest.mark.parametrize('template', ['{:999999999}', 'a {:3999999999}', '{:.999999999}', '{:10000000000}',
+                                      '{0:999999999}', '{!r:999999999}', '{:{}}', 'a {:>999999999} b'])
+def test_template_widths_are_refused_without_formatting(template):
+    """
+    A width or precision is refused from the parsed template: no string of that size is ever built.
+
+    Formatting '{:999999999}' first cost 0.9 GB (issue 22 item 11); the peak allocation of the check is bounded
+    by the template's length, asserted under tracemalloc with a 1 MiB margin.
+    """
+    tracemalloc.start()
+    try:
+        with pytest.raises(VocabularyError, match='no other .* field, format spec or conversion|not a valid format'):
+            validate_templates([template])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
 
 
 @pytest.mark.parametrize('template', ['a photo of a {}.', '{}', 'a {{literal}} {}'])
