@@ -6,6 +6,9 @@ Image decoding beyond the basics.
 
 Size bounds checked before decoding, image_transport format strings, the codec chosen by magic bytes, 16-bit and
 grey compressed images, and the YUV 4:2:2 and Bayer encodings of camera drivers.
+
+Images are compared exactly where that is exact on any CPU: uint8 pixels from lossless codecs (PNG, TIFF), raw
+views, and OpenCV's YUV/Bayer conversions against the same OpenCV call (one code path); JPEG with a tolerance.
 """
 from __future__ import annotations
 
