@@ -191,7 +191,7 @@ def _to_rgb(pixels: np.ndarray, layout: str) -> np.ndarray:
 # import, and `_require_decoder_limits` checks on the first decode that the loaded OpenCV took them. A set but
 # unusable value (OpenCV aborts the whole process on an empty or non-numeric one) is replaced, with a warning.
 OPENCV_LIMIT_VARIABLES = ('OPENCV_IO_MAX_IMAGE_PIXELS', 'OPENCV_IO_MAX_IMAGE_WIDTH', 'OPENCV_IO_MAX_IMAGE_HEIGHT')
-# A progressive JPEG costs a pass over the whole image per scan (about 10 ms at 8192 x 8192), and OpenCV has no scan
+# A progressive JPEG costs a pass over the whole image per scan (about 13 ms at 8192 x 8192 here); OpenCV has no scan
 # limit; libjpeg's progressive mode has 6-10 scans (libjpeg's own scan scripts), so 100 is generous. It is also
 # libtiff's own limit for JPEG-compressed TIFF strips (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER), which libtiff enforces.
 MAX_JPEG_SCANS = 100
