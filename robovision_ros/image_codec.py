@@ -8,7 +8,9 @@ The image codec: sensor_msgs images <-> RGB uint8 arrays, with bounds (the cv_br
 decodes `sensor_msgs/CompressedImage` payloads (jpeg, png, tiff) with OpenCV as image_transport's subscriber does,
 and `decode_image_msg` is the thin adapter for either message. `encode_raw_image` is the inverse for the raw
 encodings a publisher writes. The core works on buffers and numpy arrays and needs no ROS. Model preprocessing
-(resize, crop, normalise) is `preprocessing.py`.
+(resize, crop, normalise) is `preprocessing.py`. What one compressed image may cost is bounded by the decoder
+itself (OpenCV's own size limits, set here before cv2 loads; 8-bit output; a JPEG scan limit): see
+`decode_compressed_image` and docs/architecture.md.
 """
 from __future__ import annotations
 
