@@ -64,7 +64,7 @@ def test_presence_threshold_is_inclusive_and_recorded():
     ball = float(probe.similarities[1])
     at = score(features, LABELS, queries, threshold=ball, logit_scale=1.0, patch_size=8)
     above = score(features, LABELS, queries, threshold=float(np.nextafter(ball, 2.0)), logit_scale=1.0,
-                   patch_size=8)
+                  patch_size=8)
     # exact: the threshold is score's own similarity (and the next float up), compared on one path
     assert at.present_mask.tolist() == [False, True] and above.present_mask.tolist() == [False, False]
     assert [(p.query, p.present, p.threshold) for p in at.presence] == [('cup', False, ball), ('ball', True, ball)]
@@ -122,7 +122,7 @@ def test_without_localize_there_are_no_heatmaps_or_rois_unless_asked():
 @pytest.mark.parametrize('queries', [None, _vocabulary([], np.zeros((0, 4)), version=7)])
 def test_no_queries_give_empty_presence(queries):
     result = score(_features([1.0, 0.0, 0.0, 0.0]), LABELS, queries, logit_scale=1.0, patch_size=8,
-                    localize=True, heatmaps=True)
+                   localize=True, heatmaps=True)
     assert result.presence == () and result.queries == () and result.top_query is None
     assert result.similarities.shape == (0,) and result.present_mask.shape == (0,)
     assert result.heatmaps is None and result.locations == ()
@@ -261,7 +261,7 @@ def test_messages_carry_scores_presence_and_locations():
 
     features, queries = _object_scene()
     result: ClipFrameResult = score(features, queries, queries, threshold=0.5, logit_scale=5.0, patch_size=8,
-                                     localize=True)
+                                    localize=True)
     header = _header()
     labels_msg, presence_msg = zero_shot_messages(result, header, 'embedded:tiny_clip', EncodeTiming(1.5, 2.5), 7.0)
     assert labels_msg.header == header and presence_msg.header == header
