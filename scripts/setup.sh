@@ -8,9 +8,10 @@
 #   3. with ROBOVISION_ROS_SOURCES=DIR (a folder of ROS release tarballs, e.g. ../shared/ros-launch): install the
 #      ROS packages that are not on PyPI from it (launch, launch_testing, the ros2 CLI, vision_msgs, ...; see
 #      scripts/install_ros_sources.sh);
-#   4. build the package with colcon, exactly as on a robot (messages included), into build/ and install/.
+#   4. build the packages (robovision_msgs, robovision_ros) with colcon, exactly as on a robot, into build/ and
+#      install/
 # Idempotent: a second run reinstalls nothing unless a requirements file changed, and colcon rebuilds only
-# what changed. Afterwards `source scripts/env.sh` gives a shell where rclpy and robovision_ros.msg import.
+# what changed. Afterwards `source scripts/env.sh` gives a shell where rclpy and robovision_msgs.msg import.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -4,30 +4,40 @@
 """Test-wide setup: DDS isolation for this test run, and helpers shared by the ROS graph tests."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
-import sys
-from pathlib import Path
-
-# `python -m pytest` puts the working directory first on sys.path. From the repository root that is the source tree,
-# whose robovision_ros has no generated `msg` module; the installed package (scripts/env.sh puts it on PYTHONPATH)
-# is the one to test, so the source tree steps aside when an installed copy is on the path.
-_SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _is_source_root(entry: str) -> bool:
-    return Path(entry or '.').resolve() == _SOURCE_ROOT
+def _claim_domain() -> str:
+    """
+    Return a ROS domain no other test run on this machine holds, and hold it for this run's lifetime.
+
+    A random domain alone collided when several suites ran at once (one run then saw another's nodes): each run
+    locks /tmp/robovision_test_domain_<id>.lock (released by the OS when the run ends, however it ends) and takes a
+    domain whose lock it gets.
+    """
+    candidates = list(range(10, 101))
+    random.SystemRandom().shuffle(candidates)
+    for domain in candidates:
+        handle = open(f'/tmp/robovision_test_domain_{domain}.lock', 'a')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _HELD_DOMAIN_LOCKS.append(handle)  # kept open: the lock lasts as long as this process
+        return str(domain)
+    raise RuntimeError('every ROS domain 10..100 is held by another test run on this machine')
 
 
-if any((Path(entry) / 'robovision_ros' / 'msg').is_dir() for entry in sys.path if entry and not _is_source_root(entry)):
-    sys.path[:] = [entry for entry in sys.path if not _is_source_root(entry)]
-
+_HELD_DOMAIN_LOCKS: list = []
 # Isolate DDS before anything initialises rclpy: one domain per test run, discovery limited to this host, so
 # that parallel runs on the same machine (CI next to a developer's session) never see each other's topics.
 # An explicitly set ROS_DOMAIN_ID wins, for debugging with `ros2 topic echo`.
 if 'ROBOVISION_TEST_DOMAIN_ID' not in os.environ:
-    os.environ['ROBOVISION_TEST_DOMAIN_ID'] = str(random.SystemRandom().randint(10, 100))
+    os.environ['ROBOVISION_TEST_DOMAIN_ID'] = _claim_domain()
 os.environ['ROS_DOMAIN_ID'] = os.environ['ROBOVISION_TEST_DOMAIN_ID']
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_LOCALHOST_ONLY', None)

@@ -42,7 +42,7 @@ class LabelsRecorder:
     """Records the ZeroShotLabels of clip_perception with the time they arrived."""
 
     def __init__(self, ros: Any, topic: str = '/clip_perception/zero_shot_labels') -> None:
-        from robovision_ros.msg import ZeroShotLabels
+        from robovision_msgs.msg import ZeroShotLabels
 
         self.ros = ros
         self.received: list[tuple[float, Any]] = []

@@ -5,7 +5,7 @@
 Test helper run as its own process: republish every message from `<topic>/in` on `<topic>/out`.
 
 usage: relay_node.py TYPE=TOPIC [TYPE=TOPIC ...]
-TYPE is a robovision_ros.msg class name (PatchFeatures) or a full type name (vision_msgs/msg/Detection2DArray).
+TYPE is a robovision_msgs.msg class name (PatchFeatures) or a full type name (vision_msgs/msg/Detection2DArray).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-import robovision_ros.msg as robovision_msgs
+import robovision_msgs.msg as robovision_msgs
 
 
 def main() -> int:

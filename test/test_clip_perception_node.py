@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image
 
 from conftest import structured_images
 from robovision_ros.image_codec import encode_raw_image
-from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
+from robovision_msgs.msg import ObjectPresenceArray, ZeroShotLabels
 from ros_harness import PerceptionProcess, RosTestContext, change_state, get_state, set_parameters
 
 NODE = 'clip_perception'

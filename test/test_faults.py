@@ -26,7 +26,7 @@ from std_msgs.msg import String
 
 from conftest import structured_images
 from robovision_ros.image_codec import encode_raw_image
-from robovision_ros.msg import ZeroShotLabels
+from robovision_msgs.msg import ZeroShotLabels
 from ros_harness import NodeProcess, RosTestContext, call_service, change_state, get_state, set_parameters, \
     unique_name
 from test_hostile_images import float64_tiff, jpeg_with_hidden_frame_header, progressive_jpeg, \

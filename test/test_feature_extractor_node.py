@@ -11,7 +11,7 @@ from sensor_msgs.msg import Image
 from conftest import structured_images
 from robovision_ros.image_codec import encode_raw_image
 from robovision_ros.message_conversions import patch_features_to_numpy
-from robovision_ros.msg import PatchFeatures
+from robovision_msgs.msg import PatchFeatures
 from ros_harness import PerceptionProcess, RosTestContext, change_state, get_state, set_parameters
 
 

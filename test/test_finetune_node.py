@@ -9,7 +9,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from robovision_ros.image_codec import encode_raw_image
-from robovision_ros.msg import ClassScores, PatchFeatures
+from robovision_msgs.msg import ClassScores, PatchFeatures
 from robovision_ros.tools.finetune import FinetuneOptions, finetune
 from ros_harness import NodeProcess, RosTestContext, change_state, set_parameters, unique_name
 from test_finetune import make_folder

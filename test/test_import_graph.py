@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / 'robovision_ros'
+PACKAGE = Path(__file__).resolve().parent.parent / 'robovision_ros' / 'robovision_ros'
 OUTSIDE_RUNTIME = ('tools', 'synthetic')
 # Nodes that are not part of the perception runtime: the demo camera reads generated scenes.
 RUNTIME_EXCEPTIONS = ('nodes/image_source.py', 'nodes/frame_sources.py')

@@ -31,7 +31,7 @@ import launch  # noqa: E402
 import launch_testing.actions  # noqa: E402
 
 from launch_harness import LabelsRecorder, get_parameter, include_robovision, isolate_dds, wait_for_state  # noqa
-from robovision_ros.msg import PatchFeatures  # noqa: E402
+from robovision_msgs.msg import PatchFeatures  # noqa: E402
 from ros_harness import RosTestContext  # noqa: E402
 
 ROBOTS = ('robot1', 'robot2')

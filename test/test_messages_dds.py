@@ -12,7 +12,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import RegionOfInterest
 
 from robovision_ros.message_conversions import fill_patch_features, patch_features_to_numpy
-from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
+from robovision_msgs.msg import ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
 from ros_harness import TEST_DIR, NodeProcess, RosTestContext, unique_name, wait_for_publishers, \
     wait_for_subscribers
 

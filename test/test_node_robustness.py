@@ -20,7 +20,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from conftest import TINY_CORPUS, structured_images
-from robovision_ros.msg import ZeroShotLabels
+from robovision_msgs.msg import ZeroShotLabels
 from robovision_ros.image_codec import encode_raw_image
 from ros_harness import NodeProcess, RosTestContext, call_service, change_state, get_state, set_parameters, \
     unique_name
@@ -253,7 +253,9 @@ def test_camera_warnings_name_only_other_nodes_topics_and_frames_arriving_is_log
         assert node.wait_logged(f'no frame on {node.topic}'), node.output()
         warning = next(line for line in node.output().splitlines() if f'no frame on {node.topic}' in line)
         # The node's own subscription and its own debug_image publisher are not "image topics in the graph".
-        assert 'debug_image' not in warning and 'other node publishes' in warning, warning
+        assert f'{node.namespace}/{NODE}/debug_image' not in warning, warning
+        assert 'no publisher;' in warning and f'publish: {node.topic}' not in warning and \
+            f', {node.topic}' not in warning, warning
         node.camera = node.ros.node.create_publisher(Image, node.topic, qos_profile_sensor_data)
         node.serve((100, 0))
         assert node.wait_logged(f'frames arriving on {node.topic}'), node.output()

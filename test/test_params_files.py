@@ -20,7 +20,7 @@ import pytest
 from robovision_ros.params_files import ParamsFileError, load_sections, parameter_value, section_matches, \
     unmatched_sections, unmatched_warning
 
-CONFIG = Path(__file__).resolve().parent.parent / 'config' / 'robovision.yaml'
+CONFIG = Path(__file__).resolve().parent.parent / 'robovision_ros' / 'config' / 'robovision.yaml'
 # Every kind of key, general sections first and then more specific ones; then a general section after a specific
 # one (rclpy applies matching sections in file order, so it wins), and `/**` written a second time (rcl merges it
 # into the first).

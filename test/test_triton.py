@@ -124,7 +124,7 @@ def test_runtime_modules_import_nothing_from_tools():
     """Serving and benchmarking are tools: no runtime module (backends, nodes, library) imports them."""
     import ast
 
-    package = ROOT / 'robovision_ros'
+    package = ROOT / 'robovision_ros' / 'robovision_ros'
     for path in package.rglob('*.py'):
         if 'tools' in path.relative_to(package).parts:
             continue
@@ -356,7 +356,7 @@ class ClipNode:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        from robovision_ros.msg import ZeroShotLabels
+        from robovision_msgs.msg import ZeroShotLabels
 
         namespace = unique_name('/rvtriton')
         topic = namespace + '/camera/image_raw'

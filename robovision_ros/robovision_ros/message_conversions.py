@@ -21,7 +21,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 
 from robovision_ros.clip_scoring import ClipFrameResult
 from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFeatures
-from robovision_ros.msg import ClassScores, ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
+from robovision_msgs.msg import ClassScores, ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
 from robovision_ros.image_codec import encode_raw_image
 
 SUPPORTED_DTYPES: dict[str, np.dtype] = {

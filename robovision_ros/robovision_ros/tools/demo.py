@@ -57,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rclpy.node import Node
     from rclpy.parameter import Parameter
 
-    from robovision_ros.msg import ObjectPresenceArray, PatchFeatures, ZeroShotLabels
+    from robovision_msgs.msg import ObjectPresenceArray, PatchFeatures, ZeroShotLabels
     from robovision_ros.nodes.clip_perception import ClipPerceptionNode
     from robovision_ros.nodes.feature_extractor import FeatureExtractorNode
     from robovision_ros.nodes.image_source import ImageSourceNode

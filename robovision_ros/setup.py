@@ -2,11 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-Pure-Python distribution of the robovision_ros library.
+The robovision_ros package (ament_python): the library, the nodes, the tools, the launch file and its config.
 
-`colcon build` uses CMakeLists.txt (the package's build type is ament_cmake, because only CMake can generate
-the messages). This file serves `pip install .` of the library alone -- encoders, preprocessing, export CLI --
-on machines that need no ROS messages; `robovision_ros.msg` exists only in a colcon install.
+`colcon build` builds it as a ROS package (the executables under lib/robovision_ros for `ros2 run`, the launch file
+and config under share/robovision_ros); `pip install ./robovision_ros` installs the library alone -- encoders,
+preprocessing, export CLI -- on machines that need no ROS. The messages are the robovision_msgs package's.
 """
 from glob import glob
 

@@ -297,7 +297,7 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
     from rclpy.executors import SingleThreadedExecutor
 
     from robovision_ros.tools import lifecycle_client
-    from robovision_ros.msg import ZeroShotLabels
+    from robovision_msgs.msg import ZeroShotLabels
 
     env = dict(os.environ)
     profile_path = _shipped_profile()

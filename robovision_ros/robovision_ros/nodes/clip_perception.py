@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 from robovision_ros.debug_view import render_debug_image
 from robovision_ros.message_conversions import classification_message, image_message, label_info_message, \
     presence_detections_message, zero_shot_messages
-from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
+from robovision_msgs.msg import ObjectPresenceArray, ZeroShotLabels
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
 from robovision_ros.nodes.perception_node import FrameOutputs, PerceptionNode

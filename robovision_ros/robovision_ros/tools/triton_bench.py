@@ -112,7 +112,7 @@ def measure(mode: str, nodes: int, model: str, rate_hz: float, seconds: float, s
     from rclpy.executors import SingleThreadedExecutor
 
     from robovision_ros.tools import lifecycle_client
-    from robovision_ros.msg import ZeroShotLabels
+    from robovision_msgs.msg import ZeroShotLabels
 
     env = dict(os.environ)
     env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(_shipped_profile())

@@ -4,7 +4,7 @@
 """
 robovision_train: train the embedded tiny CLIP and tiny ViT on generated tabletop scenes (2 CPU cores, minutes).
 
-    robovision_train --out robovision_ros/embedded_models [--clip-steps N] [--vit-steps N] [--seed S]
+    robovision_train --out robovision_ros/robovision_ros/embedded_models [--clip-steps N] [--vit-steps N] [--seed S]
 
 Seeded and reproducible for the same versions and thread count (training pins torch to 2 threads). The CLIP is
 trained for what the nodes do with it:

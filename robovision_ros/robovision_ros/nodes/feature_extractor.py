@@ -16,7 +16,7 @@ import numpy as np
 
 from robovision_ros.message_conversions import class_scores_message, classification_message, \
     patch_features_message
-from robovision_ros.msg import ClassScores, PatchFeatures
+from robovision_msgs.msg import ClassScores, PatchFeatures
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
 from robovision_ros.nodes.perception_node import FrameOutputs, PerceptionNode
