@@ -78,6 +78,7 @@ class TextTokenizer:
             raise ValueError(f"return_tensors must be 'np' or 'pt'; got {return_tensors!r}")
         return {'input_ids': ids, 'attention_mask': mask}
 
+
 def _token_text(token: Any) -> str:
     """Return a token as tokenizer_config.json gives it: a string, or an AddedToken object with `content`."""
     if isinstance(token, dict):

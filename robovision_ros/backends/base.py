@@ -33,6 +33,8 @@ class TransientBackendError(RuntimeError):
 # What int8 means on a backend.
 INT8_DYNAMIC = 'dynamic int8 (weights quantized ahead, activations per batch at run time; no calibration)'
 INT8_STATIC_QDQ = 'static int8 from a calibrated Q/DQ ONNX file (robovision_export --int8-qdq)'
+INT8_STATIC_NNCF = ('static int8 by NNCF post-training quantization, calibrated on generated test cards or your own '
+                    'frames (robovision_export --openvino int8 --calibration-images DIR)')
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class BackendCapabilities:
     # `auto` preference per device: the installed backend with the lowest rank that runs the precision wins
     # (the fastest first). A device missing here is never chosen by `auto` for this backend.
     auto_rank: tuple[tuple[str, int], ...] = ()
+    auto_basis: str = ''  # why the rank is what it is (a measurement), logged when `auto` picks this backend
 
     @property
     def devices(self) -> tuple[str, ...]:

@@ -140,11 +140,13 @@ def create_backend(info: ModelInfo, backend: str = AUTO, device: str = 'cpu', pr
         raise ValueError(f'int8_min_cosine must be in [0, 1]; got {int8_min_cosine}')
     if backend == AUTO:
         backend = choose_backend(device, precision)
-        LOG.info('backend auto -> %s (device %s, precision %s)', backend, device, precision)
+        basis = backend_capabilities()[backend].auto_basis
+        LOG.info('backend auto -> %s (device %s, precision %s): %s', backend, device, precision,
+                 basis or 'the lowest auto_rank among the installed backends that run it')
     request = BackendRequest(info, device, precision, cache_dir, force_rebuild, dict(options or {}))
     loaded = backend_entries()[backend].load(request)
     if precision == 'int8' and int8_min_cosine is not None and not loaded.capabilities.remote:
-        loaded.int8_accuracy = gate_int8(loaded, lambda: _fp32_reference(request), _probe_preprocessor(info),
+        loaded.int8_accuracy = gate_int8(loaded, lambda: _fp32_reference(backend, request), _probe_preprocessor(info),
                                          info.image_size, int8_min_cosine)
         LOG.info('int8 accuracy gate passed: cosine to fp32 %.4f (global %.4f, patches %.4f) >= %s',
                  loaded.int8_accuracy.worst, loaded.int8_accuracy.global_cosine, loaded.int8_accuracy.patch_cosine,
@@ -152,14 +154,18 @@ def create_backend(info: ModelInfo, backend: str = AUTO, device: str = 'cpu', pr
     return loaded
 
 
-def _fp32_reference(request: BackendRequest) -> EncoderBackend:
+def _fp32_reference(backend: str, request: BackendRequest) -> EncoderBackend:
     """
     Load the fp32 engine an int8 engine is compared with.
 
-    That is ONNX Runtime on CPU running the fp32 export every int8 variant is made from (cheap to load, no GPU
-    needed), or PyTorch fp32 on the request's device where onnxruntime is missing.
+    That is the same backend at fp32 on CPU where it runs that (its own fp32 model: no other framework is imported
+    into the node), else ONNX Runtime on CPU running the fp32 export every int8 variant is made from (cheap to load,
+    no GPU needed), or PyTorch fp32 on the request's device where onnxruntime is missing.
     """
     entries = backend_entries()
+    own = entries[backend]
+    if own.capabilities.runs('cpu', 'fp32'):
+        return own.load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir))
     if _installed(entries['onnxruntime'].capabilities):
         return entries['onnxruntime'].load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir))
     return entries['torch'].load(BackendRequest(request.info, request.device, 'fp32', request.cache_dir))
