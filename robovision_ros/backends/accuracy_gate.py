@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from robovision_ros.backends.base import BackendUnavailableError, EncoderBackend, Int8Accuracy
+from robovision_ros.process_memory import release_memory
 
 DEFAULT_INT8_MIN_COSINE = 0.99
 
@@ -96,24 +97,3 @@ def gate_int8(candidate: EncoderBackend, make_reference: Callable[[], EncoderBac
         reference.close()
         del reference
         release_memory()
-
-
-def release_memory() -> None:
-    """
-    Return freed heap memory to the system after a one-off allocation at configure (the gate's fp32 reference).
-
-    glibc keeps freed blocks in its arenas for reuse, so a process that loaded and freed a 500 MB model stays 500 MB
-    larger in RSS; malloc_trim gives the free pages back. A no-op where the C library has no malloc_trim.
-    """
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library('c')
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, 'malloc_trim'):
-            libc.malloc_trim(0)
-    except OSError:
-        pass

@@ -163,6 +163,7 @@ class BackendRequest:
     cache_dir: Optional[Path] = None
     force_rebuild: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)  # values of the backend's own parameters by name
+    text: bool = True  # load the text encoder too (False: the int8 gate's fp32 reference needs images only)
 
 
 @dataclass(frozen=True)

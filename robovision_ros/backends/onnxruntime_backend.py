@@ -42,7 +42,7 @@ class OnnxRuntimeBackend(EncoderBackend):
     capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, text: bool = True) -> None:
         CAPABILITIES.require(device, precision)
         import onnxruntime as ort
 
@@ -63,7 +63,7 @@ class OnnxRuntimeBackend(EncoderBackend):
         image_path = precision_variant(self.exported, self.exported.image_path, precision)
         self.image_session = ort.InferenceSession(str(image_path), options, providers=self.providers)
         self.text_session: Any = None
-        if self.exported.text_path is not None:
+        if self.exported.text_path is not None and text:
             text_path = precision_variant(self.exported, self.exported.text_path, text_precision(precision))
             self.text_session = ort.InferenceSession(str(text_path), options, providers=self.providers)
         LOG.info('onnxruntime %s %s with providers %s', device, precision, self.image_session.get_providers())
@@ -91,7 +91,8 @@ class OnnxRuntimeBackend(EncoderBackend):
 
 
 def _load(request: BackendRequest) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(request.info, request.device, request.precision, request.cache_dir)
+    return OnnxRuntimeBackend(request.info, request.device, request.precision, request.cache_dir,
+                              text=request.text)
 
 
 BACKEND = BackendEntry(CAPABILITIES, _load)

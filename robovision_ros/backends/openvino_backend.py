@@ -312,7 +312,7 @@ class OpenVinoBackend(EncoderBackend):
     capabilities = CAPABILITIES
 
     def __init__(self, info: ModelInfo, device: str, precision: str, cache_dir: Optional[Path] = None,
-                 ov_device: str = 'CPU', threads: int = 0) -> None:
+                 ov_device: str = 'CPU', threads: int = 0, text: bool = True) -> None:
         CAPABILITIES.require(device, precision)
         super().__init__(device, precision)
         if ov_device not in OPENVINO_DEVICES:
@@ -346,7 +346,7 @@ class OpenVinoBackend(EncoderBackend):
         self._image_request = self._image.create_infer_request()
         self._text_request: Any = None
         self._text: Any = None
-        if text_ir is not None:
+        if text_ir is not None and text:
             # int8 weights, f32 compute; the NPU leaves text (once per vocabulary change) to the CPU.
             text_device = 'CPU' if ov_device == 'NPU' else ov_device
             text_precision = 'fp32' if precision == 'int8' else precision
@@ -386,7 +386,7 @@ class OpenVinoBackend(EncoderBackend):
 
 def _load(request: BackendRequest) -> OpenVinoBackend:
     return OpenVinoBackend(request.info, request.device, request.precision, request.cache_dir,
-                           ov_device=str(request.options.get('openvino_device', 'CPU')))
+                           ov_device=str(request.options.get('openvino_device', 'CPU')), text=request.text)
 
 
 BACKEND = BackendEntry(CAPABILITIES, _load, PARAMETERS,

@@ -165,10 +165,10 @@ def _fp32_reference(backend: str, request: BackendRequest) -> EncoderBackend:
     entries = backend_entries()
     own = entries[backend]
     if own.capabilities.runs('cpu', 'fp32'):
-        return own.load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir))
+        return own.load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir, text=False))
     if _installed(entries['onnxruntime'].capabilities):
-        return entries['onnxruntime'].load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir))
-    return entries['torch'].load(BackendRequest(request.info, request.device, 'fp32', request.cache_dir))
+        return entries['onnxruntime'].load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir, text=False))
+    return entries['torch'].load(BackendRequest(request.info, request.device, 'fp32', request.cache_dir, text=False))
 
 
 def _probe_preprocessor(info: ModelInfo) -> Callable[[list[np.ndarray]], np.ndarray]:

@@ -33,6 +33,7 @@ from robovision_ros.parameters import ParameterError, ParameterTable, build_sett
 from robovision_ros.image_codec import decode_image_msg
 from robovision_ros.message_conversions import STANDARD_OUTPUTS_OFF, vision_msgs_available
 from robovision_ros.preprocessing import PreprocessConfigError
+from robovision_ros.process_memory import release_memory
 from robovision_ros.settings import LoadSettings, SubscriptionSettings, WorkerSettings
 
 # Failures a user causes (wrong model path, unsupported combination, a bad value): one line, no traceback.
@@ -138,7 +139,9 @@ class PerceptionNode(LifecycleNode):
             cache = Path(load.engine_cache_dir) if load.engine_cache_dir else None
             self.encoder = PerceptionEncoder(load.model, load.backend, load.device, load.precision, cache,
                                              int8_min_cosine=load.int8_min_cosine, options=load.backend_options)
-            self.encoder.warm_up()
+            cameras = len(values['image_topics'])
+            self.encoder.warm_up(batch_sizes=range(1, cameras + 1) if values['batch'] else (1,))
+            release_memory()  # what loading and the int8 gate allocated once goes back to the system
             if not self.standard_outputs and not self._said_standard_outputs_off:
                 self._said_standard_outputs_off = True
                 self.get_logger().info(STANDARD_OUTPUTS_OFF)

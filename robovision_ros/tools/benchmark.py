@@ -392,17 +392,21 @@ def stop_processes(processes: Sequence[Any]) -> None:
 
 
 def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batch: bool, profile: bool,
-                seconds: float, rate_hz: float, executor_kind: str = 'single', minimal: bool = False) -> RosResult:
+                seconds: float, rate_hz: float, executor_kind: str = 'single', minimal: bool = False,
+                node_kind: str = 'clip_perception', device: str = 'cpu',
+                extra: Optional[dict[str, str]] = None) -> RosResult:
     """
-    image_source x cameras -> clip_perception (or the minimal node) -> this process, each its own process, over DDS.
+    image_source x cameras -> a perception node (or the minimal node) -> this process, each its own process, over DDS.
 
-    The node's peak RSS and whether it mapped libtorch are read from /proc before it is stopped.
+    `node_kind` clip_perception (zero-shot labels) or feature_extractor (patch features); `extra`: further node
+    parameters (name -> value as `-p name:=value` takes it). The node's peak RSS and whether it mapped libtorch are
+    read from /proc before it is stopped.
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     from robovision_ros.tools import lifecycle_client
-    from robovision_ros.msg import ZeroShotLabels
+    from robovision_ros.msg import PatchFeatures, ZeroShotLabels
 
     env = dict(os.environ)
     profile_path = _shipped_profile()
@@ -410,14 +414,19 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
     namespace = f'/bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}'
     topics = [f'{namespace}/cam{i}/image_raw' for i in range(cameras)]
     frames = int(seconds * rate_hz)
-    node_cmd = [sys.executable, '-m', 'robovision_ros.nodes.clip_perception', '--ros-args', '-r',
+    node_cmd = [sys.executable, '-m', f'robovision_ros.nodes.{node_kind}', '--ros-args', '-r',
                 f'__ns:={namespace}', '-p', f'model:={model_dir}', '-p', f'backend:={backend}',
-                '-p', f'precision:={precision}', '-p', f'image_topics:={json.dumps(topics)}',
-                '-p', f'batch:={str(batch).lower()}', '-p', 'localize:=false', '-p', f'executor:={executor_kind}',
-                '-p', f'labels:={json.dumps(list(LABELS))}', '-p', 'presence_queries:=["red cup"]']
+                '-p', f'device:={device}', '-p', f'precision:={precision}', '-p', f'image_topics:={json.dumps(topics)}',
+                '-p', f'batch:={str(batch).lower()}', '-p', f'executor:={executor_kind}']
+    if node_kind == 'clip_perception':
+        node_cmd += ['-p', 'localize:=false', '-p', f'labels:={json.dumps(list(LABELS))}',
+                     '-p', 'presence_queries:=["red cup"]']
+    for name, value in (extra or {}).items():
+        node_cmd += ['-p', f'{name}:={value}']
     if minimal:
+        node_kind = 'clip_perception'
         node_cmd = [sys.executable, '-m', 'robovision_ros.tools.minimal_node', model_dir, backend, precision, *topics,
-                    '--labels', *LABELS, '--ros-args', '-r', f'__ns:={namespace}']
+                    '--device', device, '--labels', *LABELS, '--ros-args', '-r', f'__ns:={namespace}']
     processes = [subprocess.Popen(node_cmd, env=env, cwd='/', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -432,17 +441,21 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
         latencies.append((now - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
         count[0] += 1
 
-    node.create_subscription(ZeroShotLabels, f'{namespace}/clip_perception/zero_shot_labels', on_result, 100)
-    target = f'{namespace}/clip_perception'
-    result_topic = f'{target}/zero_shot_labels'
+    target = f'{namespace}/{node_kind}'
+    result_type, result_topic = (ZeroShotLabels, f'{target}/zero_shot_labels') if node_kind == 'clip_perception' \
+        else (PatchFeatures, f'{target}/patch_features')
+    node.create_subscription(result_type, result_topic, on_result, 100)
     rss, torch_loaded = float('nan'), None
     try:
         if minimal:  # no lifecycle: its publisher appears once the model is loaded
-            if not lifecycle_client.spin_until(executor, lambda: node.count_publishers(result_topic) > 0, 600.0):
-                raise RuntimeError(f'the minimal node did not start for {backend} {precision}')
+            started = lifecycle_client.spin_until(
+                executor, lambda: node.count_publishers(result_topic) > 0 or processes[0].poll() is not None, 900.0)
+            if not started or processes[0].poll() is not None:
+                raise RuntimeError(f'the minimal node did not start for {backend} {precision} '
+                                   f'(exit code {processes[0].poll()})')
         elif not (lifecycle_client.change_state(node, executor, target, 'configure', 600.0)
                   and lifecycle_client.change_state(node, executor, target, 'activate')):
-            raise RuntimeError(f'clip_perception did not activate for {backend} {precision}')
+            raise RuntimeError(f'{node_kind} did not activate for {backend} {precision}')
         for i, topic in enumerate(topics):
             processes.append(subprocess.Popen(
                 [sys.executable, '-m', 'robovision_ros.nodes.image_source', '--ros-args', '-r',
@@ -457,10 +470,13 @@ def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batc
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+    on = f' on {device}' if device != 'cpu' else ''
+    options = ''.join(f', {name} {value}' for name, value in (extra or {}).items())
+    plural = 's' if cameras > 1 else ''
     if minimal:
-        name = f'minimal rclpy node (the floor), {backend} {precision}, {cameras} camera{"s" if cameras > 1 else ""}'
+        name = f'minimal rclpy node (the floor), {backend} {precision}{on}, {cameras} camera{plural}'
     else:
-        name = f'clip_perception {backend} {precision}, {cameras} camera{"s" if cameras > 1 else ""}, ' \
+        name = f'{node_kind} {backend} {precision}{on}{options}, {cameras} camera{plural}, ' \
                f'batch {"on" if batch else "off"}, DDS profile {"on" if profile else "off"}, {executor_kind} executor'
     return RosResult(name, latencies, frames * cameras, count[0], frames / rate_hz, rss, torch_loaded, minimal,
                      cameras)

@@ -10,6 +10,7 @@ diagnostics; inference runs in the subscription callback of a single-threaded ex
 clip_perception's end-to-end latency and peak RSS against it in the same run.
 
     python -m robovision_ros.tools.minimal_node MODEL BACKEND PRECISION TOPIC [TOPIC ...] --labels L [L ...]
+                                                [--device cpu|cuda]
 
 The node is named clip_perception and publishes ~/zero_shot_labels, so the benchmark's receiver reads both alike;
 its publisher appears once the model is loaded.
@@ -25,7 +26,7 @@ import numpy as np
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import rclpy
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from robovision_ros.backends.base import BackendRequest
@@ -43,11 +44,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('topics', nargs='+')
     parser.add_argument('--labels', nargs='+', required=True)
     parser.add_argument('--template', default='a photo of a {}.')
+    parser.add_argument('--device', default='cpu', help='cpu, or cuda (preprocessing on the GPU, as clip_perception)')
     args, ros_args = parser.parse_known_args(argv)
 
     info = read_model_info(args.model)
     preprocess = ImagePreprocessor(family_of(info).preprocess_config(info))
-    backend = backend_entries()[args.backend].load(BackendRequest(info, 'cpu', args.precision))
+    backend = backend_entries()[args.backend].load(BackendRequest(info, args.device, args.precision))
+    if args.device == 'cuda' and backend.capabilities.device_tensors:
+        import torch
+
+        def prepare(images: list) -> Any:
+            return preprocess.torch_preprocess(images, 'cuda', torch.float32)
+    else:
+        prepare = preprocess
     ids, mask = tokenize(load_tokenizer(info), [args.template.format(label) for label in args.labels],
                          backend.text_length)
     text = l2_normalize(backend.encode_text(ids, mask))
@@ -59,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     publisher = node.create_publisher(ZeroShotLabels, '~/zero_shot_labels', 10)
 
     def on_image(msg: Any) -> None:
-        pixels = preprocess([decode_image_msg(msg)])
+        pixels = prepare([decode_image_msg(msg)])
         embedding = l2_normalize(backend.encode_image(pixels).global_embedding)[0]
         logits = scale * (text @ embedding)
         scores = np.exp(logits - logits.max())
@@ -69,8 +78,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          scores=scores.astype(np.float32).tolist(), best_label=labels[best],
                                          best_score=float(scores[best])))
 
+    # What clip_perception does before its first frame: warm the model up, subscribe with depth 1 (newest frame).
+    for _ in range(2):
+        backend.encode_image(prepare([np.zeros((info.image_size, info.image_size, 3), np.uint8)]))
+    qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
+                     durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
     for topic in args.topics:
-        node.create_subscription(Image, topic, on_image, qos_profile_sensor_data)
+        node.create_subscription(Image, topic, on_image, qos)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
