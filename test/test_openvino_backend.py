@@ -248,3 +248,39 @@ def test_npu_double_runs_batch_one_and_leaves_text_to_the_cpu(tiny_clip_dir, mod
     np.testing.assert_allclose(a.global_embedding, b.global_embedding, atol=1e-4 * np.abs(b.global_embedding).max())
     npu.close()
     cpu.close()
+
+
+def test_the_gate_uses_the_stored_fp32_reference_and_loads_no_fp32_model(tiny_clip_dir, tmp_path, monkeypatch):
+    """The int8 entry stores fp32 outputs on the probe images; the gate compares with them, not a loaded fp32 model."""
+    info = read_model_info(str(tiny_clip_dir))
+    image, _ = ir_for(info, tmp_path, 'int8')
+    assert (image.directory / openvino_backend.REFERENCE_FILE).is_file()
+    with_stored = create_backend(info, 'openvino', 'cpu', 'int8', tmp_path)  # measured against the stored outputs
+    (image.directory / openvino_backend.REFERENCE_FILE).rename(tmp_path / 'kept.npz')
+    loaded = create_backend(info, 'openvino', 'cpu', 'int8', tmp_path)  # no stored outputs: loads OpenVINO fp32
+    # Both references are the same fp32 model on the same CPU: cosines agree to rounding (1e-5 on any x86 CPU).
+    assert with_stored.int8_accuracy.worst == pytest.approx(loaded.int8_accuracy.worst, abs=1e-5)
+    (tmp_path / 'kept.npz').rename(image.directory / openvino_backend.REFERENCE_FILE)
+    original_init = OpenVinoBackend.__init__
+
+    def no_fp32(self, info, device, precision, *args, **kwargs):
+        assert precision != 'fp32', 'the gate loaded an fp32 model'
+        original_init(self, info, device, precision, *args, **kwargs)
+
+    monkeypatch.setattr(OpenVinoBackend, '__init__', no_fp32)
+    gated = create_backend(info, 'openvino', 'cpu', 'int8', tmp_path)
+    assert gated.int8_accuracy.worst == pytest.approx(with_stored.int8_accuracy.worst, abs=1e-6)
+    for backend in (with_stored, loaded, gated):
+        backend.close()
+
+
+def test_a_stored_reference_of_other_pixels_falls_back_to_the_fp32_model(tiny_clip_dir, tmp_path):
+    info = read_model_info(str(tiny_clip_dir))
+    image, _ = ir_for(info, tmp_path, 'int8')
+    path = image.directory / openvino_backend.REFERENCE_FILE
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    np.savez(path, **{**arrays, 'pixel_values': arrays['pixel_values'] + 0.5})  # as if preprocessing had changed
+    backend = create_backend(info, 'openvino', 'cpu', 'int8', tmp_path)
+    assert backend.int8_accuracy is not None and backend.int8_accuracy.worst >= 0.99
+    backend.close()

@@ -52,6 +52,11 @@ def probe_images(size: int, count: int = 6, seed: int = PROBE_SEED) -> list[np.n
     return images
 
 
+def probe_pixels(preprocess: Callable, image_size: int) -> np.ndarray:
+    """Return the gate's probe images, preprocessed as the model's frames are (the batch the gate compares on)."""
+    return preprocess(probe_images(image_size))
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
 
@@ -89,7 +94,7 @@ def gate_int8(candidate: EncoderBackend, make_reference: Callable[[], EncoderBac
     """
     reference = make_reference()
     try:
-        return check_int8_accuracy(candidate, reference, preprocess(probe_images(image_size)), min_cosine)
+        return check_int8_accuracy(candidate, reference, probe_pixels(preprocess, image_size), min_cosine)
     except Int8AccuracyError:
         candidate.close()
         raise

@@ -145,12 +145,58 @@ class EncoderBackend(ABC):
         """Key of the compiled artefact this backend runs (a TensorRT engine), if any."""
         return None
 
+    def stored_fp32_reference(self, fallback: Callable[[], 'EncoderBackend']) -> Optional['EncoderBackend']:
+        """
+        Return the fp32 outputs on the gate's probe images stored with this int8 engine, as a backend (or None).
+
+        The int8 gate compares with them instead of loading the fp32 model into the node (its peak memory);
+        `fallback` loads the real fp32 reference where the stored one does not answer.
+        """
+        return None
+
     def health(self) -> Optional[str]:
         """Why the backend cannot serve right now (a remote server gone), or None; read by /diagnostics."""
         return None
 
     def close(self) -> None:
         """Free the model and any device memory."""
+
+
+class StoredReference(EncoderBackend):
+    """
+    fp32 outputs of the gate's probe batch, computed when an int8 engine was made, as a backend.
+
+    It answers that batch only (the pixels are stored with the outputs and compared to within 1e-3, far above the
+    rounding differences of preprocessing between x86 CPUs); asked for other pixels, it loads the real fp32
+    reference with `fallback` and answers with it.
+    """
+
+    name = 'stored fp32 reference'
+
+    def __init__(self, pixels: np.ndarray, encoding: ImageEncoding, capabilities: BackendCapabilities,
+                 fallback: Callable[[], 'EncoderBackend']) -> None:
+        super().__init__('cpu', 'fp32')
+        self.capabilities = capabilities
+        self.pixels = pixels
+        self.encoding = encoding
+        self._fallback = fallback
+        self._loaded: Optional[EncoderBackend] = None
+
+    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+        pixels = np.asarray(pixel_values, np.float32)
+        if pixels.shape == self.pixels.shape and np.allclose(pixels, self.pixels, rtol=0.0, atol=1e-3):
+            return self.encoding
+        if self._loaded is None:
+            self._loaded = self._fallback()
+        return self._loaded.encode_image(pixel_values)
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise BackendUnavailableError('a stored fp32 reference has image outputs only')
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from robovision_ros.backends.base import INT8_STATIC_NNCF, BackendCapabilities, BackendEntry, BackendRequest, \
-    BackendUnavailableError, EncoderBackend, ImageEncoding
+    BackendUnavailableError, EncoderBackend, ImageEncoding, StoredReference
 from robovision_ros.backends.onnx_export import ExportError, ExportedModel, cached_export, default_cache_dir, \
     export_child, remove_stale_partials, written_apart
 from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
@@ -68,10 +68,11 @@ PARAMETERS = (
 
 # How the cached entries are made; an entry recorded with another recipe is remade.
 IR_RECIPE = 'onnx-convert-fp32-v1'
-INT8_RECIPE = 'nncf-ptq-transformer-mixed-nosmoothquant-v1'
+INT8_RECIPE = 'nncf-ptq-transformer-mixed-nosmoothquant-v2'  # v2: with the fp32 reference outputs
 TEXT_INT8W_RECIPE = 'nncf-compress-weights-int8-asym-v1'
 MODEL_FILE = 'model.xml'
 META_FILE = 'meta.json'
+REFERENCE_FILE = 'fp32_reference.npz'  # int8 entries: the fp32 outputs on the gate's probe images
 CALIBRATION_IMAGES = 32  # default calibration set: test cards (never the gate's own probe images)
 CALIBRATION_SEED = 5150
 MAX_CALIBRATION_IMAGES = 300
@@ -119,11 +120,12 @@ def _read_entry(directory: Path, recipe: str) -> Optional[IrEntry]:
 
 
 def cached_ir(root: Path, name: str, recipe: str, make: Callable[[], Any], meta: Optional[dict] = None,
-              replace: bool = False) -> IrEntry:
+              replace: bool = False, extra: Optional[Callable[[Path], None]] = None) -> IrEntry:
     """
     Return the cached entry `root/name`, made by `make()` (an ov.Model) and saved if missing or of another recipe.
 
-    Written apart and renamed into place; `replace` remakes an existing entry (new calibration images).
+    Written apart and renamed into place; `replace` remakes an existing entry (new calibration images); `extra`
+    writes further files into the entry before it is renamed into place.
     """
     import openvino as ov
 
@@ -139,6 +141,8 @@ def cached_ir(root: Path, name: str, recipe: str, make: Callable[[], Any], meta:
         record = {'recipe': recipe, 'openvino': ov.get_version(), **(meta or {})}
         (partial / META_FILE).write_text(json.dumps(record, indent=2))
         del model
+        if extra is not None:
+            extra(partial)
     entry = _read_entry(directory, recipe)
     if entry is None:
         raise ExportError(f'{directory}: the OpenVINO model just written cannot be read back')
@@ -190,6 +194,27 @@ def quantize_image_int8(fp32: IrEntry, info: ModelInfo, images: Sequence[np.ndar
                          advanced_parameters=advanced)
 
 
+def write_fp32_reference(fp32: IrEntry, info: ModelInfo, directory: Path) -> None:
+    """
+    Store the fp32 model's outputs on the int8 gate's probe images beside the int8 model (REFERENCE_FILE).
+
+    The gate at configure then runs only the int8 engine and compares with these, so a node never loads the fp32
+    model (~500 MB resident for CLIP-B/32 while compiled). fp32 outputs differ between x86 CPUs by rounding only
+    (~1e-6 relative), far below what the gate tolerates, so a cache copied to another machine stays valid.
+    """
+    from robovision_ros.backends.accuracy_gate import probe_pixels
+    from robovision_ros.model_dir import family_of
+    from robovision_ros.preprocessing import ImagePreprocessor
+
+    pixels = probe_pixels(ImagePreprocessor(family_of(info).preprocess_config(info)), info.image_size)
+    core = _make_core()
+    compiled = core.compile_model(str(fp32.xml), 'CPU', compile_config('CPU', 'fp32', os.cpu_count() or 1))
+    outputs = compiled.create_infer_request().infer({PIXEL_VALUES: pixels})
+    np.savez(directory / REFERENCE_FILE, pixel_values=pixels,
+             patch_tokens=np.array(outputs[compiled.output(PATCH_TOKENS)], np.float32),
+             global_embedding=np.array(outputs[compiled.output(GLOBAL_EMBEDDING)], np.float32))
+
+
 def compress_text_int8(fp32: IrEntry) -> Any:
     """Int8 weights (asymmetric, per channel) for the text encoder, data-free."""
     import nncf
@@ -224,7 +249,8 @@ def ir_for(info: ModelInfo, cache_dir: Optional[Path], precision: str,
     fp32_image = image
     image = cached_ir(root, 'image.int8', INT8_RECIPE, lambda: quantize_image_int8(fp32_image, info, images),
                       {'calibration': source, 'calibration_images': len(images),
-                       'calibration_digest': _images_digest(images)}, replace=replace)
+                       'calibration_digest': _images_digest(images)}, replace=replace,
+                      extra=lambda directory: write_fp32_reference(fp32_image, info, directory))
     if text is not None:
         fp32_text = text
         text = cached_ir(root, 'text.int8w', TEXT_INT8W_RECIPE, lambda: compress_text_int8(fp32_text))
@@ -378,6 +404,16 @@ class OpenVinoBackend(EncoderBackend):
         outputs = self._text_request.infer({INPUT_IDS: input_ids.astype(np.int64),
                                             ATTENTION_MASK: attention_mask.astype(np.int64)})
         return np.array(outputs[self._text.output(TEXT_EMBEDDING)], np.float32)
+
+    def stored_fp32_reference(self, fallback: Callable[[], EncoderBackend]) -> Optional[EncoderBackend]:
+        path = self.ir.directory / REFERENCE_FILE
+        if self.precision != 'int8' or not path.is_file():
+            return None
+        with np.load(path) as stored:
+            pixels = stored['pixel_values']
+            encoding = ImageEncoding(stored['patch_tokens'], stored['global_embedding'],
+                                     (self.input_size // self.info.patch_size,) * 2)
+        return StoredReference(pixels, encoding, CAPABILITIES, fallback)
 
     def close(self) -> None:
         self._image_request = self._text_request = None
