@@ -264,6 +264,7 @@ class ImagePreprocessor:
         self._device_constants: dict[tuple[str, Any], tuple[Any, Any]] = {}
         self._device_weights_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._pinned: dict[tuple[int, tuple[int, ...]], Any] = {}  # CUDA upload staging (pinned host memory)
+        self._pool: Any = None  # threads resizing the frames of a batch (made at the first batch)
 
     def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
         rh, rw = resized_hw(self.config, source_hw, scale)
@@ -310,8 +311,25 @@ class ImagePreprocessor:
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
     def __call__(self, images: Sequence[np.ndarray], scale: float = 1.0) -> np.ndarray:
-        """RGB uint8 images (any sizes) -> float32 ``[B, 3, H, W]``."""
-        return self.normalize(np.stack([self.resize_and_crop(image, scale) for image in images]))
+        """
+        RGB uint8 images (any sizes) -> float32 ``[B, 3, H, W]``.
+
+        The frames of a batch are resized on two threads: PIL and OpenCV release the GIL while they resample, and
+        the inference threads are idle meanwhile (a batch of 4 camera frames: ~2x less preprocessing wall time).
+        """
+        if len(images) > 1:
+            crops = list(self._resize_pool().map(lambda image: self.resize_and_crop(image, scale), images))
+        else:
+            crops = [self.resize_and_crop(image, scale) for image in images]
+        return self.normalize(np.stack(crops))
+
+    def _resize_pool(self) -> Any:
+        if self._pool is None:
+            import os
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1)), thread_name_prefix='preprocess')
+        return self._pool
 
     def _device_weights(self, source_hw: tuple[int, int], scale: float, device: str) -> tuple[Any, ...]:
         """Per frame size: the source rows/cols the crop reads and the resampling matrices, cached on `device`."""

@@ -471,3 +471,21 @@ def test_tensorrt_parity_with_torch(torch_clip, tiny_clip_dir, model_cache):
     ours, _ = trt.encode_images(images)
     reference, _ = torch_clip.encode_images(images)
     assert np.abs(ours[0].global_embedding - reference[0].global_embedding).max() <= 1e-3
+
+
+def test_warm_up_measures_each_batch_size(tiny_clip_dir, model_cache):
+    """warm_up returns the model's time per frame at each batch size it ran (the node's batching choice reads it)."""
+    encoder = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'fp32', model_cache)
+    per_frame = encoder.warm_up(iterations=2, batch_sizes=(1, 3))
+    assert set(per_frame) == {1, 3} and all(value > 0 for value in per_frame.values())
+    encoder.close()
+
+
+def test_a_batch_is_preprocessed_on_threads_as_one_at_a_time(tiny_clip_dir):
+    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+
+    preprocess = ImagePreprocessor(PreprocessConfig.from_model_dir(tiny_clip_dir))
+    images = structured_images(5, seed=13)
+    batched = preprocess(images)
+    # The same function on the same pixels, only on a worker thread: identical results on any CPU.
+    np.testing.assert_array_equal(batched, np.concatenate([preprocess([image]) for image in images]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +36,8 @@ from robovision_ros.preprocessing import PreprocessConfigError
 from robovision_ros.process_memory import release_memory
 from robovision_ros.settings import LoadSettings, SubscriptionSettings, WorkerSettings
 
+# Batching is kept where the model's time per frame in a batch of all cameras is below this share of one at a time.
+BATCH_GAIN = 0.95
 # Failures a user causes (wrong model path, unsupported combination, a bad value): one line, no traceback.
 LOAD_ERRORS = (ModelLoadError, BackendUnavailableError, ExportError, PreprocessConfigError, ParameterError, OSError,
                ValueError)
@@ -61,6 +63,7 @@ class PerceptionNode(LifecycleNode):
         answer_queries_during_transitions(self)
         self.encoder: Optional[PerceptionEncoder] = None
         self._worker: Optional[FrameWorker] = None
+        self._batched: Optional[bool] = None  # whether batching pays (measured at configure; None: not asked for)
         self._outputs: dict[str, Any] = {}
         self._cameras: list[Camera] = []
         self._diagnostics = NodeDiagnostics(self, self._log)
@@ -117,9 +120,36 @@ class PerceptionNode(LifecycleNode):
 
     def _on_parameters(self, names: set[str], values: dict[str, Any]) -> None:
         if self._worker is not None:
-            self._worker.update_settings(build_settings(WorkerSettings, values))
+            self._worker.update_settings(self._worker_settings(values))
         if self._configured:
             self.apply_live(names, values)
+
+    def _worker_settings(self, values: dict[str, Any]) -> WorkerSettings:
+        """The worker's settings from parameter values, batching as configure chose (`_choose_batching`)."""
+        settings = build_settings(WorkerSettings, values)
+        return settings if self._batched is None else replace(settings, batch=self._batched)
+
+    def _choose_batching(self, values: dict[str, Any]) -> Optional[bool]:
+        """
+        Warm the model up; with `batch` on and several cameras, measure whether batching pays here.
+
+        Batching runs the newest frame of every camera in one inference; it only pays where the model's time per frame
+        at that batch size is below its time one at a time (GPUs, OpenVINO on CPU; ONNX Runtime's dynamic int8 on 2
+        cores barely). Where it does not, the node serves frames one at a time and says so: batching that is slower
+        per frame only adds latency. Returns the choice (None: batch off or one camera, nothing to choose).
+        """
+        cameras = len(values['image_topics'])
+        if not values['batch'] or cameras < 2:
+            self.encoder.warm_up()
+            return None
+        per_frame = self.encoder.warm_up(iterations=3, batch_sizes=range(1, cameras + 1))
+        single, batched = per_frame[1], per_frame[cameras]
+        pays = batched < BATCH_GAIN * single
+        choice = 'batching' if pays else \
+            'serving frames one at a time (batching does not pay for this model and backend on this machine)'
+        self.get_logger().info(f'batch: {cameras} frames in one inference took {batched:.1f} ms per frame, one at a '
+                               f'time {single:.1f} ms: {choice}')
+        return pays
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def transition_in_progress(self) -> Optional[str]:
@@ -139,8 +169,7 @@ class PerceptionNode(LifecycleNode):
             cache = Path(load.engine_cache_dir) if load.engine_cache_dir else None
             self.encoder = PerceptionEncoder(load.model, load.backend, load.device, load.precision, cache,
                                              int8_min_cosine=load.int8_min_cosine, options=load.backend_options)
-            cameras = len(values['image_topics'])
-            self.encoder.warm_up(batch_sizes=range(1, cameras + 1) if values['batch'] else (1,))
+            self._batched = self._choose_batching(values)
             release_memory()  # what loading and the int8 gate allocated once goes back to the system
             if not self.standard_outputs and not self._said_standard_outputs_off:
                 self._said_standard_outputs_off = True
@@ -152,7 +181,7 @@ class PerceptionNode(LifecycleNode):
             self._diagnostics_timer = self.create_timer(1.0, self._on_timer)
             self._worker = FrameWorker(decode_image_msg, self._run_frames,
                                        lambda msg: stamp_age_ms(msg.header.stamp, self.get_clock().now().nanoseconds),
-                                       self._log, build_settings(WorkerSettings, values))
+                                       self._log, self._worker_settings(values))
         except Exception as error:  # noqa: BLE001 - every failure: one line with the cause, everything released
             cause = str(error) if isinstance(error, LOAD_ERRORS) else f'{type(error).__name__}: {error}'
             if not isinstance(error, LOAD_ERRORS):
@@ -237,6 +266,7 @@ class PerceptionNode(LifecycleNode):
         if self.encoder is not None:
             self.encoder.close()
         self.encoder = None
+        self._batched = None
         self._configured = False
 
     # --- hot path (on the worker thread) --------------------------------------------------------------------
