@@ -193,8 +193,14 @@ class PerceptionNode(LifecycleNode):
             self._transition = None
         self._configured = True
         backend = self.encoder.backend
+        notes = ''
+        if self.get_parameter('backend').value == 'auto':
+            notes += f' (backend auto: {backend.capabilities.auto_basis or "the lowest auto_rank installed"})'
+        if backend.int8_accuracy is not None:
+            notes += (f'; int8 accuracy gate passed: cosine to fp32 {backend.int8_accuracy.worst:.4f} >= '
+                      f"{self.get_parameter('int8_min_cosine').value}")
         self.get_logger().info(f'configured {self.encoder.info.family} model {model!r} on {backend.name} '
-                               f'{backend.device} {backend.precision}')
+                               f'{backend.device} {backend.precision}{notes}')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
