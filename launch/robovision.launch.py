@@ -8,6 +8,7 @@ Start clip_perception and feature_extractor as lifecycle nodes and (by default) 
     ros2 launch robovision_ros robovision.launch.py image_topics:=/camera/image_raw backend:=onnxruntime
     ros2 launch robovision_ros robovision.launch.py image_topics:='["/cam1/image_raw", "/cam2/image_raw"]'
     ros2 launch robovision_ros robovision.launch.py params_file:=my.yaml            # my.yaml decides everything
+    ros2 launch robovision_ros robovision.launch.py namespace:=robot2 camera:=true    # /robot2/camera/image_raw, ...
     ros2 launch robovision_ros robovision.launch.py autostart:=false                 # leave them to a manager
 
 Parameters come from `params_file` (default config/robovision.yaml). The arguments image_topics, clip_model,
@@ -19,6 +20,12 @@ then on the lifecycle belongs to the operator: `ros2 lifecycle set /clip_percept
 
 camera:=true also starts image_source (generated scenes, or `camera_source:=` a folder or video), publishing on
 the first of the perception nodes' image_topics, so the demo is wired whatever the topic is.
+
+namespace:=robot2 puts every node of the launch in that namespace (under an enclosing PushRosNamespace, a relative
+one is appended to it). Topics are relative by default (camera/image_raw, the outputs ~/...), so each robot's
+nodes read its own camera. Params-file sections apply as rcl matches them: `/**/clip_perception:` under any
+namespace, a bare `clip_perception:` in the root namespace only; a section that matches no node of this launch is
+named in one warning.
 """
 from __future__ import annotations
 
@@ -32,12 +39,19 @@ from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFun
                             SetEnvironmentVariable)
 from launch.conditions import IfCondition
 from launch.events import matches_action
+from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.utilities import make_namespace_absolute, prefix_namespace
 from lifecycle_msgs.msg import Transition
+
+from robovision_ros.backends.base import DEVICES, PRECISIONS
+from robovision_ros.backends.registry import backend_choices
+from robovision_ros.params_files import ParamsFileError, load_sections, parameter_value, unmatched_sections, \
+    unmatched_warning
 
 PERCEPTION_NODES = {'clip_perception': 'clip_model', 'feature_extractor': 'feature_model'}
 # Launch arguments that override one key of the params file, when given (non-empty).
@@ -51,13 +65,15 @@ def _arguments(share: str) -> dict[str, tuple[str, str]]:
     not_given = ' Empty (default): the params file decides.'
     return {
         'params_file': (os.path.join(share, 'config', 'robovision.yaml'), 'Parameter file of both nodes.'),
+        'namespace': ('', 'Namespace of every node of this launch (robot2 or /robot2); relative topics resolve '
+                          'under it, so robots with their own namespace do not cross-talk.'),
         'image_topics': ('', 'Camera topic (/camera/image_raw) or a YAML list of topics '
                              '(\'["/cam1/image_raw", "/cam2/image_raw"]\').' + not_given),
         'clip_model': ('', 'Model of clip_perception (directory, hub id or embedded:<name>).' + not_given),
         'feature_model': ('', 'Model of feature_extractor.' + not_given),
-        'backend': ('', 'torch, onnxruntime, tensorrt or auto.' + not_given),
-        'device': ('', 'cpu or cuda.' + not_given),
-        'precision': ('', 'fp32, fp16, bf16 or int8.' + not_given),
+        'backend': ('', f'{", ".join(backend_choices())}.' + not_given),
+        'device': ('', f'{", ".join(DEVICES)}.' + not_given),
+        'precision': ('', f'{", ".join(PRECISIONS)}.' + not_given),
         'autostart': ('true', 'Configure and activate the nodes once; false leaves them unconfigured '
                               '(for a lifecycle manager).'),
         'camera': ('false', 'Also start image_source, publishing on the perception nodes\' (first) image topic.'),
@@ -91,26 +107,6 @@ def parse_image_topics(text: str) -> Union[str, list[str]]:
     return topics
 
 
-def params_file_value(params_file: str, node_name: str, key: str) -> Any:
-    """
-    Return the value a params file gives `key` of node `node_name` (None if it gives none).
-
-    Reads the top-level sections a launch params file can have for a node in the root namespace: `/**`, `**`,
-    `node_name` and `/node_name`; the more specific section wins, as in rcl.
-    """
-    try:
-        with open(params_file, encoding='utf-8') as stream:
-            content = yaml.safe_load(stream) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise LaunchArgumentError(f'params_file {params_file!r} cannot be read: {error}') from error
-    value = None
-    for section in ('/**', '**', node_name, f'/{node_name}'):
-        parameters = (content.get(section) or {}).get('ros__parameters') or {}
-        if key in parameters:
-            value = parameters[key]
-    return value
-
-
 def camera_topic(topics: Union[str, list[str], None]) -> str:
     """Return the topic image_source publishes on: the (first) topic the perception nodes subscribe to."""
     if topics is None:
@@ -123,9 +119,25 @@ def _given(context: LaunchContext, name: str) -> Optional[str]:
     return value or None
 
 
+def _node_namespace(context: LaunchContext) -> str:
+    """Return the absolute namespace the nodes get: namespace:= under any enclosing PushRosNamespace."""
+    given = LaunchConfiguration('namespace').perform(context).strip()
+    return make_namespace_absolute(prefix_namespace(context.launch_configurations.get('ros_namespace'), given)
+                                   or '/')
+
+
+def _fqn(namespace: str, name: str) -> str:
+    return f'{namespace.rstrip("/")}/{name}'
+
+
 def _perception_actions(context: LaunchContext) -> list[Action]:
     """Return the perception nodes with their overrides, their autostart, and (camera:=true) image_source."""
     params_file = LaunchConfiguration('params_file').perform(context)
+    try:
+        sections = load_sections(params_file)
+    except ParamsFileError as error:
+        raise LaunchArgumentError(str(error)) from error
+    namespace = _node_namespace(context)
     autostart = IfCondition(LaunchConfiguration('autostart'))
     actions: list[Action] = []
     topics_argument = _given(context, 'image_topics')
@@ -139,17 +151,34 @@ def _perception_actions(context: LaunchContext) -> list[Action]:
         if topics is not None:
             topics_type = str if isinstance(topics, str) else List[str]
             overrides['image_topics'] = ParameterValue(topics, value_type=topics_type)
-        node = LifecycleNode(package='robovision_ros', executable=name, name=name, namespace='', output='screen',
-                             parameters=[params_file] + ([overrides] if overrides else []))
+        node = LifecycleNode(package='robovision_ros', executable=name, name=name, namespace=namespace,
+                             output='screen', parameters=[params_file] + ([overrides] if overrides else []))
         configure = EmitEvent(condition=autostart, event=ChangeState(
             lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE))
         actions += [node, _activate_after_first_configure(node, autostart), configure]
 
+    node_fqns = [_fqn(namespace, name) for name in PERCEPTION_NODES]
+    if topics is None:
+        topics = parameter_value(sections, node_fqns[0], 'image_topics')
     if IfCondition(LaunchConfiguration('camera')).evaluate(context):
-        if topics is None:
-            topics = params_file_value(params_file, 'clip_perception', 'image_topics')
-        actions.append(_image_source(context, camera_topic(topics)))
+        actions.append(_image_source(context, namespace, params_file, camera_topic(topics)))
+        node_fqns.append(_fqn(namespace, 'image_source'))
+    _warn_about_namespaces(params_file, sections, node_fqns, namespace, topics)
     return actions
+
+
+def _warn_about_namespaces(params_file: str, sections: dict[str, dict[str, Any]], node_fqns: list[str],
+                           namespace: str, topics: Union[str, list[str], None]) -> None:
+    """Warn once about params-file sections no node of this launch reads, and absolute topics under a namespace."""
+    logger = get_logger('robovision.launch')
+    unmatched = unmatched_sections(sections, node_fqns, namespace)
+    if unmatched:
+        logger.warning(unmatched_warning(params_file, unmatched, node_fqns))
+    listed = [topics] if isinstance(topics, str) else topics if isinstance(topics, list) else []
+    absolute = [t for t in listed if isinstance(t, str) and t.startswith('/')]
+    if namespace != '/' and absolute:
+        logger.warning(f'namespace {namespace}: image_topics {absolute} are absolute and stay outside the namespace '
+                       '(shared with every robot); use relative names such as camera/image_raw')
 
 
 def _activate_after_first_configure(node: LifecycleNode, condition: IfCondition) -> RegisterEventHandler:
@@ -171,8 +200,12 @@ def _activate_after_first_configure(node: LifecycleNode, condition: IfCondition)
         handle_once=True))
 
 
-def _image_source(context: LaunchContext, topic: str) -> Node:
-    """image_source publishing `topic` (an Image topic, or a CompressedImage topic ending in /compressed)."""
+def _image_source(context: LaunchContext, namespace: str, params_file: str, topic: str) -> Node:
+    """
+    image_source publishing `topic` (an Image topic, or a CompressedImage topic ending in /compressed).
+
+    It reads the params file too (its own sections, `/**/image_source:`); the camera arguments override it.
+    """
     if topic.rstrip('/').endswith('compressed'):
         raw = topic.rstrip('/')[:-len('compressed')].rstrip('/') or 'image_raw'
         remappings = [('image_raw', raw), ('image_raw/compressed', topic)]
@@ -182,8 +215,8 @@ def _image_source(context: LaunchContext, topic: str) -> Node:
         rate_hz = float(LaunchConfiguration('camera_rate_hz').perform(context))
     except ValueError as error:
         raise LaunchArgumentError(f'camera_rate_hz: {error}') from error
-    return Node(package='robovision_ros', executable='image_source', name='image_source', namespace='',
-                output='screen', remappings=remappings, parameters=[{
+    return Node(package='robovision_ros', executable='image_source', name='image_source', namespace=namespace,
+                output='screen', remappings=remappings, parameters=[params_file, {
                     'source': ParameterValue(LaunchConfiguration('camera_source'), value_type=str),
                     'rate_hz': rate_hz,
                     'publish_compressed': topic.rstrip('/').endswith('compressed'),

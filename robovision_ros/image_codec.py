@@ -8,12 +8,23 @@ The image codec: sensor_msgs images <-> RGB uint8 arrays, with bounds (the cv_br
 decodes `sensor_msgs/CompressedImage` payloads (jpeg, png, tiff) with OpenCV as image_transport's subscriber does,
 and `decode_image_msg` is the thin adapter for either message. `encode_raw_image` is the inverse for the raw
 encodings a publisher writes. The core works on buffers and numpy arrays and needs no ROS. Model preprocessing
-(resize, crop, normalise) is `preprocessing.py`.
+(resize, crop, normalise) is `preprocessing.py`. What one compressed image may cost is bounded by the decoder
+itself (OpenCV's own size limits, set here before cv2 loads; 8-bit output; a JPEG scan limit): see
+`decode_compressed_image` and docs/architecture.md.
 """
 from __future__ import annotations
 
+import math
+import os
 import re
-from typing import Any, Optional
+import struct
+import sys
+import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, MutableMapping, Optional
 
 import numpy as np
 
@@ -173,14 +184,75 @@ def _to_rgb(pixels: np.ndarray, layout: str) -> np.ndarray:
     return np.repeat(pixels, 3, axis=2)  # grey
 
 
+# --- decoder limits -------------------------------------------------------------------------------------------
+#
+# A compressed image's true size is what its codec (libjpeg, libpng, libtiff inside OpenCV) reads from the header,
+# and only the codec can be trusted to read it: a second parser of ours can disagree with it. OpenCV enforces
+# these variables itself, from the codec's header read, before it allocates the image. It reads them once,
+# when its library loads, so they must be in the environment before cv2 is first imported: this module sets them on
+# import, and `_require_decoder_limits` checks on the first decode that the loaded OpenCV took them. A set but
+# unusable value (OpenCV aborts the whole process on an empty or non-numeric one) is replaced, with a warning.
+OPENCV_LIMIT_VARIABLES = ('OPENCV_IO_MAX_IMAGE_PIXELS', 'OPENCV_IO_MAX_IMAGE_WIDTH', 'OPENCV_IO_MAX_IMAGE_HEIGHT')
+# A progressive JPEG costs a pass over the whole image per scan (about 13 ms at 8192 x 8192 here); OpenCV has no scan
+# limit; libjpeg's progressive mode has 6-10 scans (libjpeg's own scan scripts), so 100 is generous. It is also
+# libtiff's own limit for JPEG-compressed TIFF strips (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER), which libtiff enforces.
+MAX_JPEG_SCANS = 100
+_OPENCV_SIZE_VALUE = re.compile(r'([0-9]{1,19})(|KB|Kb|kb|MB|Mb|mb)')  # what OpenCV's parser accepts
+_MAX_SIDE_LIMIT = 1 << 31  # a TIFF side is 32 bits; a larger limit cannot be checked (see _require_decoder_limits)
+
+
+@dataclass(frozen=True)
+class DecoderLimits:
+    """The process-wide limits that OpenCV enforces on every compressed image before allocating it."""
+
+    max_pixels: int
+    max_width: int
+    max_height: int
+    replaced: tuple[str, ...] = ()  # inherited values that were unusable, and what replaced them
+
+
+def decoder_limits_from_environment(environ: MutableMapping[str, str]) -> DecoderLimits:
+    """
+    Read OpenCV's decoder limits from `environ`, fill in the missing ones, and write them all back.
+
+    The pixel limit defaults to DEFAULT_MAX_IMAGE_PIXELS; each side to the longest side that the pixel limit and
+    MAX_ASPECT_RATIO allow together (32768 by default), so that OpenCV also refuses the extreme aspect ratios of
+    images whose pixel count is within the limit. A value that OpenCV could not parse (it would abort the process)
+    or that is zero is replaced by the default and listed in `replaced`.
+    """
+    replaced: list[str] = []
+
+    def read(name: str, default: int, ceiling: int) -> int:
+        text = environ.get(name)
+        if text is None:
+            return default
+        match = _OPENCV_SIZE_VALUE.fullmatch(text)
+        value = int(match.group(1)) * {'': 1, 'k': 1 << 10, 'm': 1 << 20}[match.group(2)[:1].lower()] if match else 0
+        if 0 < value <= ceiling:
+            return value
+        replaced.append(f'{name}={text!r} is not a whole number from 1 to {ceiling}; using {default}')
+        return default
+
+    pixels = read('OPENCV_IO_MAX_IMAGE_PIXELS', DEFAULT_MAX_IMAGE_PIXELS, 1 << 62)
+    side = min(math.isqrt(int(pixels * MAX_ASPECT_RATIO)), _MAX_SIDE_LIMIT)
+    limits = DecoderLimits(pixels, read('OPENCV_IO_MAX_IMAGE_WIDTH', side, _MAX_SIDE_LIMIT),
+                           read('OPENCV_IO_MAX_IMAGE_HEIGHT', side, _MAX_SIDE_LIMIT), tuple(replaced))
+    for name, value in zip(OPENCV_LIMIT_VARIABLES, (limits.max_pixels, limits.max_width, limits.max_height)):
+        environ[name] = str(value)
+    return limits
+
+
+DECODER_LIMITS = decoder_limits_from_environment(os.environ)
+for _note in DECODER_LIMITS.replaced:
+    warnings.warn(f'robovision_ros.image_codec: {_note}', RuntimeWarning, stacklevel=1)
+
+
 # --- compressed images ----------------------------------------------------------------------------------------
 
 # Names a format string may use for each codec we decode (sensor_msgs/CompressedImage lists jpeg, png, tiff).
 _CODEC_NAMES = {'jpeg': 'jpeg', 'jpg': 'jpeg', 'png': 'png', 'tiff': 'tiff', 'tif': 'tiff'}
 # Words of image_transport's format strings ("bgr8; jpeg compressed bgr8") that name no codec.
 _FORMAT_WORDS = {'compressed', *(name.lower() for name in _ENCODINGS), 'rgb16', 'bgr16', 'rgba16', 'bgra16'}
-_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
-_HEADER_SCAN_LIMIT = 1 << 20  # a JPEG's frame header (SOF) must start within its first MiB
 
 
 def _sniff_codec(head: bytes) -> Optional[str]:
@@ -192,69 +264,6 @@ def _sniff_codec(head: bytes) -> Optional[str]:
     if head[:4] in (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+'):
         return 'tiff'
     return None
-
-
-def _jpeg_size(data: memoryview) -> tuple[int, int]:
-    """(width, height) from a JPEG's frame header (SOFn), walking the marker segments before it."""
-    end = min(len(data), _HEADER_SCAN_LIMIT)
-    i = 2
-    while i + 4 <= end:
-        if data[i] != 0xFF:
-            raise ImageDecodeError(f'corrupt JPEG: no marker at byte {i}')
-        while i < end and data[i] == 0xFF:  # fill bytes
-            i += 1
-        if i + 3 > end:
-            break
-        marker = data[i]
-        i += 1
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            continue
-        if marker in (0xD9, 0xDA):  # end of image, or scan data, before any frame header
-            break
-        length = int.from_bytes(data[i:i + 2], 'big')
-        if length < 2:
-            raise ImageDecodeError(f'corrupt JPEG: segment length {length} at byte {i}')
-        if marker in _JPEG_SOF_MARKERS:
-            if i + 7 > len(data):
-                break
-            height = int.from_bytes(data[i + 3:i + 5], 'big')
-            width = int.from_bytes(data[i + 5:i + 7], 'big')
-            return width, height
-        i += length
-    raise ImageDecodeError('corrupt JPEG: no frame header (SOF marker) with the image size')
-
-
-def _png_size(data: memoryview) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk, which must come first."""
-    if len(data) < 24 or bytes(data[12:16]) != b'IHDR':
-        raise ImageDecodeError('corrupt PNG: no IHDR chunk after the signature')
-    return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
-
-
-def _tiff_size(data: memoryview) -> tuple[int, int]:
-    """(width, height) of a TIFF's first image (the one OpenCV decodes), from its first IFD."""
-    order = 'little' if bytes(data[:2]) == b'II' else 'big'
-    if int.from_bytes(data[2:4], order) != 42:
-        raise ImageDecodeError('BigTIFF is not supported')
-    offset = int.from_bytes(data[4:8], order)
-    if offset + 2 > len(data):
-        raise ImageDecodeError(f'corrupt TIFF: first IFD at {offset} lies beyond the {len(data)} bytes')
-    entries = int.from_bytes(data[offset:offset + 2], order)
-    size: dict[int, int] = {}
-    for k in range(entries):
-        entry = offset + 2 + 12 * k
-        if entry + 12 > len(data):
-            break
-        tag = int.from_bytes(data[entry:entry + 2], order)
-        kind = int.from_bytes(data[entry + 2:entry + 4], order)
-        if tag in (256, 257) and kind in (3, 4):  # ImageWidth, ImageLength as SHORT or LONG
-            size[tag] = int.from_bytes(data[entry + 8:entry + (10 if kind == 3 else 12)], order)
-    if 256 not in size or 257 not in size:
-        raise ImageDecodeError('corrupt TIFF: first IFD has no image width and length')
-    return size[256], size[257]
-
-
-_HEADER_READERS = {'jpeg': _jpeg_size, 'png': _png_size, 'tiff': _tiff_size}
 
 
 def _parse_format(format_: str) -> tuple[Optional[str], list[str], bool]:
@@ -274,18 +283,181 @@ def _parse_format(format_: str) -> tuple[Optional[str], list[str], bool]:
     return codec, unknown, 'compressed rgb' in codec_part
 
 
+# What the C libraries under cv2.imdecode write to stderr themselves: OpenCV's log lines (libtiff's messages arrive
+# through them), libpng's and libjpeg's default printers (OpenCV installs no handler for either). The libjpeg lines
+# are its warnings (jerror.h JWRN_*); its errors end the decode without printing.
+_DECODER_LINE = re.compile(
+    r'\[\s*(?:FATAL|ERROR|WARN|INFO|DEBUG|VERBOSE)\s*:\d+@[0-9.]+\]|libpng (?:warning|error)|Corrupt JPEG data'
+    r'|Premature end of JPEG file|Invalid SOS parameters|Inconsistent progression sequence'
+    r'|Unknown Adobe color transform|Warning: unknown JFIF|Warning: thumbnail image size|Application transferred too')
+_DECODER_CONTINUATION = re.compile(r'> |\s|libtiff |$')  # OpenCV's multi-line errors, libtiff's wrapped warnings
+_OPENCV_LOG_PREFIX = re.compile(r'\[[^\]]*\]\s+(?:global\s+)?\S+:\d+\s+\S+\s+')  # "[ WARN:0@0.1] global f.cpp:12 fn "
+_MAX_CAPTURED_BYTES = 1 << 16
+_stderr_lock = threading.Lock()
+_stderr_capture: Optional[int] = None  # an unnamed file, opened once, that stands in for fd 2 during decodes
+
+
+class _ThreadMessages(threading.local):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+
+_decoder_warnings = _ThreadMessages()
+
+
+def take_decoder_messages() -> list[str]:
+    """
+    Return, and forget, what the decoders reported about images this thread decoded successfully.
+
+    These are warnings (a truncated JPEG filled with grey, a PNG chunk with a bad CRC): the image was decoded and
+    returned. Messages of a decode that failed are in its ImageDecodeError instead. At most 8 are kept.
+    """
+    lines, _decoder_warnings.lines = _decoder_warnings.lines, []
+    return lines
+
+
+def _split_decoder_output(text: str) -> tuple[list[str], str]:
+    """
+    Return the decoders' messages in `text` (one line each, errors first) and the rest, which other threads wrote.
+
+    A message that the decoder wrapped over several lines (OpenCV's "> " lines, libtiff's notes) becomes one line.
+    """
+    messages: list[tuple[bool, str]] = []  # (not an error, message)
+    foreign: list[str] = []
+    in_message = False
+    for line in text.splitlines():
+        if _DECODER_LINE.match(line):
+            error = line.lstrip('[ ').startswith(('ERROR', 'FATAL')) or line.startswith('libpng error')
+            messages.append((not error, _OPENCV_LOG_PREFIX.sub('', line, count=1).strip()))
+            in_message = True
+        elif in_message and _DECODER_CONTINUATION.match(line):
+            if line.strip('> \t'):
+                messages[-1] = (messages[-1][0], f"{messages[-1][1]} {line.strip('> ')}")
+        else:
+            foreign.append(line)
+            in_message = False
+    return [message for _, message in sorted(messages, key=lambda item: item[0])], \
+        ''.join(line + '\n' for line in foreign)
+
+
+def _anonymous_file() -> int:
+    """Return the descriptor of a new file with no name (in memory where the kernel offers it)."""
+    if hasattr(os, 'memfd_create'):
+        return os.memfd_create('robovision-decoder-stderr')
+    descriptor, path = tempfile.mkstemp(prefix='robovision-decoder-stderr-')
+    os.unlink(path)
+    return descriptor
+
+
+@contextmanager
+def _decoder_output() -> Iterator[list[str]]:
+    """
+    Collect what the decoders print to stderr during the block, so that it reaches the caller, not the terminal.
+
+    OpenCV's log, libpng and libjpeg write to file descriptor 2 from C; nothing in Python can redirect them but the
+    descriptor itself. Decodes that capture are serialised by a lock. Lines that are not a decoder's (another thread
+    logging meanwhile) are written to the real stderr when the block ends, delayed, not lost; only the first 64 KiB
+    written during one block are read (a hostile TIFF can make libtiff warn once per tag).
+    """
+    global _stderr_capture
+    messages: list[str] = []
+    with _stderr_lock:
+        if _stderr_capture is None:
+            _stderr_capture = _anonymous_file()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(_stderr_capture, 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(_stderr_capture, 0, os.SEEK_END)
+            os.lseek(_stderr_capture, 0, os.SEEK_SET)
+            text = os.read(_stderr_capture, min(size, _MAX_CAPTURED_BYTES)).decode(errors='replace')
+            os.ftruncate(_stderr_capture, 0)
+            os.lseek(_stderr_capture, 0, os.SEEK_SET)
+            found, foreign = _split_decoder_output(text)
+            messages.extend(found)
+            if foreign:
+                os.write(2, foreign.encode())
+
+
+def _tiff_header(width: int, height: int) -> bytes:
+    """Return a TIFF whose only image claims `width` x `height` 8-bit grey pixels (and holds one byte of them)."""
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8 + 2 + 8 * 12 + 4),
+               (277, 3, 1), (279, 4, 1)]
+    ifd = struct.pack('<H', len(entries)) + b''.join(struct.pack('<HHII', tag, kind, 1, value)
+                                                     for tag, kind, value in entries) + b'\0\0\0\0'
+    return b'II*\0' + struct.pack('<I', 8) + ifd + b'\0'
+
+
+def _imdecode(buffer: np.ndarray) -> tuple[Optional[np.ndarray], Optional[str], list[str]]:
+    """
+    Return cv2.imdecode's image (None if it failed), its exception text if it raised, and the decoders' messages.
+
+    IMREAD_COLOR_BGR: OpenCV converts every image to 8-bit BGR as it decodes, so the image it allocates is 3 bytes
+    per pixel whatever the file's sample format, and libtiff refuses floating-point and 32/64-bit samples before
+    reading any (TIFFRGBAImageOK). IMREAD_IGNORE_ORIENTATION: the pixels as the camera sent them, as
+    image_transport's subscriber reads them.
+    """
+    import cv2
+
+    image, failure = None, None
+    with _decoder_output() as messages:
+        try:
+            image = cv2.imdecode(buffer, cv2.IMREAD_COLOR_BGR | cv2.IMREAD_IGNORE_ORIENTATION)
+        except cv2.error as error:
+            failure = error.err
+    return image, failure, messages
+
+
+_limits_in_effect: Optional[bool] = None
+
+
+def _require_decoder_limits() -> None:
+    """
+    Raise ImageDecodeError unless the loaded OpenCV enforces DECODER_LIMITS.
+
+    It does unless cv2 was imported before this module set the environment (then OpenCV runs with its defaults of
+    2^30 pixels); checked once, by asking OpenCV to decode a TIFF header one pixel wider than the limit.
+    """
+    global _limits_in_effect
+    if _limits_in_effect is None:
+        _, failure, _ = _imdecode(np.frombuffer(_tiff_header(DECODER_LIMITS.max_width + 1, 1), np.uint8))
+        _limits_in_effect = failure is not None and 'CV_IO_MAX_IMAGE_WIDTH' in failure
+    if not _limits_in_effect:
+        raise ImageDecodeError(
+            'compressed images are refused: OpenCV was loaded before robovision_ros.image_codec set its decoder '
+            f'limits ({", ".join(OPENCV_LIMIT_VARIABLES)}); import robovision_ros.image_codec before cv2, or export '
+            'those variables before the process starts')
+
+
+def _count_jpeg_scans(buffer: np.ndarray) -> int:
+    """
+    Return an upper bound on the scans libjpeg will decode: the number of start-of-scan markers (FF DA) in the bytes.
+
+    Entropy-coded data cannot contain FF DA (an FF there is followed by 00 or a restart marker), so every scan libjpeg
+    reads starts at one of them; occurrences inside other segments only make the count larger.
+    """
+    return buffer.tobytes().count(b'\xff\xda')
+
+
 def decode_compressed_image(data: Any, format_: str, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
                             max_aspect_ratio: Optional[float] = MAX_ASPECT_RATIO) -> np.ndarray:
     """
     Decode a `sensor_msgs/CompressedImage` payload (jpeg, png or tiff) to an RGB uint8 array.
 
-    The payload's magic bytes decide the codec; the format string decides the channel order (see
-    `_parse_format`) and, when the bytes are no image we decode, the error. The size in the image header is
-    checked against `max_pixels` and `max_aspect_ratio` before decoding. Grey images become RGB, alpha is dropped,
-    16-bit samples are scaled by 1/256.
+    The payload's magic bytes decide the codec; the format string decides the channel order (see `_parse_format`)
+    and, when the bytes are no image we decode, the error. What one payload can cost is bounded by the decoder
+    itself: OpenCV refuses, from the size its codec reads in the header and before allocating, an image beyond the
+    process-wide DECODER_LIMITS; it decodes to 8-bit BGR, so an image costs 3 bytes per pixel whatever its sample
+    format, and libtiff refuses floating-point samples; a JPEG may have at most MAX_JPEG_SCANS scans. The decoded
+    size is then checked against `max_pixels` and `max_aspect_ratio`. Grey images become RGB, alpha is dropped,
+    16-bit samples become 8-bit as the codec scales them (the high byte; libtiff rounds colour TIFFs instead, a
+    difference of at most one level). What the codecs print is captured: on failure it is in the error; on success
+    it is kept for `take_decoder_messages`.
     """
-    import cv2
-
     if not isinstance(format_, str):
         raise ImageDecodeError(f'compressed format must be a string, not {type(format_).__name__}')
     buffer = _as_bytes(data)
@@ -300,31 +472,26 @@ def decode_compressed_image(data: Any, format_: str, max_pixels: Optional[int] =
             raise ImageDecodeError(f"compressed format '{format_}' not supported; supported: {supported}")
         raise ImageDecodeError(
             f"could not decode {buffer.size} bytes of '{format_}' data: not {supported} by its first bytes")
-    width, height = _HEADER_READERS[codec](memoryview(buffer))
-    check_image_bounds(width, height, max_pixels, max_aspect_ratio, what=f'{codec} image')
-    try:
-        decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)  # as image_transport's subscriber decodes
-    except cv2.error as error:
-        raise ImageDecodeError(f"could not decode {buffer.size} bytes of '{format_}' data: {error.err}") from None
+    if codec == 'jpeg' and (scans := _count_jpeg_scans(buffer)) > MAX_JPEG_SCANS:
+        raise ImageDecodeError(f'jpeg data has {scans} start-of-scan markers; at most {MAX_JPEG_SCANS} scans are '
+                               'decoded (a progressive JPEG has about 10)')
+    _require_decoder_limits()
+    decoded, failure, messages = _imdecode(buffer)
+    for variable, claim in (('PIXELS', f'more than {DECODER_LIMITS.max_pixels} pixels'),
+                            ('WIDTH', f'a width over {DECODER_LIMITS.max_width}'),
+                            ('HEIGHT', f'a height over {DECODER_LIMITS.max_height}')):
+        if failure is not None and f'CV_IO_MAX_IMAGE_{variable}' in failure:
+            raise ImageDecodeError(f'{codec} image refused by its decoder before decoding: the header claims {claim} '
+                                   f'(the process-wide limit OPENCV_IO_MAX_IMAGE_{variable})')
     if decoded is None or decoded.size == 0:
-        raise ImageDecodeError(f"could not decode {buffer.size} bytes of '{format_}' data")
-    return _decoded_to_rgb(decoded, rgb_order, format_)
-
-
-def _decoded_to_rgb(decoded: np.ndarray, rgb_order: bool, format_: str) -> np.ndarray:
-    """Convert what cv2.imdecode(IMREAD_UNCHANGED) returns (grey, BGR or BGRA; uint8 or uint16) to RGB uint8."""
-    if decoded.dtype == np.uint16:
-        decoded = (decoded >> 8).astype(np.uint8)
-    elif decoded.dtype != np.uint8:
-        raise ImageDecodeError(f"'{format_}' image has {decoded.dtype} samples; only 8- and 16-bit are supported")
-    if decoded.ndim == 2:
-        decoded = decoded[..., None]
-    channels = decoded.shape[2]
-    if channels in (1, 2):  # grey, grey + alpha
-        return np.repeat(decoded[..., :1], 3, axis=2)
-    if channels in (3, 4):
-        return decoded[..., :3] if rgb_order else decoded[..., 2::-1]
-    raise ImageDecodeError(f"'{format_}' image has {channels} channels; expected 1 to 4")
+        reason = '; '.join(([' '.join(failure.split())] if failure else []) + messages[:3])
+        raise ImageDecodeError(f"could not decode {buffer.size} bytes of '{format_}' data"
+                               + (f': {reason[:400]}' if reason else ''))
+    if messages:
+        _decoder_warnings.lines = (_decoder_warnings.lines + messages)[:8]
+    height, width = decoded.shape[:2]
+    check_image_bounds(width, height, max_pixels, max_aspect_ratio, what=f'decoded {codec} image')
+    return decoded if rgb_order else decoded[..., ::-1]
 
 
 def decode_image_msg(msg: Any, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,

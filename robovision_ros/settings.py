@@ -21,7 +21,7 @@ from robovision_ros.backends.base import DEVICES, PRECISIONS
 from robovision_ros.backends.registry import backend_capabilities, backend_choices, backend_parameters, \
     backend_rules, check_combination
 from robovision_ros.clip_scoring import DEFAULT_PRESENCE_THRESHOLD
-from robovision_ros.image_codec import DEFAULT_MAX_IMAGE_PIXELS
+from robovision_ros.image_codec import DECODER_LIMITS, DEFAULT_MAX_IMAGE_PIXELS
 from robovision_ros.parameters import FIXED, LIVE, START, ParameterRule, ParameterSpec, ParameterTable, default_of
 from robovision_ros.vocabulary import DEFAULT_LABELS, DEFAULT_PRESENCE_QUERIES, DEFAULT_TEMPLATES, MAX_LABEL_LENGTH, \
     MAX_LABELS, MAX_VOCABULARY_TEXTS, vocabulary_size_problem, validate_labels, validate_templates
@@ -81,9 +81,10 @@ COMMON_PARAMETERS = (
                   'possible).', LIVE, bounds=(0.0, 1000.0), check=_rate),
     ParameterSpec('max_frame_age_ms', 'double', 0.0, 'Drop frames whose header stamp is further than this from '
                   "the node's clock, in the past or the future (0 = off).", LIVE, bounds=(0.0, 60000.0)),
-    ParameterSpec('max_image_pixels', 'integer', DEFAULT_MAX_IMAGE_PIXELS,
-                  'Reject frames with more pixels than this (raw, or as the decoder reads a compressed header).',
-                  LIVE, bounds=(1, DEFAULT_MAX_IMAGE_PIXELS)),
+    ParameterSpec('max_image_pixels', 'integer', min(DEFAULT_MAX_IMAGE_PIXELS, DECODER_LIMITS.max_pixels),
+                  'Reject frames with more pixels than this: raw frames before any copy, compressed frames as decoded '
+                  '(the decoder itself refuses more than the process limit OPENCV_IO_MAX_IMAGE_PIXELS, the range\'s '
+                  'top, before it allocates).', LIVE, bounds=(1, DECODER_LIMITS.max_pixels)),
     ParameterSpec('camera_timeout_s', 'double', 5.0, 'Warn (log and /diagnostics) when an active node got no frame '
                   'from a camera, or published nothing although frames arrived, for this long (0 = off).', LIVE,
                   bounds=(0.0, 3600.0)),

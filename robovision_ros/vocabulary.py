@@ -54,7 +54,13 @@ def validate_labels(labels: Sequence[str], what: str = 'labels', allow_empty: bo
 
 
 def validate_templates(templates: Sequence[str]) -> list[str]:
-    """Each template has exactly one '{}' and no other format field, checked the way it is used."""
+    """
+    Check that each template has exactly one '{}' and no other format field, without formatting it first.
+
+    The field takes no format spec and no conversion, so a template formats to at most its own length plus the
+    label's (128 + 128 characters): a width or precision such as '{:999999999}' (a billion-character string) is
+    refused from the parsed structure, never materialised.
+    """
     cleaned = validate_labels(templates, 'prompt_templates')
     for template in cleaned:
         problem = _template_problem(template)
@@ -64,13 +70,15 @@ def validate_templates(templates: Sequence[str]) -> list[str]:
 
 
 def _template_problem(template: str) -> Optional[str]:
-    try:
-        fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None or spec or conv]
-        template.format(PROBE_LABEL)
-    except (ValueError, IndexError, KeyError, AttributeError) as error:
+    try:  # parsing costs the template's length (at most MAX_LABEL_LENGTH); nothing is formatted yet
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None or spec or conversion]
+    except ValueError as error:
         return f"is not a valid format string ({error}); write literal braces as '{{{{' and '}}}}'"
-    if fields != [''] or template.count('{}') != 1:
-        return "must contain exactly one '{}' and no other '{...}' field"
+    if fields != [('', '', None)] or template.count('{}') != 1:
+        return ("must contain exactly one '{}' and no other '{...}' field, format spec or conversion (a width such "
+                "as '{:99}' is not allowed)")
+    template.format(PROBE_LABEL)  # now bounded: the field has no width, precision or conversion
     return None
 
 

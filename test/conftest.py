@@ -4,6 +4,7 @@
 """Test-wide setup: DDS isolation for this test run, and helpers shared by the ROS graph tests."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
@@ -31,6 +32,16 @@ os.environ['ROS_DOMAIN_ID'] = os.environ['ROBOVISION_TEST_DOMAIN_ID']
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
 
+# The image codec sets OpenCV's decoder limits in the environment, which OpenCV reads once when it loads: import it
+# before any test module imports cv2 (a node process imports it before cv2 too).
+import robovision_ros.image_codec  # noqa: E402, F401
+
+# launch_testing's pytest plugin (where launch is installed, as in CI) imports launch, whose logging module makes
+# every logger created afterwards a LaunchLogger with propagate=False: caplog, which listens on the root logger,
+# would miss the records of every module a test imports. Loggers created from here on are plain ones again;
+# launch's own loggers print through their own handlers as before.
+if logging.getLoggerClass().__name__ == 'LaunchLogger':
+    logging.setLoggerClass(logging.Logger)
 
 import pytest  # noqa: E402
 

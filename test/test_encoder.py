@@ -258,7 +258,7 @@ def test_a_corrupted_int8_engine_fails_the_gate(tiny_clip_dir, model_cache, tmp_
 def test_probe_images_are_deterministic_structured_cards():
     first, second = probe_images(64), probe_images(64)
     assert len(first) >= 4 and all(a.shape == (64, 64, 3) and a.dtype == np.uint8 for a in first)
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))  # uint8, the same code twice: exact
     # structured, not noise: few colours, and most vertical neighbours are equal (the gradient runs along x)
     assert all((a[1:] == a[:-1]).all(axis=-1).mean() > 0.7 for a in first)
     assert all(len(np.unique(a.reshape(-1, 3), axis=0)) < 500 for a in first)
@@ -437,6 +437,7 @@ def test_vocabulary_change_encodes_only_new_labels(torch_clip):
     encoded = torch_clip.vocabulary.texts_encoded
     second = torch_clip.build_vocabulary(['red cup', 'blue bottle', 'white plate'], templates, 2)
     assert torch_clip.vocabulary.texts_encoded - encoded == len(templates)  # only 'white plate'
+    # Exact: both rows come from the same cached text embeddings through the same mean and normalisation.
     np.testing.assert_array_equal(first.embeddings[:2], second.embeddings[:2])
     assert second.labels == ('red cup', 'blue bottle', 'white plate') and second.version == 2
     np.testing.assert_allclose(np.linalg.norm(second.embeddings, axis=1), 1.0, rtol=1e-5)
@@ -459,8 +460,9 @@ def test_zero_shot_scores_are_probabilities(torch_clip):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     similarities = torch_clip.similarities(features[0].global_embedding, vocabulary)
     assert np.all(np.abs(similarities) <= 1.0 + 1e-6)
-    # softmax of logit_scale * cosine, in the same order as the similarities
-    assert np.argmax(probs[0]) == np.argmax(similarities[0])
+    # softmax of logit_scale * cosine, in the same order as the similarities: the most similar label has the
+    # highest probability, up to float32 rounding of exp (a near tie may round either way; not an exact argmax).
+    assert probs[0][np.argmax(similarities[0])] >= probs[0].max() * (1 - 1e-6)
 
 
 @pytest.mark.skipif(os.environ.get('ROBOVISION_TENSORRT_TESTS') != '1',

@@ -280,3 +280,16 @@ def test_a_broken_model_directory_fails_configure_with_one_line(tiny_clip_dir, m
         assert change_state(node.ros, node.name, 'configure')
     finally:
         node.close()
+
+
+def test_a_params_file_whose_sections_match_no_node_is_named_at_start(tiny_clip_dir, model_cache, tmp_path):
+    """`ros2 run ... -r __ns:=/robot2 --params-file` with a bare `clip_perception:` section: one warning, the fix."""
+    bare = tmp_path / 'bare.yaml'
+    bare.write_text("clip_perception:\n  ros__parameters:\n    labels: ['red cup']\n")
+    node = Node(tiny_clip_dir, model_cache, tmp_path / 'node.log', '--params-file', str(bare))
+    try:
+        assert node.wait_logged('match no node'), node.output()
+        assert "write '/**/clip_perception:'" in node.output()
+        assert get_state(node.ros, node.name) == 'unconfigured'
+    finally:
+        node.close()

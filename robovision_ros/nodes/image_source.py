@@ -43,7 +43,8 @@ class ImageSourceNode(Node):
         self.declare_parameter('height', 480, ParameterDescriptor(description='Generator height.', **read_only))
         self.declare_parameter('seed', 0, ParameterDescriptor(description='Generator seed.', **read_only))
         self.declare_parameter('publish_compressed', False, ParameterDescriptor(
-            description='Also publish image_raw/compressed (jpeg).', **read_only))
+            description='Also publish <image_raw topic>/compressed (jpeg), named as image_transport names it.',
+            **read_only))
         self.declare_parameter('qos', 'sensor_data', ParameterDescriptor(
             description='sensor_data (best effort) or reliable.', **read_only))
         self.declare_parameter('max_frames', 0, ParameterDescriptor(
@@ -67,13 +68,26 @@ class ImageSourceNode(Node):
         self.source = open_source(p['source'], p['loop'], p['seed'], p['height'], p['width'], p['pregenerate'])
         qos = qos_profile_sensor_data if p['qos'] == 'sensor_data' else QoSProfile(depth=10)
         self.publisher = self.create_publisher(Image, 'image_raw', qos)
-        self.compressed = self.create_publisher(CompressedImage, 'image_raw/compressed', qos) \
+        self.compressed = self.create_publisher(CompressedImage, self._compressed_topic(), qos) \
             if p['publish_compressed'] else None
         self.published = 0
         self.ground_truth: OrderedDict[int, tuple[str, ...]] = OrderedDict()  # stamp ns -> labels (generator)
         self.finished = False
         self.timer = self.create_timer(1.0 / p['rate_hz'], self._publish)
         self.get_logger().info(f"publishing {p['source']} at {p['rate_hz']} Hz as {self.encoding}")
+
+    def _compressed_topic(self) -> str:
+        """
+        Return the CompressedImage topic: `<raw topic>/compressed`, as image_transport names it.
+
+        Derived from the raw topic after remapping (`-r image_raw:=/cam_c/image_raw` publishes
+        /cam_c/image_raw/compressed); a remapping of `image_raw/compressed` itself still wins.
+        """
+        own = 'image_raw/compressed'
+        remapped = self.resolve_topic_name(own)
+        if remapped != self.resolve_topic_name(own, only_expand=True):
+            return remapped
+        return self.resolve_topic_name('image_raw').rstrip('/') + '/compressed'
 
     def _publish(self) -> None:
         if self.finished:

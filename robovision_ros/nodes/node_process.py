@@ -137,6 +137,37 @@ def run_node_process(name: str, create_node: Callable[[], Any], args: Optional[l
     return code
 
 
+def params_files(argv: list[str]) -> list[str]:
+    """Return the `--params-file` paths among a node process's ROS arguments (after `--ros-args`)."""
+    files, in_ros_args = [], False
+    for i, token in enumerate(argv):
+        if token == '--ros-args':
+            in_ros_args = True
+        elif token == '--':
+            in_ros_args = False
+        elif in_ros_args and token == '--params-file' and i + 1 < len(argv):
+            files.append(argv[i + 1])
+    return files
+
+
+def warn_about_unmatched_params_files(node: Any, argv: list[str]) -> None:
+    """
+    Warn once for each `--params-file` whose sections match no section for this node (they are silently ignored).
+
+    The usual cause: a bare `clip_perception:` section with the node run under a namespace (`-r __ns:=/robot2`).
+    """
+    from robovision_ros.params_files import ParamsFileError, load_sections, section_matches, unmatched_warning
+
+    name = node.get_fully_qualified_name()
+    for path in params_files(argv):
+        try:
+            sections = load_sections(path)
+        except ParamsFileError:
+            continue  # rcl reports a file it cannot read itself
+        if sections and not any(section_matches(key, name) for key in sections):
+            node.get_logger().warn(unmatched_warning(path, list(sections), [name]))
+
+
 def run_node(node_class: type, args: Optional[list[str]] = None) -> int:
     """
     Spin a perception node until Ctrl-C, SIGTERM or shutdown, on the executor its `executor` parameter names.
@@ -144,7 +175,12 @@ def run_node(node_class: type, args: Optional[list[str]] = None) -> int:
     Its worker threads stop before the context goes; a signal during configure ends the process within about a
     second (see the module docstring).
     """
-    return run_node_process(node_class.__name__, node_class, args,
+    def create() -> Any:
+        node = node_class()
+        warn_about_unmatched_params_files(node, list(args if args is not None else sys.argv))
+        return node
+
+    return run_node_process(node_class.__name__, create, args,
                             lambda node: make_executor(node.get_parameter('executor').value),
                             lambda node: node.stop(), lambda node: node.transition_in_progress(),
                             lambda node: node.abandon_transition())

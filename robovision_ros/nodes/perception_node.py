@@ -62,8 +62,12 @@ class PerceptionNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         answer_queries_during_transitions(self)
         self.encoder: Optional[PerceptionEncoder] = None
-        self._worker: Optional[FrameWorker] = None
         self._batched: Optional[bool] = None  # whether batching pays (measured at configure; None: not asked for)
+        # One worker (one inference thread) for the node's life: a decode still running after a stop finishes on
+        # the same thread, and a restart reuses it, so there is never a second inference thread.
+        self._worker = FrameWorker(decode_image_msg, self._run_frames,
+                                   lambda msg: stamp_age_ms(msg.header.stamp, self.get_clock().now().nanoseconds),
+                                   self._log)
         self._outputs: dict[str, Any] = {}
         self._cameras: list[Camera] = []
         self._diagnostics = NodeDiagnostics(self, self._log)
@@ -119,8 +123,7 @@ class PerceptionNode(LifecycleNode):
         return 'configured' if self._configured else None
 
     def _on_parameters(self, names: set[str], values: dict[str, Any]) -> None:
-        if self._worker is not None:
-            self._worker.update_settings(self._worker_settings(values))
+        self._worker.update_settings(self._worker_settings(values))
         if self._configured:
             self.apply_live(names, values)
 
@@ -179,9 +182,7 @@ class PerceptionNode(LifecycleNode):
                 self._outputs[name] = self.create_lifecycle_publisher(msg_type, topic, qos)
             self._diagnostics.start()
             self._diagnostics_timer = self.create_timer(1.0, self._on_timer)
-            self._worker = FrameWorker(decode_image_msg, self._run_frames,
-                                       lambda msg: stamp_age_ms(msg.header.stamp, self.get_clock().now().nanoseconds),
-                                       self._log, self._worker_settings(values))
+            self._worker.update_settings(self._worker_settings(values))
         except Exception as error:  # noqa: BLE001 - every failure: one line with the cause, everything released
             cause = str(error) if isinstance(error, LOAD_ERRORS) else f'{type(error).__name__}: {error}'
             if not isinstance(error, LOAD_ERRORS):
@@ -204,7 +205,6 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        assert self._worker is not None
         try:
             subscription = build_settings(SubscriptionSettings, self.parameters.values())
             qos = image_qos(subscription.qos, subscription.qos_depth)
@@ -242,14 +242,12 @@ class PerceptionNode(LifecycleNode):
 
     def stop(self) -> None:
         """Stop inference (worker threads) before the node or its context goes away, e.g. on Ctrl-C."""
-        if self._worker is not None:
-            self._worker.stop()
+        self._worker.stop()
         self.release()
 
     def _unsubscribe(self) -> None:
         """Stop the inference thread, then the camera subscriptions."""
-        if self._worker is not None:
-            self._worker.stop()
+        self._worker.stop()
         for camera in self._cameras:
             self.destroy_subscription(camera.subscription)
         self._cameras = []
@@ -258,9 +256,7 @@ class PerceptionNode(LifecycleNode):
 
     def _teardown(self) -> None:
         """Release everything configure created (also after a configure that failed half-way)."""
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        self._worker.stop()
         self.release()
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
@@ -280,7 +276,7 @@ class PerceptionNode(LifecycleNode):
         outputs = self.infer(frames, images)
         for name, msg in outputs.messages:
             self._outputs[name].publish(msg)
-        stages = self._worker.stages if self._worker is not None else {}
+        stages = self._worker.stages
         for stage, value in (('preprocess_ms', outputs.preprocess_ms), ('inference_ms', outputs.inference_ms),
                              ('postprocess_ms', outputs.postprocess_ms)):
             if stage in stages:
@@ -301,7 +297,7 @@ class PerceptionNode(LifecycleNode):
     # --- liveness and diagnostics (executor, once a second: nodes/diagnostics.py) ---------------------------
     def _on_timer(self) -> None:
         worker, encoder = self._worker, self.encoder
-        if worker is None or encoder is None:
+        if encoder is None:
             return
         try:
             values = self.parameters.values()
