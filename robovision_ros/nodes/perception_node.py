@@ -128,7 +128,7 @@ class PerceptionNode(LifecycleNode):
             self.apply_live(names, values)
 
     def _worker_settings(self, values: dict[str, Any]) -> WorkerSettings:
-        """The worker's settings from parameter values, batching as configure chose (`_choose_batching`)."""
+        """Return the worker's settings from parameter values, batching as configure chose (`_choose_batching`)."""
         settings = build_settings(WorkerSettings, values)
         return settings if self._batched is None else replace(settings, batch=self._batched)
 

@@ -564,7 +564,7 @@ def model_table(model: str, device: str, results: list[VariantResult]) -> str:
 
 def ros_table(model: str, runs: list[RosResult], naive_p50: float) -> str:
     """
-    The end-to-end table: each row a configuration of clip_perception's parameters, or the minimal node (the floor).
+    Return the end-to-end table: each row a configuration of the node's parameters, or the minimal node (the floor).
 
     Latency and peak RSS are also given against the minimal node with the same number of cameras in the same run.
     """
