@@ -168,7 +168,9 @@ def test_capabilities_and_parameters():
     capabilities = backend_capabilities()['openvino']
     assert capabilities.int8 == INT8_STATIC_NNCF and capabilities.devices == ('cpu',)
     assert capabilities.precisions_on('cpu') == ('fp32', 'bf16', 'int8') and capabilities.fixed_input_size
-    assert capabilities.rank_on('cpu') < backend_capabilities()['onnxruntime'].rank_on('cpu')
+    onnxruntime = backend_capabilities()['onnxruntime']
+    assert capabilities.rank_on('cpu', 'int8') < onnxruntime.rank_on('cpu', 'int8')
+    assert capabilities.rank_on('cpu', 'fp32') is None and capabilities.rank_on('cpu', 'bf16') is None
     assert capabilities.auto_basis
     table = clip_table()
     values = table.defaults()

@@ -54,8 +54,8 @@ class BackendCapabilities:
     device_tensors: bool = False  # encode_image accepts torch tensors already on the device (GPU preprocessing)
     cuda_graphs: bool = False  # can replay captured CUDA graphs (the `cuda_graphs` parameter)
     remote: bool = False  # inference runs on a server (`device` is where the node preprocesses); never `auto`
-    # `auto` preference per device: the installed backend with the lowest rank that runs the precision wins
-    # (the fastest first). A device missing here is never chosen by `auto` for this backend.
+    # `auto` preference per device (or per 'device/precision'): the installed backend with the lowest rank that runs
+    # the precision wins (the fastest first). A device missing here is never chosen by `auto` for this backend.
     auto_rank: tuple[tuple[str, int], ...] = ()
     auto_basis: str = ''  # why the rank is what it is (a measurement), logged when `auto` picks this backend
 
@@ -69,9 +69,14 @@ class BackendCapabilities:
     def runs(self, device: str, precision: str) -> bool:
         return precision in self.precisions_on(device)
 
-    def rank_on(self, device: str) -> Optional[int]:
-        """Return this backend's `auto` rank on `device` (None: `auto` never picks it there)."""
-        return dict(self.auto_rank).get(device)
+    def rank_on(self, device: str, precision: str = '') -> Optional[int]:
+        """
+        Return this backend's `auto` rank on `device` for `precision` (None: `auto` never picks it there).
+
+        An entry 'device/precision' (e.g. 'cpu/fp32') overrides the device's rank for that precision.
+        """
+        ranks = dict(self.auto_rank)
+        return ranks.get(f'{device}/{precision}', ranks.get(device))
 
     def rejection(self, device: str, precision: str, table: 'tuple[BackendCapabilities, ...]' = ()) -> Optional[str]:
         """

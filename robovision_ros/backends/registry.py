@@ -77,8 +77,9 @@ def _installed(capabilities: BackendCapabilities) -> bool:
 def _auto_choice(device: str, precision: str) -> tuple[Optional[str], Optional[str]]:
     """(backend, None) for `auto` on this device and precision, or (None, why none can run it)."""
     table = backend_capabilities()
-    candidates = sorted((c for c in table.values() if c.rank_on(device) is not None and c.runs(device, precision)),
-                        key=lambda c: c.rank_on(device))
+    candidates = sorted((c for c in table.values()
+                         if c.rank_on(device, precision) is not None and c.runs(device, precision)),
+                        key=lambda c: c.rank_on(device, precision))
     for capabilities in candidates:
         if _installed(capabilities):
             return capabilities.name, None

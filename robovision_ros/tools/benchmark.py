@@ -543,7 +543,10 @@ def machine_description() -> str:
 
 
 def model_table(model: str, device: str, results: list[VariantResult]) -> str:
-    naive, reference = results[0], results[1]  # naive pipeline, torch fp32
+    naive = results[0]
+    # The fp32 reference: torch fp32 (the model as trained), else the first fp32 variant.
+    reference = next((r for r in results if r.name == 'torch fp32'),
+                     next((r for r in results[1:] if r.name.endswith('fp32')), results[1]))
     naive_frame = _p(naive.frame_ms, 50)
     memory = 'Memory (MB): peak RSS / GPU' if device == 'cuda' else 'Memory (MB): peak RSS'
     lines = [f'### {model} on {device}', '',
