@@ -494,3 +494,25 @@ def test_a_batch_is_preprocessed_on_threads_as_one_at_a_time(tiny_clip_dir):
     batched = preprocess(images)
     # The same function on the same pixels, only on a worker thread: identical results on any CPU.
     np.testing.assert_array_equal(batched, np.concatenate([preprocess([image]) for image in images]))
+
+
+def test_onnxruntime_int8_gate_stores_its_fp32_reference_for_the_next_configure(tiny_clip_dir, tmp_path, monkeypatch):
+    """The first int8 gate stores the fp32 outputs on the probes; the next configure loads no fp32 session."""
+    from robovision_ros.backends.onnxruntime_backend import REFERENCE_SUFFIX, OnnxRuntimeBackend
+
+    info = read_model_info(str(tiny_clip_dir))
+    first = create_backend(info, 'onnxruntime', 'cpu', 'int8', tmp_path)
+    exported = cached_export(info, tmp_path)
+    assert exported.variant(exported.image_path, 'int8').with_suffix(REFERENCE_SUFFIX).is_file()
+    original_init = OnnxRuntimeBackend.__init__
+
+    def no_fp32(self, info, device, precision, *args, **kwargs):
+        assert precision != 'fp32', 'the gate loaded an fp32 session'
+        original_init(self, info, device, precision, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, '__init__', no_fp32)
+    second = create_backend(info, 'onnxruntime', 'cpu', 'int8', tmp_path)
+    # The same int8 file and kernels compared with the same fp32 outputs (stored, then loaded): equal cosines.
+    assert second.int8_accuracy.worst == pytest.approx(first.int8_accuracy.worst, abs=1e-6)
+    first.close()
+    second.close()
