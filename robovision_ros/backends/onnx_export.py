@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ METADATA_FILE = 'export.json'
 PARTIAL_PREFIX = '.partial-'
 _IN_PROGRESS: set[Path] = set()  # this process's partial export directories
 _CHILDREN: set[Any] = set()  # this process's export child processes (subprocess.Popen)
+_ABANDONING = threading.Event()  # set when the process abandons its exports (it is about to exit)
 # How `*.int8.onnx` files are made, recorded in their ONNX metadata: a cached file of another recipe is remade.
 INT8_RECIPE_KEY = 'robovision_ros.int8_recipe'
 INT8_RECIPE = 'dynamic-s8-per-channel-7bit-v2'
@@ -209,6 +211,9 @@ def export_child(child: Any) -> Iterator[Any]:
             child.kill()
             child.wait()
         _CHILDREN.discard(child)
+    if _ABANDONING.is_set():
+        # The process is exiting (abandon_partial_exports killed this child): report nothing, the exit follows.
+        threading.Event().wait()
 
 
 def export_in_child(info: ModelInfo, out_dir: Path) -> None:
@@ -233,6 +238,7 @@ def export_in_child(info: ModelInfo, out_dir: Path) -> None:
 
 def abandon_partial_exports() -> None:
     """Stop this process's export children and remove its partial export directories (it is exiting mid-export)."""
+    _ABANDONING.set()
     for child in list(_CHILDREN):
         child.kill()
     for partial in list(_IN_PROGRESS):
