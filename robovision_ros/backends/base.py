@@ -33,7 +33,7 @@ class TransientBackendError(RuntimeError):
 # What int8 means on a backend.
 INT8_DYNAMIC = 'dynamic int8 (weights quantized ahead, activations per batch at run time; no calibration)'
 INT8_STATIC_QDQ = 'static int8 from a calibrated Q/DQ ONNX file (robovision_export --int8-qdq)'
-INT8_STATIC_NNCF = ('static int8 by NNCF post-training quantization, calibrated on generated test cards or your own '
+INT8_STATIC_NNCF = ('static int8 by NNCF post-training quantization, calibrated on generated images or your own '
                     'frames (robovision_export --openvino int8 --calibration-images DIR)')
 
 

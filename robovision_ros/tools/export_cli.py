@@ -10,8 +10,8 @@ robovision_export: HF model directory -> ONNX (image and text encoders) -> int8/
 
 Every ONNX file is verified with onnx.checker and parity-checked against PyTorch fp32 (max abs difference
 printed). The TensorRT step needs tensorrt and a CUDA GPU. The OpenVINO step writes its IR where the nodes load it
-(the engine cache, `engine_cache_dir`), int8 calibrated on the folder's images (default: generated test cards), and
-runs the int8 accuracy gate on the result.
+(the engine cache, `engine_cache_dir`), int8 calibrated on the folder's images (default: generated test cards and
+scenes), and runs the int8 accuracy gate on the result.
 """
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ def _write_openvino(info, precision: str, calibration_dir: Optional[Path], cache
         source = f'{len(images)} images from {calibration_dir}'
         _progress(f'calibrating OpenVINO int8 (NNCF) on {source}')
     elif precision == 'int8':
-        _progress('calibrating OpenVINO int8 (NNCF) on generated test cards (pass --calibration-images for yours)')
+        _progress('calibrating OpenVINO int8 (NNCF) on generated test cards and scenes (pass --calibration-images '
+                  'for yours)')
     image, _ = ir_for(info, cache_dir, precision, calibration=images, calibration_source=source,
                       replace=images is not None)
     _progress(f'OpenVINO {precision} model in {image.directory}')
@@ -96,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='also write static int8 Q/DQ ONNX files (what TensorRT int8 engines are built from)')
     parser.add_argument('--calibration-images', type=Path,
                         help='folder of representative images for --int8-qdq (default: 64 generated scenes) and '
-                             '--openvino int8 (default: generated test cards)')
+                             '--openvino int8 (default: generated test cards and scenes)')
     parser.add_argument('--tensorrt', choices=TENSORRT.precisions_on('cuda'), help='also build a TensorRT engine')
     parser.add_argument('--force-rebuild', action='store_true', help='rebuild the TensorRT engine')
     parser.add_argument('--openvino', choices=OPENVINO.precisions_on('cpu'),
