@@ -4,6 +4,7 @@
 """clip_perception in its own process, driven as `ros2 lifecycle set` / `ros2 param set` drive it."""
 from __future__ import annotations
 
+import re
 import time
 from types import SimpleNamespace
 
@@ -305,6 +306,9 @@ def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir,
                 publisher.publish(msg)
             ros.spin_until(lambda: False, 0.3)
         assert {'left', 'right'} <= {m.header.frame_id for m in labels}, process.output()
+        # configure measured whether batching pays here and said which it chose
+        assert re.search(r'batch: 2 frames in one inference took [0-9.]+ ms per frame, one at a time [0-9.]+ ms: '
+                         r'(batching|serving frames one at a time)', process.output()), process.output()
         assert debug and debug[-1].encoding == 'rgb8' and (debug[-1].width, debug[-1].height) == (64, 48)
         assert debug[-1].header.frame_id in ('left', 'right')
 

@@ -124,7 +124,8 @@ def test_settings_defaults_are_the_table_defaults():
     assert FeatureSettings() == build_settings(FeatureSettings, features)
     load = LoadSettings.from_values(clip)
     assert (load.model, load.backend, load.device, load.precision) == ('embedded:tiny_clip', 'auto', 'cpu', 'fp32')
-    assert set(load.backend_options) == {'triton_url', 'triton_model', 'triton_timeout_ms', 'cuda_graphs'}
+    assert set(load.backend_options) == {'triton_url', 'triton_model', 'triton_timeout_ms', 'cuda_graphs',
+                                         'openvino_device'}
     assert FEATURES.defaults()['model'] == 'embedded:tiny_vit'
 
 

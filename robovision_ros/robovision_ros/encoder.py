@@ -137,11 +137,24 @@ class PerceptionEncoder:
         return score_batch(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
                            patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
 
-    def warm_up(self, iterations: int = 2) -> None:
+    def warm_up(self, iterations: int = 2, batch_sizes: Sequence[int] = (1,)) -> dict[int, float]:
+        """
+        Run each batch size the node will run a few times before the first frame.
+
+        First runs of a shape pay one-off costs: OpenVINO's shape inference for a dynamic batch, a CUDA graph's
+        capture (cuda_graphs), cuDNN/oneDNN kernel selection. A node that batches its cameras warms every batch
+        size up to the number of cameras, so none of that lands on a frame.
+
+        Returns the model's time per frame at each batch size (ms, the fastest run after the first; a measurement at
+        configure, for the node's choice whether batching pays on this backend and machine).
+        """
         size = self.info.image_size
         dummy = np.zeros((size, size, 3), np.uint8)
-        for _ in range(iterations):
-            self.encode_images([dummy])
+        per_frame = {}
+        for batch in batch_sizes:
+            times = [self.encode_images([dummy] * batch)[1].inference_ms / batch for _ in range(iterations)]
+            per_frame[batch] = min(times[1:] or times)  # the first run of a shape pays its one-off costs
+        return per_frame
 
     def close(self) -> None:
         self.backend.close()

@@ -263,6 +263,8 @@ class ImagePreprocessor:
         self._bias = (-mean / std).astype(np.float32)
         self._device_constants: dict[tuple[str, Any], tuple[Any, Any]] = {}
         self._device_weights_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._pinned: dict[tuple[int, tuple[int, ...]], Any] = {}  # CUDA upload staging (pinned host memory)
+        self._pool: Any = None  # threads resizing the frames of a batch (made at the first batch)
 
     def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
         rh, rw = resized_hw(self.config, source_hw, scale)
@@ -309,8 +311,25 @@ class ImagePreprocessor:
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
     def __call__(self, images: Sequence[np.ndarray], scale: float = 1.0) -> np.ndarray:
-        """RGB uint8 images (any sizes) -> float32 ``[B, 3, H, W]``."""
-        return self.normalize(np.stack([self.resize_and_crop(image, scale) for image in images]))
+        """
+        RGB uint8 images (any sizes) -> float32 ``[B, 3, H, W]``.
+
+        The frames of a batch are resized on two threads: PIL and OpenCV release the GIL while they resample, and
+        the inference threads are idle meanwhile (a batch of 4 camera frames: ~2x less preprocessing wall time).
+        """
+        if len(images) > 1:
+            crops = list(self._resize_pool().map(lambda image: self.resize_and_crop(image, scale), images))
+        else:
+            crops = [self.resize_and_crop(image, scale) for image in images]
+        return self.normalize(np.stack(crops))
+
+    def _resize_pool(self) -> Any:
+        if self._pool is None:
+            import os
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1)), thread_name_prefix='preprocess')
+        return self._pool
 
     def _device_weights(self, source_hw: tuple[int, int], scale: float, device: str) -> tuple[Any, ...]:
         """Per frame size: the source rows/cols the crop reads and the resampling matrices, cached on `device`."""
@@ -333,6 +352,29 @@ class ImagePreprocessor:
             self._device_weights_cache[key] = entry
         return self._device_weights_cache[key]
 
+    def _upload(self, host: np.ndarray, device: str, slot: int) -> Any:
+        """
+        Copy uint8 rows to `device`; to a CUDA device through a pinned staging buffer (one per batch slot and shape).
+
+        From pageable memory a copy is staged by the driver and blocks; from pinned memory it is one DMA that runs
+        asynchronously. A buffer is reused only by the next call, which comes after this batch's results were copied
+        back (which waits for the upload on the same stream).
+        """
+        import torch
+
+        if not str(device).startswith('cuda'):
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', UserWarning)  # torch warns about read-only message buffers
+                return torch.from_numpy(host).to(device)
+        key = (slot, host.shape)
+        staging = self._pinned.get(key)
+        if staging is None:
+            if len(self._pinned) >= 32:  # a few camera sizes x batch slots in practice
+                self._pinned.clear()
+            staging = self._pinned[key] = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
+        staging.numpy()[...] = host
+        return staging.to(device, non_blocking=True)
+
     def torch_preprocess(self, images: Sequence[np.ndarray], device: str, dtype: Any, scale: float = 1.0) -> Any:
         """
         Preprocess on the GPU: resize, crop and normalise on `device` with PIL's filter coefficients.
@@ -351,9 +393,7 @@ class ImagePreprocessor:
             reversed_channels = image.strides[-1] < 0
             rows = image[y0:y1]
             host = np.ascontiguousarray(rows[..., ::-1] if reversed_channels else rows)
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', UserWarning)  # torch warns about read-only message buffers
-                tensor = torch.from_numpy(host).to(device, non_blocking=True)
+            tensor = self._upload(host, device, len(crops))
             if reversed_channels:
                 tensor = tensor.flip(-1)
             tensor = tensor[:, x0:x1].permute(2, 0, 1).float()  # [3, rows, cols]

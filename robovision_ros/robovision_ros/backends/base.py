@@ -33,6 +33,8 @@ class TransientBackendError(RuntimeError):
 # What int8 means on a backend.
 INT8_DYNAMIC = 'dynamic int8 (weights quantized ahead, activations per batch at run time; no calibration)'
 INT8_STATIC_QDQ = 'static int8 from a calibrated Q/DQ ONNX file (robovision_export --int8-qdq)'
+INT8_STATIC_NNCF = ('static int8 by NNCF post-training quantization, calibrated on generated images or your own '
+                    'frames (robovision_export --openvino int8 --calibration-images DIR)')
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ class BackendCapabilities:
     device_tensors: bool = False  # encode_image accepts torch tensors already on the device (GPU preprocessing)
     cuda_graphs: bool = False  # can replay captured CUDA graphs (the `cuda_graphs` parameter)
     remote: bool = False  # inference runs on a server (`device` is where the node preprocesses); never `auto`
-    # `auto` preference per device: the installed backend with the lowest rank that runs the precision wins
-    # (the fastest first). A device missing here is never chosen by `auto` for this backend.
+    # `auto` preference per device (or per 'device/precision'): the installed backend with the lowest rank that runs
+    # the precision wins (the fastest first). A device missing here is never chosen by `auto` for this backend.
     auto_rank: tuple[tuple[str, int], ...] = ()
+    auto_basis: str = ''  # why the rank is what it is (a measurement), logged when `auto` picks this backend
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -66,9 +69,14 @@ class BackendCapabilities:
     def runs(self, device: str, precision: str) -> bool:
         return precision in self.precisions_on(device)
 
-    def rank_on(self, device: str) -> Optional[int]:
-        """Return this backend's `auto` rank on `device` (None: `auto` never picks it there)."""
-        return dict(self.auto_rank).get(device)
+    def rank_on(self, device: str, precision: str = '') -> Optional[int]:
+        """
+        Return this backend's `auto` rank on `device` for `precision` (None: `auto` never picks it there).
+
+        An entry 'device/precision' (e.g. 'cpu/fp32') overrides the device's rank for that precision.
+        """
+        ranks = dict(self.auto_rank)
+        return ranks.get(f'{device}/{precision}', ranks.get(device))
 
     def rejection(self, device: str, precision: str, table: 'tuple[BackendCapabilities, ...]' = ()) -> Optional[str]:
         """
@@ -142,12 +150,58 @@ class EncoderBackend(ABC):
         """Key of the compiled artefact this backend runs (a TensorRT engine), if any."""
         return None
 
+    def stored_fp32_reference(self, fallback: Callable[[], 'EncoderBackend']) -> Optional['EncoderBackend']:
+        """
+        Return the fp32 outputs on the gate's probe images stored with this int8 engine, as a backend (or None).
+
+        The int8 gate compares with them instead of loading the fp32 model into the node (its peak memory);
+        `fallback` loads the real fp32 reference where the stored one does not answer.
+        """
+        return None
+
     def health(self) -> Optional[str]:
         """Why the backend cannot serve right now (a remote server gone), or None; read by /diagnostics."""
         return None
 
     def close(self) -> None:
         """Free the model and any device memory."""
+
+
+class StoredReference(EncoderBackend):
+    """
+    fp32 outputs of the gate's probe batch, computed when an int8 engine was made, as a backend.
+
+    It answers that batch only (the pixels are stored with the outputs and compared to within 1e-3, far above the
+    rounding differences of preprocessing between x86 CPUs); asked for other pixels, it loads the real fp32
+    reference with `fallback` and answers with it.
+    """
+
+    name = 'stored fp32 reference'
+
+    def __init__(self, pixels: np.ndarray, encoding: ImageEncoding, capabilities: BackendCapabilities,
+                 fallback: Callable[[], 'EncoderBackend']) -> None:
+        super().__init__('cpu', 'fp32')
+        self.capabilities = capabilities
+        self.pixels = pixels
+        self.encoding = encoding
+        self._fallback = fallback
+        self._loaded: Optional[EncoderBackend] = None
+
+    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+        pixels = np.asarray(pixel_values, np.float32)
+        if pixels.shape == self.pixels.shape and np.allclose(pixels, self.pixels, rtol=0.0, atol=1e-3):
+            return self.encoding
+        if self._loaded is None:
+            self._loaded = self._fallback()
+        return self._loaded.encode_image(pixel_values)
+
+    def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        raise BackendUnavailableError('a stored fp32 reference has image outputs only')
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +214,7 @@ class BackendRequest:
     cache_dir: Optional[Path] = None
     force_rebuild: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)  # values of the backend's own parameters by name
+    text: bool = True  # load the text encoder too (False: the int8 gate's fp32 reference needs images only)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,14 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -38,6 +42,8 @@ METADATA_FILE = 'export.json'
 # (a signal during configure, a crash) never leaves a half-written entry that a later run would load.
 PARTIAL_PREFIX = '.partial-'
 _IN_PROGRESS: set[Path] = set()  # this process's partial export directories
+_CHILDREN: set[Any] = set()  # this process's export child processes (subprocess.Popen)
+_ABANDONING = threading.Event()  # set when the process abandons its exports (it is about to exit)
 # How `*.int8.onnx` files are made, recorded in their ONNX metadata: a cached file of another recipe is remade.
 INT8_RECIPE_KEY = 'robovision_ros.int8_recipe'
 INT8_RECIPE = 'dynamic-s8-per-channel-7bit-v2'
@@ -148,7 +154,10 @@ def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> Exported
     shutil.rmtree(partial, ignore_errors=True)
     _IN_PROGRESS.add(partial)
     try:
-        export_onnx(info, partial)
+        if 'torch' in sys.modules:
+            export_onnx(info, partial)
+        else:
+            export_in_child(info, partial)
         try:
             partial.rename(directory)
         except OSError:
@@ -160,8 +169,78 @@ def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> Exported
     return load_export(directory)
 
 
+@contextmanager
+def written_apart(directory: Path, replace: bool = False) -> Iterator[Path]:
+    """
+    Yield a partial directory beside `directory`; when the block completes, rename it into place as `directory`.
+
+    An exception (or the process ending: `abandon_partial_exports`) leaves no `directory` behind, only a partial
+    that the next writer removes. `replace`: an existing `directory` is swapped out for the new one; else the first
+    complete writer wins and later ones keep its entry.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    partial = directory.parent / f'{PARTIAL_PREFIX}{directory.name}-{os.getpid()}'
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    _IN_PROGRESS.add(partial)
+    try:
+        yield partial
+        if replace and directory.exists():
+            retired = directory.parent / f'{PARTIAL_PREFIX}{directory.name}.old-{os.getpid()}'
+            shutil.rmtree(retired, ignore_errors=True)
+            directory.rename(retired)
+            shutil.rmtree(retired, ignore_errors=True)
+        try:
+            partial.rename(directory)
+        except OSError:
+            if not directory.exists():  # not another process that finished first
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        _IN_PROGRESS.discard(partial)
+
+
+@contextmanager
+def export_child(child: Any) -> Iterator[Any]:
+    """Register a child process that writes a partial export, so that `abandon_partial_exports` stops it."""
+    _CHILDREN.add(child)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        _CHILDREN.discard(child)
+    if _ABANDONING.is_set():
+        # The process is exiting (abandon_partial_exports killed this child): report nothing, the exit follows.
+        threading.Event().wait()
+
+
+def export_in_child(info: ModelInfo, out_dir: Path) -> None:
+    """
+    Run `export_onnx` in a child process, so that this process never imports torch for it.
+
+    A node that runs ONNX Runtime or OpenVINO needs torch only to export, once per model: exported in the node's own
+    process, torch and the model's fp32 weights (hundreds of MB) would stay resident for the node's lifetime.
+    """
+    code = ('import sys; from pathlib import Path; from robovision_ros.model_dir import read_model_info; '
+            'from robovision_ros.backends.onnx_export import export_onnx; '
+            'export_onnx(read_model_info(sys.argv[1]), Path(sys.argv[2]), progress=lambda m: None)')
+    child = subprocess.Popen([sys.executable, '-c', code, str(info.path), str(out_dir)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    with export_child(child):
+        _, errors = child.communicate()
+    if child.returncode != 0:
+        lines = [line for line in errors.strip().splitlines() if line.strip()]
+        raise ExportError(f'ONNX export of {info.model_id} failed in its export process (exit {child.returncode}): '
+                          f"{lines[-1] if lines else 'no message'}")
+
+
 def abandon_partial_exports() -> None:
-    """Remove the partial export directories of this process (it is exiting while an export runs)."""
+    """Stop this process's export children and remove its partial export directories (it is exiting mid-export)."""
+    _ABANDONING.set()
+    for child in list(_CHILDREN):
+        child.kill()
     for partial in list(_IN_PROGRESS):
         shutil.rmtree(partial, ignore_errors=True)
 

@@ -77,8 +77,9 @@ def _installed(capabilities: BackendCapabilities) -> bool:
 def _auto_choice(device: str, precision: str) -> tuple[Optional[str], Optional[str]]:
     """(backend, None) for `auto` on this device and precision, or (None, why none can run it)."""
     table = backend_capabilities()
-    candidates = sorted((c for c in table.values() if c.rank_on(device) is not None and c.runs(device, precision)),
-                        key=lambda c: c.rank_on(device))
+    candidates = sorted((c for c in table.values()
+                         if c.rank_on(device, precision) is not None and c.runs(device, precision)),
+                        key=lambda c: c.rank_on(device, precision))
     for capabilities in candidates:
         if _installed(capabilities):
             return capabilities.name, None
@@ -140,29 +141,42 @@ def create_backend(info: ModelInfo, backend: str = AUTO, device: str = 'cpu', pr
         raise ValueError(f'int8_min_cosine must be in [0, 1]; got {int8_min_cosine}')
     if backend == AUTO:
         backend = choose_backend(device, precision)
-        LOG.info('backend auto -> %s (device %s, precision %s)', backend, device, precision)
+        basis = backend_capabilities()[backend].auto_basis
+        LOG.info('backend auto -> %s (device %s, precision %s): %s', backend, device, precision,
+                 basis or 'the lowest auto_rank among the installed backends that run it')
     request = BackendRequest(info, device, precision, cache_dir, force_rebuild, dict(options or {}))
     loaded = backend_entries()[backend].load(request)
     if precision == 'int8' and int8_min_cosine is not None and not loaded.capabilities.remote:
-        loaded.int8_accuracy = gate_int8(loaded, lambda: _fp32_reference(request), _probe_preprocessor(info),
-                                         info.image_size, int8_min_cosine)
+        loaded.int8_accuracy = gate_int8(loaded, lambda: _fp32_reference(backend, request, loaded),
+                                         _probe_preprocessor(info), info.image_size, int8_min_cosine)
         LOG.info('int8 accuracy gate passed: cosine to fp32 %.4f (global %.4f, patches %.4f) >= %s',
                  loaded.int8_accuracy.worst, loaded.int8_accuracy.global_cosine, loaded.int8_accuracy.patch_cosine,
                  int8_min_cosine)
     return loaded
 
 
-def _fp32_reference(request: BackendRequest) -> EncoderBackend:
+def _fp32_reference(backend: str, request: BackendRequest, loaded: EncoderBackend) -> EncoderBackend:
     """
     Load the fp32 engine an int8 engine is compared with.
 
-    That is ONNX Runtime on CPU running the fp32 export every int8 variant is made from (cheap to load, no GPU
-    needed), or PyTorch fp32 on the request's device where onnxruntime is missing.
+    First choice: the fp32 outputs stored with the int8 engine when it was made (`stored_fp32_reference`): then no
+    fp32 model is loaded into the process at all. Else (`_loaded_fp32_reference`) the same backend at fp32 on CPU
+    where it runs that (its own fp32 model: no other framework is imported into the node), else ONNX Runtime on CPU
+    running the fp32 export every int8 variant is made from (cheap to load, no GPU needed), or PyTorch fp32 on the
+    request's device where onnxruntime is missing.
     """
+    stored = loaded.stored_fp32_reference(lambda: _loaded_fp32_reference(backend, request))
+    return stored if stored is not None else _loaded_fp32_reference(backend, request)
+
+
+def _loaded_fp32_reference(backend: str, request: BackendRequest) -> EncoderBackend:
     entries = backend_entries()
+    own = entries[backend]
+    if own.capabilities.runs('cpu', 'fp32'):
+        return own.load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir, text=False))
     if _installed(entries['onnxruntime'].capabilities):
-        return entries['onnxruntime'].load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir))
-    return entries['torch'].load(BackendRequest(request.info, request.device, 'fp32', request.cache_dir))
+        return entries['onnxruntime'].load(BackendRequest(request.info, 'cpu', 'fp32', request.cache_dir, text=False))
+    return entries['torch'].load(BackendRequest(request.info, request.device, 'fp32', request.cache_dir, text=False))
 
 
 def _probe_preprocessor(info: ModelInfo) -> Callable[[list[np.ndarray]], np.ndarray]:

@@ -84,7 +84,8 @@ class TorchBackend(EncoderBackend):
                     self.vision(static_in)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the vocabulary worker may run the text tower on another thread during a capture.
+            with torch.cuda.graph(graph, capture_error_mode='thread_local'):
                 static_out = self.vision(static_in)
             self._graphs[key] = (graph, static_in, static_out)
         graph, static_in, static_out = self._graphs[key]

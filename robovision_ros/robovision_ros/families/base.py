@@ -109,6 +109,10 @@ class ModelFamily(ABC):
                                  'to encode labels')
         for name in present[0]:
             check_regular_file(info.path / name, MAX_TOKENIZER_BYTES)
+        from robovision_ros.text_tokenizer import TextTokenizer, has_tokenizer_file
+
+        if has_tokenizer_file(info.path):
+            return TextTokenizer(info.path)  # no transformers (which imports torch) at run time
         from transformers import AutoTokenizer
 
         try:

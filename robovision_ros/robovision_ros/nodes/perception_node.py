@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,8 +33,11 @@ from robovision_ros.parameters import ParameterError, ParameterTable, build_sett
 from robovision_ros.image_codec import decode_image_msg
 from robovision_ros.message_conversions import STANDARD_OUTPUTS_OFF, vision_msgs_available
 from robovision_ros.preprocessing import PreprocessConfigError
+from robovision_ros.process_memory import release_memory
 from robovision_ros.settings import LoadSettings, SubscriptionSettings, WorkerSettings
 
+# Batching is kept where the model's time per frame in a batch of all cameras is below this share of one at a time.
+BATCH_GAIN = 0.95
 # Failures a user causes (wrong model path, unsupported combination, a bad value): one line, no traceback.
 LOAD_ERRORS = (ModelLoadError, BackendUnavailableError, ExportError, PreprocessConfigError, ParameterError, OSError,
                ValueError)
@@ -59,6 +62,7 @@ class PerceptionNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         answer_queries_during_transitions(self)
         self.encoder: Optional[PerceptionEncoder] = None
+        self._batched: Optional[bool] = None  # whether batching pays (measured at configure; None: not asked for)
         # One worker (one inference thread) for the node's life: a decode still running after a stop finishes on
         # the same thread, and a restart reuses it, so there is never a second inference thread.
         self._worker = FrameWorker(decode_image_msg, self._run_frames,
@@ -119,9 +123,36 @@ class PerceptionNode(LifecycleNode):
         return 'configured' if self._configured else None
 
     def _on_parameters(self, names: set[str], values: dict[str, Any]) -> None:
-        self._worker.update_settings(build_settings(WorkerSettings, values))
+        self._worker.update_settings(self._worker_settings(values))
         if self._configured:
             self.apply_live(names, values)
+
+    def _worker_settings(self, values: dict[str, Any]) -> WorkerSettings:
+        """Return the worker's settings from parameter values, batching as configure chose (`_choose_batching`)."""
+        settings = build_settings(WorkerSettings, values)
+        return settings if self._batched is None else replace(settings, batch=self._batched)
+
+    def _choose_batching(self, values: dict[str, Any]) -> Optional[bool]:
+        """
+        Warm the model up; with `batch` on and several cameras, measure whether batching pays here.
+
+        Batching runs the newest frame of every camera in one inference; it only pays where the model's time per frame
+        at that batch size is below its time one at a time (GPUs, OpenVINO on CPU; ONNX Runtime's dynamic int8 on 2
+        cores barely). Where it does not, the node serves frames one at a time and says so: batching that is slower
+        per frame only adds latency. Returns the choice (None: batch off or one camera, nothing to choose).
+        """
+        cameras = len(values['image_topics'])
+        if not values['batch'] or cameras < 2:
+            self.encoder.warm_up()
+            return None
+        per_frame = self.encoder.warm_up(iterations=3, batch_sizes=range(1, cameras + 1))
+        single, batched = per_frame[1], per_frame[cameras]
+        pays = batched < BATCH_GAIN * single
+        choice = 'batching' if pays else \
+            'serving frames one at a time (batching does not pay for this model and backend on this machine)'
+        self.get_logger().info(f'batch: {cameras} frames in one inference took {batched:.1f} ms per frame, one at a '
+                               f'time {single:.1f} ms: {choice}')
+        return pays
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def transition_in_progress(self) -> Optional[str]:
@@ -141,7 +172,8 @@ class PerceptionNode(LifecycleNode):
             cache = Path(load.engine_cache_dir) if load.engine_cache_dir else None
             self.encoder = PerceptionEncoder(load.model, load.backend, load.device, load.precision, cache,
                                              int8_min_cosine=load.int8_min_cosine, options=load.backend_options)
-            self.encoder.warm_up()
+            self._batched = self._choose_batching(values)
+            release_memory()  # what loading and the int8 gate allocated once goes back to the system
             if not self.standard_outputs and not self._said_standard_outputs_off:
                 self._said_standard_outputs_off = True
                 self.get_logger().info(STANDARD_OUTPUTS_OFF)
@@ -150,7 +182,7 @@ class PerceptionNode(LifecycleNode):
                 self._outputs[name] = self.create_lifecycle_publisher(msg_type, topic, qos)
             self._diagnostics.start()
             self._diagnostics_timer = self.create_timer(1.0, self._on_timer)
-            self._worker.update_settings(build_settings(WorkerSettings, values))
+            self._worker.update_settings(self._worker_settings(values))
         except Exception as error:  # noqa: BLE001 - every failure: one line with the cause, everything released
             cause = str(error) if isinstance(error, LOAD_ERRORS) else f'{type(error).__name__}: {error}'
             if not isinstance(error, LOAD_ERRORS):
@@ -162,8 +194,14 @@ class PerceptionNode(LifecycleNode):
             self._transition = None
         self._configured = True
         backend = self.encoder.backend
+        notes = ''
+        if self.get_parameter('backend').value == 'auto':
+            notes += f' (backend auto: {backend.capabilities.auto_basis or "the lowest auto_rank installed"})'
+        if backend.int8_accuracy is not None:
+            notes += (f'; int8 accuracy gate passed: cosine to fp32 {backend.int8_accuracy.worst:.4f} >= '
+                      f"{self.get_parameter('int8_min_cosine').value}")
         self.get_logger().info(f'configured {self.encoder.info.family} model {model!r} on {backend.name} '
-                               f'{backend.device} {backend.precision}')
+                               f'{backend.device} {backend.precision}{notes}')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -230,6 +268,7 @@ class PerceptionNode(LifecycleNode):
         if self.encoder is not None:
             self.encoder.close()
         self.encoder = None
+        self._batched = None
         self._configured = False
 
     # --- hot path (on the worker thread) --------------------------------------------------------------------

@@ -38,6 +38,7 @@ USED_BY = {
     'max_image_pixels': '`WorkerSettings` -> `FrameWorker` -> `decode_image_msg` (next frame)',
     'camera_timeout_s': '`camera_liveness`, `health` (each second)',
     'cuda_graphs': '`TorchBackend` (configure)',
+    'openvino_device': '`OpenVinoBackend` (configure)',
     'triton_url': '`TritonBackend` (configure)',
     'triton_model': '`TritonBackend` (configure)',
     'triton_timeout_ms': '`TritonBackend` (configure)',
