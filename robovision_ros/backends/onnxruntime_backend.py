@@ -12,10 +12,10 @@ from typing import Any, Optional
 import numpy as np
 
 from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendEntry, BackendRequest, \
-    BackendUnavailableError, EncoderBackend, ImageEncoding
+    BackendUnavailableError, EncoderBackend
 from robovision_ros.backends.onnx_export import cached_export, precision_variant, text_precision
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ModelInfo
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING, ModelInfo
+from robovision_ros.model_dir import family_of
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class OnnxRuntimeBackend(EncoderBackend):
 
         super().__init__(device, precision)
         self.info = info
+        self.output_names = list(family_of(info).image_outputs)
         self.providers = providers_for(device, precision, ort.get_available_providers())
         self.exported = cached_export(info, cache_dir)
         self.logit_scale = self.exported.logit_scale
@@ -68,15 +69,14 @@ class OnnxRuntimeBackend(EncoderBackend):
             self.text_session = ort.InferenceSession(str(text_path), options, providers=self.providers)
         LOG.info('onnxruntime %s %s with providers %s', device, precision, self.image_session.get_providers())
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.ascontiguousarray(pixel_values, dtype=np.float32)
         if pixels.shape[-2:] != (self.exported.input_size, self.exported.input_size):
             raise BackendUnavailableError(
                 f'onnxruntime engine takes {self.exported.input_size}x{self.exported.input_size} inputs; '
                 f'got {pixels.shape[-2]}x{pixels.shape[-1]} (multi-scale runs on the torch backend)')
-        patches, pooled = self.image_session.run([PATCH_TOKENS, GLOBAL_EMBEDDING], {PIXEL_VALUES: pixels})
-        grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
-        return ImageEncoding(patches, pooled, grid)
+        outputs = self.image_session.run(self.output_names, {PIXEL_VALUES: pixels})
+        return dict(zip(self.output_names, outputs))
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self.text_session is None:
