@@ -12,8 +12,9 @@ robovision_serve: serve a model's image and text encoders on a Triton Inference 
 The server is nvidia-pytriton's bundled Triton. The encoders run through this package's own engine
 (`create_backend`, the same code and caches as a node), one engine per instance, behind Triton's dynamic batcher,
 so requests from several nodes are batched together. Served as `<prefix>_image` (pixel_values -> the outputs of the
-model family's image graph: patch_tokens and global_embedding for CLIP and ViT) and `<prefix>_text` (input_ids, attention_mask -> text_embedding); `<prefix>` defaults to the
-model directory's name, which is also what a node with `backend:=triton` looks for.
+model family's image graph: patch_tokens and global_embedding for CLIP and ViT, per-patch class embeddings, logit
+shifts and scales and boxes for OWL detectors) and `<prefix>_text` (input_ids, attention_mask -> text_embedding);
+`<prefix>` defaults to the model directory's name, which is also what a node with `backend:=triton` looks for.
 
 pytriton needs its own venv made from the system Python (scripts/setup_serve.sh); run from another interpreter,
 this tool re-executes itself there with this package's source on PYTHONPATH.
