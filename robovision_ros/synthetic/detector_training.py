@@ -180,6 +180,7 @@ class DetectorRecipe:
     scenes: int = 6000
     zoom_fraction: float = 0.3
     attribute_queries: bool = True
+    text_layers: int = 2
     box_weight: float = 5.0
     giou_weight: float = 2.0
     seed: int = 0
@@ -206,7 +207,7 @@ def train_detector(out_dir: Path, recipe: DetectorRecipe = DetectorRecipe(),
                         layers=3, heads=4, max_length=16,
                         special_tokens=dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                             pad_token_id=tokenizer.pad_token_id))
-    config.text_config.num_hidden_layers = 2
+    config.text_config.num_hidden_layers = recipe.text_layers
     model = init_owl_heads(OwlViTForObjectDetection(config), prior=0.01, seed=recipe.seed)
     queries = SEEN_LABELS + (ATTRIBUTE_QUERIES if recipe.attribute_queries else ())
     tokens = [tokenize(tokenizer, [t.format(q) for q in queries], 16, 'pt') for t in TEMPLATES]
@@ -276,12 +277,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--zoom-fraction', type=float, default=defaults.zoom_fraction)
     parser.add_argument('--attribute-queries', action=argparse.BooleanOptionalAction,
                         default=defaults.attribute_queries)
+    parser.add_argument('--text-layers', type=int, default=defaults.text_layers)
     parser.add_argument('--seed', type=int, default=defaults.seed)
     parser.add_argument('--threads', type=int, default=defaults.threads)
     args = parser.parse_args(argv)
     recipe = DetectorRecipe(steps=args.steps, batch=args.batch, lr=args.lr, scenes=args.scenes,
                             zoom_fraction=args.zoom_fraction, attribute_queries=args.attribute_queries,
-                            seed=args.seed, threads=args.threads)
+                            text_layers=args.text_layers, seed=args.seed, threads=args.threads)
 
     def log(message: str) -> None:
         print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
