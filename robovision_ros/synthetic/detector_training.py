@@ -4,12 +4,14 @@
 """
 robovision_train_detector: train the embedded tiny OWL-ViT-style detector on generated tabletop scenes.
 
-    robovision_train_detector --out robovision_ros/embedded_models [--steps N] [--seed S] [--threads 2]
+    robovision_train_detector --out robovision_ros/embedded_models [--steps N] [--seed S] [--threads 1]
 
 The model is a transformers OwlViTForObjectDetection (so it loads, exports and serves like google/owlvit-*),
-small enough to train from scratch on 2 CPU cores in about ten minutes: a 64x64 input (the whole frame squashed to
-a square, as OWL-ViT's processor does), 8x8 patches, a 3-layer vision tower and a 2-layer text tower. Seeded and
-reproducible for the same versions and thread count.
+small enough to train from scratch on one CPU thread in about ten minutes (3000 steps at 0.15-0.2 s on an idle
+core; longer while other jobs share the cores): a 64x64 input (the whole frame squashed to a square, as OWL-ViT's
+processor does), 8x8 patches, a 3-layer vision tower and a 1-layer text tower (a 2-layer one composed colour and
+shape words it never saw together worse on the validation scenes: docs/detection.md). Seeded and reproducible for
+the same versions and thread count.
 
 What it learns from: scenes of 1-4 objects with every object's box (synthetic/scenes.py), a third of them with two
 objects of the same label, and zoomed crops of scenes (so that a crop of one object, an image query, looks like
@@ -21,7 +23,8 @@ Each object is the target of the patch under its centre (one positive per object
 itself matches predictions to objects by Hungarian matching, which a world of patch-sized objects does not need).
 Loss: sigmoid focal loss of every patch against every training query (the 16 seen labels, and with
 `--attribute-queries` the colours and shapes alone, whose targets are every object of that colour or shape), plus L1
-and generalised-IoU losses of the positive patches' boxes.
+and generalised-IoU losses of the positive patches' boxes, and with `--compose-weight` a term that pulls each label's
+text embedding towards the sum of its colour's and its shape's.
 """
 from __future__ import annotations
 
@@ -136,6 +139,27 @@ def query_targets(labels: np.ndarray, queries: Sequence[str]) -> np.ndarray:
     return targets
 
 
+def composition_loss(unit_queries, queries: Sequence[str]):  # noqa: ANN001, ANN201 (torch tensors)
+    """
+    Return the mean of 1 - cosine between each label's text embedding and the sum of its colour's and shape's.
+
+    A text tower that composes a label from its words can embed a colour x shape pair it never saw; the attribute
+    queries ('red object', 'cup') are the words' embeddings.
+    """
+    import torch.nn.functional as F
+
+    index = {query: i for i, query in enumerate(queries)}
+    rows, parts = [], []
+    for query in queries:
+        words = query.split()
+        if len(words) == 2 and words[1] != 'object' and f'{words[0]} object' in index and words[1] in index:
+            rows.append(index[query])
+            parts.append((index[f'{words[0]} object'], index[words[1]]))
+    labels = unit_queries[rows]
+    composed = F.normalize(unit_queries[[a for a, _ in parts]] + unit_queries[[b for _, b in parts]], dim=-1)
+    return (1 - (labels * composed).sum(-1)).mean()
+
+
 def _schedule(step: int, steps: int, base_lr: float, warmup: int = 150) -> float:
     if step < warmup:
         return base_lr * (step + 1) / warmup
@@ -180,7 +204,8 @@ class DetectorRecipe:
     scenes: int = 6000
     zoom_fraction: float = 0.3
     attribute_queries: bool = True
-    text_layers: int = 2
+    text_layers: int = 1
+    compose_weight: float = 0.0  # pull each label's text embedding towards its colour's plus its shape's
     box_weight: float = 5.0
     giou_weight: float = 2.0
     seed: int = 0
@@ -243,6 +268,9 @@ def train_detector(out_dir: Path, recipe: DetectorRecipe = DetectorRecipe(),
         feature_map = model.image_embedder(pixel_values=images)[0]
         features = feature_map.reshape(recipe.batch, grid * grid, -1)
         query_embeds = model.owlvit.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+        compose = torch.zeros(())
+        if recipe.compose_weight and recipe.attribute_queries:
+            compose = composition_loss(F.normalize(query_embeds, dim=-1), queries)
         logits, _ = model.class_predictor(features, query_embeds[None].expand(recipe.batch, -1, -1))
         boxes = model.box_predictor(features, feature_map).reshape(-1, 4)
         classification = focal_loss(logits, class_targets) / max(len(box_rows), 1)
@@ -250,14 +278,15 @@ def train_detector(out_dir: Path, recipe: DetectorRecipe = DetectorRecipe(),
         wanted = torch.from_numpy(np.stack(box_targets))
         l1 = F.l1_loss(matched, wanted)
         giou = generalized_iou_loss(matched, wanted)
-        loss = classification + recipe.box_weight * l1 + recipe.giou_weight * giou
+        loss = classification + recipe.box_weight * l1 + recipe.giou_weight * giou + recipe.compose_weight * compose
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % 100 == 0 or step == recipe.steps - 1:
             log(f'detector step {step}/{recipe.steps} loss {loss.item():.3f} (class {classification.item():.3f}, '
-                f'L1 {l1.item():.3f}, GIoU {giou.item():.3f}), {time.monotonic() - start:.0f} s')
+                f'L1 {l1.item():.3f}, GIoU {giou.item():.3f}, compose {compose.item():.3f}), '
+                f'{time.monotonic() - start:.0f} s')
     model.eval()
     make_tiny_owl(model_dir, corpus(), model=model, preprocessor=owl_preprocessor_config('owlvit', IMAGE_SIZE))
     (model_dir / 'training.json').write_text(json.dumps(
@@ -278,12 +307,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--attribute-queries', action=argparse.BooleanOptionalAction,
                         default=defaults.attribute_queries)
     parser.add_argument('--text-layers', type=int, default=defaults.text_layers)
+    parser.add_argument('--compose-weight', type=float, default=defaults.compose_weight)
     parser.add_argument('--seed', type=int, default=defaults.seed)
     parser.add_argument('--threads', type=int, default=defaults.threads)
     args = parser.parse_args(argv)
     recipe = DetectorRecipe(steps=args.steps, batch=args.batch, lr=args.lr, scenes=args.scenes,
                             zoom_fraction=args.zoom_fraction, attribute_queries=args.attribute_queries,
-                            text_layers=args.text_layers, seed=args.seed, threads=args.threads)
+                            text_layers=args.text_layers, compose_weight=args.compose_weight, seed=args.seed,
+                            threads=args.threads)
 
     def log(message: str) -> None:
         print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
