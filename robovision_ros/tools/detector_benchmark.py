@@ -169,7 +169,7 @@ def measure_detector_ros(model_dir: str, name: str, backend: str, seconds: float
 
 
 def measure_query_change_in_process(model_dir: str, backend: str, run: DetectorRun) -> None:
-    """The same query changes through DetectorEncoder: text-engine time, and the image engine's call count."""
+    """Time the same query changes through DetectorEncoder (the text engine) and count the image engine's runs."""
     from robovision_ros.detection_queries import DetectionQuerySpec
     from robovision_ros.detector import DetectorEncoder
 
