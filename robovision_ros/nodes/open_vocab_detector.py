@@ -207,7 +207,12 @@ class OpenVocabDetectorNode(PerceptionNode):
             return response
         crop = np.ascontiguousarray(image[roi.y_offset:roi.y_offset + roi.height,
                                           roi.x_offset:roi.x_offset + roi.width])
-        path = self._save_example(request.label, crop)
+        try:
+            path = self._save_example(request.label, crop)
+        except OSError as error:
+            response.message = f'could not save the example image: {error}'
+            self.get_logger().warn(f'add_image_query refused: {response.message}')
+            return response
         paths = [p for p in self.parameters.values()['image_queries'] if image_query_label(p) != request.label]
         result = self.set_parameters([_string_list_parameter('image_queries', paths + [str(path)])])[0]
         if not result.successful:

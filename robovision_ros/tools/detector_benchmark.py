@@ -210,7 +210,9 @@ def section(runs: Sequence[DetectorRun], backend: str, machine: str, load: str) 
               'trip; *applied after*: from that answer to the first result decoded with the new queries (the text '
               'engine on its own thread, then the next frame); *frame latency meanwhile*: every result from the set '
               'to that first one. *Text engine*: the same change in one process (DetectorEncoder.build_queries), '
-              'and how often the image engine ran during it.', '',
+              'and how often the image engine ran during it. A text-query change never runs the image engine; '
+              'until it shows, a result waits for the text engine, then for the next frame and that frame\'s '
+              'processing.', '',
               '| Model | Set answered p50 (ms) | Applied after p50 / max (ms) | Frame latency meanwhile p50 / max '
               '(ms) | Text engine, 4 texts p50 (ms) | Image-engine runs during the changes |',
               '|---|---|---|---|---|---|']
