@@ -459,7 +459,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if '--detector' in (sys.argv[1:] if argv is None else argv):  # its own section (tools/detector_benchmark.py)
         from robovision_ros.tools.detector_benchmark import main as detector_main
 
-        return detector_main([a for a in (sys.argv[1:] if argv is None else argv) if a != '--detector'])
+        return detector_main([a for a in (sys.argv[1:] if argv is None else argv) if a != '--detector'],
+                             machine_description())
     parser = argparse.ArgumentParser(prog='robovision_bench', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--models', nargs='+', default=['embedded', 'clip-b32', 'clip-b16'])
     parser.add_argument('--iterations', type=int, default=20)

@@ -91,13 +91,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def stamp_ns(msg: Any) -> int:
         return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
+    newest_detection = [-1]  # stamp of the detector's newest result: it serves the newest frame and may skip one
+
     def collect(kind: str, msg: Any) -> None:
         with lock:
             entry = results.setdefault(stamp_ns(msg), {})
             entry[kind] = msg
-            if {'labels', 'presence', 'features', 'detections'} <= set(entry):
-                _print_frame(shown[0] + 1, source.ground_truth.get(stamp_ns(msg), ()), entry)
-                del results[stamp_ns(msg)]
+            if kind == 'detections':
+                newest_detection[0] = max(newest_detection[0], stamp_ns(msg))
+            for stamp in sorted(results):
+                entry = results[stamp]
+                complete = {'labels', 'presence', 'features'} <= set(entry) and (
+                    'detections' in entry or stamp < newest_detection[0])
+                if not complete:
+                    continue
+                _print_frame(shown[0] + 1, source.ground_truth.get(stamp, ()), entry)
+                del results[stamp]
                 shown[0] += 1
                 if args.frames and shown[0] >= args.frames:
                     done.set()
@@ -153,14 +162,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _print_frame(number: int, truth: Sequence[str], entry: dict[str, Any]) -> None:
     labels, presence, feats = entry['labels'], entry['presence'], entry['features']
-    boxes = ', '.join(f'{d.label} {d.score:.2f} [{d.x_min:.0f},{d.y_min:.0f},{d.x_max:.0f},{d.y_max:.0f}]'
-                      for d in entry['detections'].detections)
+    if 'detections' in entry:
+        boxes = ', '.join(f'{d.label} {d.score:.2f} [{d.x_min:.0f},{d.y_min:.0f},{d.x_max:.0f},{d.y_max:.0f}]'
+                          for d in entry['detections'].detections) or 'none'
+    else:
+        boxes = 'skipped (the detector served a newer frame)'  # newest frame only, as every node
     flags = '  '.join(f"{r.query} {'YES' if r.present else 'no '} {r.similarity:+.2f}"
                       + (f' @({r.peak_x},{r.peak_y})' if r.present and r.has_location else '')
                       for r in presence.results)
     print(f'frame {number:3d} | truth: {", ".join(truth) or "?":40s} | best: {labels.best_label} '
           f'{labels.best_score:.2f} | {flags} | features {feats.grid_h}x{feats.grid_w}x{feats.dim} | '
-          f'boxes: {boxes or "none"} | {labels.total_ms:.1f} ms', flush=True)
+          f'boxes: {boxes} | {labels.total_ms:.1f} ms', flush=True)
 
 
 def _save_debug_image(out_dir: Path, source: Any, clip: Any) -> None:

@@ -91,11 +91,13 @@ def measure_detector_ros(model_dir: str, name: str, backend: str, seconds: float
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from ament_index_python.packages import get_package_share_directory
+
     from robovision_ros.msg import ObjectDetectionArray
     from robovision_ros.tools import lifecycle_client
-    from robovision_ros.tools.benchmark import _shipped_profile, stop_processes
 
-    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(_shipped_profile()))
+    profile = Path(get_package_share_directory('robovision_ros')) / 'config' / 'fastdds_profile.xml'
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(profile))
     namespace = f'/detbench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}'
     topic = f'{namespace}/camera/image_raw'
     seconds = max(seconds, MIN_RESULTS / rate_hz)
@@ -160,12 +162,23 @@ def measure_detector_ros(model_dir: str, name: str, backend: str, seconds: float
             run.applied_ms.append((arrivals[before + first] - answered) * 1e3)
             lifecycle_client.spin_until(executor, lambda: False, max(1.0, 2.0 / rate_hz))
     finally:
-        stop_processes(processes)
+        _stop(processes)
         lifecycle_client.forget_clients(node)
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
     return run
+
+
+def _stop(processes: Sequence[Any]) -> None:
+    """Terminate the benchmark's child processes, killing those that do not end within 20 s."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def measure_query_change_in_process(model_dir: str, backend: str, run: DetectorRun) -> None:
@@ -236,11 +249,9 @@ def write_section(path: Path, text: str) -> None:
     path.write_text(updated)
 
 
-def run_detector_benchmark(models: Sequence[str], seconds: float, out: Path, cache: Path,
+def run_detector_benchmark(models: Sequence[str], seconds: float, out: Path, cache: Path, machine: str,
                            log: Callable[[str], None], backend: str = 'onnxruntime') -> str:
-    """Measure each model, write the section into `out`; return the section."""
-    from robovision_ros.tools.benchmark import machine_description
-
+    """Measure each model, write the section into `out`; return the section. `machine` describes the machine."""
     runs = []
     for name in models:
         model_dir = detector_model_dir(name, cache)
@@ -249,12 +260,13 @@ def run_detector_benchmark(models: Sequence[str], seconds: float, out: Path, cac
         measure_query_change_in_process(model_dir, backend, run)
         runs.append(run)
     load = f'Load average when the runs ended: {os.getloadavg()[0]:.1f} (other jobs shared the cores).'
-    text = section(runs, backend, machine_description(), load)
+    text = section(runs, backend, machine, load)
     write_section(out, text)
     return text
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, machine: str = '') -> int:
+    """Run the detector section (robovision_bench --detector passes `machine`, its machine description)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog='robovision_bench --detector', description=__doc__.strip().split('\n')[0])
@@ -267,5 +279,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def log(message: str) -> None:
         print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
-    print(run_detector_benchmark(args.detector_models, args.ros_seconds, args.out, args.cache, log))
+    print(run_detector_benchmark(args.detector_models, args.ros_seconds, args.out, args.cache, machine, log))
     return 0
