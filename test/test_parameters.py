@@ -161,9 +161,9 @@ def _generated_section(text: str, name: str) -> str:
 
 
 def test_the_architecture_doc_tables_are_generated_from_the_tables():
-    from robovision_ros.tools.parameter_docs import USED_BY, node_tables
+    from robovision_ros.tools.parameter_docs import node_tables, used_by
 
     doc = (Path(__file__).resolve().parents[1] / 'docs' / 'architecture.md').read_text()
     for name, specs in node_tables().items():
-        assert _generated_section(doc, name) == markdown_table(specs, USED_BY), \
+        assert _generated_section(doc, name) == markdown_table(specs, used_by(name)), \
             f'docs/architecture.md is stale: run robovision_parameter_docs --write ({name})'

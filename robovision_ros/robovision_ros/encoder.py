@@ -23,7 +23,7 @@ from robovision_ros.backends.registry import create_backend
 from robovision_ros.clip_scoring import DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, \
     l2_normalize, score, score_batch, zero_shot_probabilities
 from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFeatures
-from robovision_ros.model_dir import ClassificationHead, ModelInfo, family_of, load_tokenizer, \
+from robovision_ros.model_dir import ClassificationHead, ModelInfo, ModelLoadError, family_of, load_tokenizer, \
     read_classification_head, read_model_info, tokenize
 from robovision_ros.preprocessing import ImagePreprocessor
 from robovision_ros.vocabulary import TextEmbeddingCache, VocabularyEmbeddings
@@ -46,6 +46,9 @@ class PerceptionEncoder:
         """
         self.info: ModelInfo = read_model_info(model_id)
         self.family = family_of(self.info)
+        if self.family.detector:
+            raise ModelLoadError(f'{model_id} is an open-vocabulary detector ({self.info.family}), not an image '
+                                 'encoder: run it with open_vocab_detector')
         self.preprocessor = ImagePreprocessor(self.family.preprocess_config(self.info))
         self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
                                       int8_min_cosine, options)

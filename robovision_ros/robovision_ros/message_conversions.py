@@ -20,8 +20,10 @@ import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from robovision_ros.clip_scoring import ClipFrameResult
+from robovision_ros.detection import DetectionResult
 from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFeatures
-from robovision_msgs.msg import ClassScores, ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
+from robovision_msgs.msg import ClassScores, ObjectDetection, ObjectDetectionArray, ObjectPresence, \
+    ObjectPresenceArray, PatchFeatures, ZeroShotLabels
 from robovision_ros.image_codec import encode_raw_image
 
 SUPPORTED_DTYPES: dict[str, np.dtype] = {
@@ -198,6 +200,23 @@ def class_scores_message(result: ClassificationResult, header: Any, model_id: st
                        best_score=result.best_score)
 
 
+def detections_message(result: DetectionResult, query_is_image: Sequence[bool], header: Any, model_id: str,
+                       score_threshold: float, nms_iou: float, timing: Optional[EncodeTiming] = None,
+                       postprocess_ms: float = 0.0, total_ms: float = 0.0) -> ObjectDetectionArray:
+    """Return the ObjectDetectionArray of one frame's detections; `header` is the input image's, copied unchanged."""
+    detections = [ObjectDetection(x_min=d.box_xyxy[0], y_min=d.box_xyxy[1], x_max=d.box_xyxy[2], y_max=d.box_xyxy[3],
+                                  score=d.score, label=d.label, query_index=d.query_index,
+                                  image_query=bool(query_is_image[d.query_index]))
+                  for d in result.detections]
+    msg = ObjectDetectionArray(header=header, model_id=model_id, vocabulary_version=result.version,
+                               queries=list(result.queries), query_is_image=[bool(v) for v in query_is_image],
+                               score_threshold=float(score_threshold), nms_iou=float(nms_iou), detections=detections,
+                               postprocess_ms=float(postprocess_ms), total_ms=float(total_ms))
+    if timing is not None:
+        msg.preprocess_ms, msg.inference_ms = timing.preprocess_ms, timing.inference_ms
+    return msg
+
+
 def image_message(rgb: np.ndarray, header: Any, encoding: str = 'rgb8') -> Image:
     """Return a sensor_msgs/Image of an RGB uint8 array (e.g. the debug view)."""
     data, step = encode_raw_image(rgb, encoding)
@@ -241,6 +260,21 @@ def presence_detections_message(result: ClipFrameResult, header: Any) -> Any:
         hypothesis = ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = query.query, query.similarity
         detections.append(Detection2D(header=header, bbox=box, results=[hypothesis], id=query.query))
+    return Detection2DArray(header=header, detections=detections)
+
+
+def detections_vision_message(result: DetectionResult, header: Any) -> Any:
+    """vision_msgs/Detection2DArray of one frame's detections: per detection its box and one hypothesis (the label)."""
+    from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
+
+    detections = []
+    for detection in result.detections:
+        x0, y0, x1, y1 = detection.box_xyxy
+        box = BoundingBox2D(size_x=float(x1 - x0), size_y=float(y1 - y0))
+        box.center.position.x, box.center.position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = detection.label, detection.score
+        detections.append(Detection2D(header=header, bbox=box, results=[hypothesis]))
     return Detection2DArray(header=header, detections=detections)
 
 

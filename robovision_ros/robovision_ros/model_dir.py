@@ -205,7 +205,7 @@ def logit_scale(model: Any, info: ModelInfo) -> float:
 
 
 def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding: bool = False) -> Any:
-    """Wrap the vision tower: pixel_values [B,3,H,W] -> (patch_tokens [B,N,D], global_embedding [B,Dg])."""
+    """Wrap the image graph: pixel_values [B,3,H,W] -> the family's image outputs (`ModelFamily.image_outputs`)."""
     import torch
 
     family = family_of(info)
@@ -215,7 +215,7 @@ def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding:
             super().__init__()
             self.model = model
 
-        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return family.vision_forward(self.model, pixel_values, interpolate_pos_encoding)
 
     return VisionEncoder().eval()

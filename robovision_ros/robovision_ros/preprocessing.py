@@ -43,6 +43,10 @@ class PreprocessConfig:
     rescale_factor: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Pad the frame to a square (bottom and right, black) and resize that to the square `resize_hw`: the whole frame
+    # is seen, undistorted (OWLv2's `do_pad`). Only the frame's own pixels (and the padding its filter reaches) are
+    # resized: the cost follows the frame, not the square.
+    pad_to_square: bool = False
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -92,6 +96,10 @@ class PreprocessConfig:
             'do_normalize', True) else (0.0, 0.0, 0.0)
         std = tuple(float(v) for v in cfg.get('image_std', (1.0, 1.0, 1.0))) if cfg.get(
             'do_normalize', True) else (1.0, 1.0, 1.0)
+        pad_to_square = bool(cfg.get('do_pad', False))
+        if pad_to_square and (resize_hw is None or resize_hw[0] != resize_hw[1] or crop_hw is not None):
+            raise PreprocessConfigError(f'do_pad needs a square size and no centre crop; got size {size!r}, '
+                                        f'crop_size {cfg.get("crop_size")!r}')
         return cls(
             resize_shortest_edge=shortest,
             resize_hw=resize_hw,
@@ -100,6 +108,7 @@ class PreprocessConfig:
             rescale_factor=float(cfg.get('rescale_factor', 1 / 255)) if cfg.get('do_rescale', True) else 1.0,
             mean=mean,  # type: ignore[arg-type]
             std=std,  # type: ignore[arg-type]
+            pad_to_square=pad_to_square,
         )
 
     @classmethod
@@ -267,6 +276,9 @@ class ImagePreprocessor:
         self._pool: Any = None  # threads resizing the frames of a batch (made at the first batch)
 
     def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
+        if self.config.pad_to_square:  # the padded square, as large as the longer side, becomes the input
+            factor = self._square_side(scale) / max(source_hw)
+            return PreprocessGeometry(source_hw=source_hw, scale_y=factor, scale_x=factor, crop_y=0, crop_x=0)
         rh, rw = resized_hw(self.config, source_hw, scale)
         top, left, _, _ = _crop_box(self.config, (rh, rw), scale)
         return PreprocessGeometry(source_hw=source_hw, scale_y=rh / source_hw[0], scale_x=rw / source_hw[1],
@@ -281,6 +293,8 @@ class ImagePreprocessor:
         """
         from PIL import Image
 
+        if self.config.pad_to_square:
+            return self._pad_and_resize(rgb, scale)
         source_hw = rgb.shape[:2]
         rh, rw = resized_hw(self.config, source_hw, scale)
         top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
@@ -304,6 +318,37 @@ class ImagePreprocessor:
         padded = np.zeros((ch, cw, 3), np.uint8)  # crop larger than the resized image: pad with black
         padded[y0 - top:y1 - top, x0 - left:x1 - left] = visible
         return padded
+
+    def _square_side(self, scale: float) -> int:
+        assert self.config.resize_hw is not None  # from_dict refuses do_pad without a square size
+        return round(self.config.resize_hw[0] * scale)
+
+    def _pad_and_resize(self, rgb: np.ndarray, scale: float) -> np.ndarray:
+        """
+        Pad one RGB uint8 image to a square with black (bottom, right) and resize it to the input square.
+
+        As the HF processor does it (pad, then resize), but PIL resizes only the output rows and columns that the
+        frame reaches through the filter, from the frame plus the black margin the filter reads; the rest of the
+        square is black.
+        """
+        from PIL import Image
+
+        side = self._square_side(scale)
+        h, w = rgb.shape[:2]
+        factor = side / max(h, w)
+        support = _PIL_FILTERS.get(self.config.resample, (0.5, None))[0]
+        reach = int(np.ceil(support)) + 1  # output pixels beyond the frame whose filter still reads it
+        rows, cols = min(side, int(np.ceil(h * factor)) + reach), min(side, int(np.ceil(w * factor)) + reach)
+        margin = int(np.ceil(support * max(1.0, 1.0 / factor))) + 2  # source pixels the filter reads beyond the box
+        longest = max(h, w)  # the canvas never extends past the square: its edge is the image's edge
+        canvas = np.zeros((min(int(np.ceil(rows / factor)) + margin, longest),
+                           min(int(np.ceil(cols / factor)) + margin, longest), 3), np.uint8)
+        canvas[:h, :w] = rgb
+        visible = Image.fromarray(canvas).resize((cols, rows), resample=self.config.resample,
+                                                 box=(0, 0, cols / factor, rows / factor))
+        square = np.zeros((side, side, 3), np.uint8)
+        square[:rows, :cols] = np.asarray(visible)
+        return square
 
     def normalize(self, batch_uint8: np.ndarray) -> np.ndarray:
         """uint8 ``[B, H, W, 3]`` -> float32 ``[B, 3, H, W]`` normalised."""
@@ -336,6 +381,17 @@ class ImagePreprocessor:
         import torch
 
         key = (source_hw, scale, str(device))
+        if key not in self._device_weights_cache and self.config.pad_to_square:
+            # The padded square resized as a whole; the black padding adds nothing, so its taps are left out.
+            side = self._square_side(scale)
+            _, wy = _resample_weights(max(source_hw), side, 0, side, self.config.resample)
+            _, wx = _resample_weights(max(source_hw), side, 0, side, self.config.resample)
+            wy, wx = wy[:, :source_hw[0]], wx[:, :source_hw[1]]
+            if len(self._device_weights_cache) >= 16:  # a few camera sizes in practice
+                self._device_weights_cache.clear()
+            self._device_weights_cache[key] = (0, wy.shape[1], 0, wx.shape[1],
+                                               torch.as_tensor(wy, dtype=torch.float32, device=device),
+                                               torch.as_tensor(wx.T, dtype=torch.float32, device=device))
         if key not in self._device_weights_cache:
             rh, rw = resized_hw(self.config, source_hw, scale)
             top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)

@@ -21,6 +21,9 @@ from robovision_ros.backends.base import DEVICES, PRECISIONS
 from robovision_ros.backends.registry import backend_capabilities, backend_choices, backend_parameters, \
     backend_rules, check_combination
 from robovision_ros.clip_scoring import DEFAULT_PRESENCE_THRESHOLD
+from robovision_ros.detection import DEFAULT_MAX_DETECTIONS, DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
+from robovision_ros.detection_queries import ImageQueryError, check_image_query_paths, query_set_problem, \
+    read_example_image
 from robovision_ros.image_codec import DECODER_LIMITS, DEFAULT_MAX_IMAGE_PIXELS
 from robovision_ros.parameters import FIXED, LIVE, START, ParameterRule, ParameterSpec, ParameterTable, default_of
 from robovision_ros.vocabulary import DEFAULT_LABELS, DEFAULT_PRESENCE_QUERIES, DEFAULT_TEMPLATES, MAX_LABEL_LENGTH, \
@@ -242,3 +245,62 @@ class FeatureSettings:
     scales: tuple[float, ...] = _default(FEATURE_PARAMETERS, 'scales')
     normalize: bool = _default(FEATURE_PARAMETERS, 'normalize')
     output_dtype: str = _default(FEATURE_PARAMETERS, 'output_dtype')
+
+
+# --- open_vocab_detector ----------------------------------------------------------------------------------------
+DEFAULT_DETECTOR_QUERIES = ('red cup', 'blue bottle', 'green ball', 'yellow box')
+DETECTOR_PARAMETERS = (
+    ParameterSpec('queries', 'string_list', DEFAULT_DETECTOR_QUERIES,
+                  'Text queries: every instance of each is detected (may be empty: ros2 param set ... queries "[]").'
+                  + _TEXT_BOUNDS, LIVE, allow_empty=True,
+                  check=lambda v: tuple(validate_labels(v, 'queries', allow_empty=True))),
+    next(spec for spec in CLIP_PARAMETERS if spec.name == 'prompt_templates'),
+    ParameterSpec('image_queries', 'string_list', (),
+                  'Image queries: example image files (PNG, JPEG or TIFF crops of an object, at most 2048x2048 '
+                  'pixels), each labelled by its file name without the extension; at most 8. The service '
+                  '~/add_image_query adds a region of a recent frame.', LIVE, allow_empty=True,
+                  check=check_image_query_paths),
+    ParameterSpec('score_threshold', 'double', DEFAULT_SCORE_THRESHOLD,
+                  'Keep detections scoring above this (sigmoid of the query logit).', LIVE, bounds=(0.0, 1.0)),
+    ParameterSpec('nms_iou', 'double', DEFAULT_NMS_IOU, 'Non-maximum suppression within each query: a box '
+                  'overlapping a better one of the same query by more than this IoU is dropped (1 = off).', LIVE,
+                  bounds=(0.0, 1.0)),
+    ParameterSpec('max_detections', 'integer', DEFAULT_MAX_DETECTIONS, 'At most this many detections per frame '
+                  '(the best).', LIVE, bounds=(1, 1000)),
+    ParameterSpec('debug_image', 'bool', False, 'Publish ~/debug_image (the frame with every detection\'s box, '
+                  'label and score) while someone subscribes.', LIVE),
+)
+DETECTOR_QUERY_PARAMETERS = ('queries', 'prompt_templates', 'image_queries')
+
+
+def _detector_queries_rule(values: Mapping[str, Any]) -> Optional[str]:
+    return (vocabulary_size_problem(values['queries'], values['prompt_templates'], 'queries')
+            or query_set_problem(values['queries'], values['image_queries']))
+
+
+def _example_images_rule(values: Mapping[str, Any]) -> Optional[str]:
+    """Read each example image when image_queries changes (a rule: checks run at every read of the values)."""
+    for path in values['image_queries']:
+        try:
+            read_example_image(path)
+        except ImageQueryError as error:
+            return str(error)
+    return None
+
+
+DETECTOR_RULES = (ParameterRule(frozenset(DETECTOR_QUERY_PARAMETERS), _detector_queries_rule),
+                  ParameterRule(frozenset({'image_queries'}), _example_images_rule))
+
+
+def detector_table() -> ParameterTable:
+    return perception_table('embedded:tiny_owl', DETECTOR_PARAMETERS, DETECTOR_RULES)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Live output settings of open_vocab_detector, read once per frame batch and replaced whole after a set."""
+
+    score_threshold: float = _default(DETECTOR_PARAMETERS, 'score_threshold')
+    nms_iou: float = _default(DETECTOR_PARAMETERS, 'nms_iou')
+    max_detections: int = _default(DETECTOR_PARAMETERS, 'max_detections')
+    debug_image: bool = _default(DETECTOR_PARAMETERS, 'debug_image')

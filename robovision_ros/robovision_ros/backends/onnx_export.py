@@ -5,7 +5,8 @@
 Hugging Face model -> ONNX image and text encoders, fp16 and int8 variants, cached by model fingerprint.
 
 Layout of an export directory:
-    image_encoder.onnx          pixel_values [B,3,H,W] -> patch_tokens [B,N,D], global_embedding [B,Dg]
+    image_encoder.onnx          pixel_values [B,3,H,W] -> the family's image outputs (`ModelFamily.image_outputs`;
+                                encoders: patch_tokens [B,N,D], global_embedding [B,Dg])
     text_encoder.onnx           input_ids, attention_mask [B,L] (L fixed) -> text_embedding [B,D]   (CLIP)
     *.fp16.onnx / *.int8.onnx   precision variants, made on demand (int8: the image encoder only, see text_precision)
     export.json                 model fingerprint, logit scale, text length, input size
@@ -27,8 +28,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, IMAGE_INPUTS, IMAGE_OUTPUTS, INPUT_IDS, \
-    MAX_IMAGE_SIZE, MAX_TEXT_LENGTH, PATCH_TOKENS, PIXEL_VALUES, TEXT_EMBEDDING, TEXT_INPUTS, TEXT_OUTPUTS, ModelInfo
+from robovision_ros.families.base import ATTENTION_MASK, IMAGE_INPUTS, INPUT_IDS, MAX_IMAGE_SIZE, MAX_TEXT_LENGTH, \
+    PIXEL_VALUES, TEXT_EMBEDDING, TEXT_INPUTS, TEXT_OUTPUTS, ModelInfo
 from robovision_ros.model_dir import family_of, load_tokenizer, load_torch_model, logit_scale, text_encoder_module, \
     text_length, tokenize, vision_encoder_module
 from robovision_ros.model_files import ModelLoadError, bounded_float, bounded_int, read_json
@@ -82,6 +83,7 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_torch_model(info)
+    image_outputs = family_of(info).image_outputs
     size = info.image_size
     image_path = out_dir / IMAGE_FILE
     progress(f'exporting image encoder ({size}x{size}) to {image_path}')
@@ -89,8 +91,8 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
         warnings.simplefilter('ignore')  # tracer and deprecation chatter from the TorchScript exporter
         torch.onnx.export(
             vision_encoder_module(model, info), (torch.zeros(1, 3, size, size),), str(image_path),
-            input_names=list(IMAGE_INPUTS), output_names=list(IMAGE_OUTPUTS),
-            dynamic_axes={name: {0: 'batch'} for name in IMAGE_INPUTS + IMAGE_OUTPUTS},
+            input_names=list(IMAGE_INPUTS), output_names=list(image_outputs),
+            dynamic_axes={name: {0: 'batch'} for name in IMAGE_INPUTS + image_outputs},
             opset_version=OPSET, dynamo=False)
     onnx.checker.check_model(str(image_path))
     text_path = None
@@ -408,11 +410,12 @@ def parity_check(info: ModelInfo, exported: ExportedModel, precision: str = 'fp3
     pixels = rng.standard_normal((2, 3, exported.input_size, exported.input_size)).astype(np.float32)
     image_path = precision_variant(exported, exported.image_path, precision)
     session = ort.InferenceSession(str(image_path), providers=['CPUExecutionProvider'])
-    patches, pooled = session.run([PATCH_TOKENS, GLOBAL_EMBEDDING], {PIXEL_VALUES: pixels})
+    names = family_of(info).image_outputs
+    outputs = session.run(list(names), {PIXEL_VALUES: pixels})
     with torch.inference_mode():
-        ref_patches, ref_pooled = vision_encoder_module(model, info)(torch.from_numpy(pixels))
-    result = {PATCH_TOKENS: float(np.abs(patches - ref_patches.numpy()).max()),
-              GLOBAL_EMBEDDING: float(np.abs(pooled - ref_pooled.numpy()).max())}
+        references = vision_encoder_module(model, info)(torch.from_numpy(pixels))
+    result = {name: float(np.abs(ours - reference.numpy()).max())
+              for name, ours, reference in zip(names, outputs, references)}
     if exported.text_path is not None:
         tokenizer = load_tokenizer(info)
         ids, mask = tokenize(tokenizer, ['a photo of a red cup', 'blue bottle'], exported.text_length)

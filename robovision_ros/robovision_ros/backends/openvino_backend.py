@@ -40,11 +40,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from robovision_ros.backends.base import INT8_STATIC_NNCF, BackendCapabilities, BackendEntry, BackendRequest, \
-    BackendUnavailableError, EncoderBackend, ImageEncoding, StoredReference
+    BackendUnavailableError, EncoderBackend, StoredReference, store_reference
 from robovision_ros.backends.onnx_export import ExportError, ExportedModel, cached_export, default_cache_dir, \
     export_child, remove_stale_partials, written_apart
 from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
     TEXT_EMBEDDING, ModelInfo
+from robovision_ros.model_dir import family_of
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
 LOG = logging.getLogger(__name__)
@@ -210,7 +211,6 @@ def quantize_image_int8(fp32: IrEntry, info: ModelInfo, images: Sequence[np.ndar
     import nncf
     import openvino as ov
 
-    from robovision_ros.model_dir import family_of
     from robovision_ros.preprocessing import ImagePreprocessor
 
     if not images:
@@ -233,16 +233,14 @@ def write_fp32_reference(fp32: IrEntry, info: ModelInfo, directory: Path) -> Non
     (~1e-6 relative), far below what the gate tolerates, so a cache copied to another machine stays valid.
     """
     from robovision_ros.backends.accuracy_gate import probe_pixels
-    from robovision_ros.model_dir import family_of
     from robovision_ros.preprocessing import ImagePreprocessor
 
     pixels = probe_pixels(ImagePreprocessor(family_of(info).preprocess_config(info)), info.image_size)
     core = _make_core()
     compiled = core.compile_model(str(fp32.xml), 'CPU', compile_config('CPU', 'fp32', os.cpu_count() or 1))
     outputs = compiled.create_infer_request().infer({PIXEL_VALUES: pixels})
-    np.savez(directory / REFERENCE_FILE, pixel_values=pixels,
-             patch_tokens=np.array(outputs[compiled.output(PATCH_TOKENS)], np.float32),
-             global_embedding=np.array(outputs[compiled.output(GLOBAL_EMBEDDING)], np.float32))
+    store_reference(directory / REFERENCE_FILE, pixels,
+                    {name: outputs[compiled.output(name)] for name in family_of(info).image_outputs})
 
 
 def compress_text_int8(fp32: IrEntry) -> Any:
@@ -386,6 +384,7 @@ class OpenVinoBackend(EncoderBackend):
                    f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); use fp32 or int8"
                    if ov_device == 'CPU' else f'openvino_device {ov_device} runs fp32 or int8'))
         self.info = info
+        self.output_names = family_of(info).image_outputs
         self.ov_device = ov_device
         exported = cached_export(info, cache_dir)
         self.logit_scale = exported.logit_scale
@@ -412,21 +411,17 @@ class OpenVinoBackend(EncoderBackend):
         self._batch_one = ov_device == 'NPU'
         LOG.info('openvino %s %s on %s from %s', device, precision, ov_device, image_ir.directory)
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.ascontiguousarray(pixel_values, dtype=np.float32)
         if pixels.shape[-2:] != (self.input_size, self.input_size):
             raise BackendUnavailableError(
                 f'openvino model takes {self.input_size}x{self.input_size} inputs; '
                 f'got {pixels.shape[-2]}x{pixels.shape[-1]} (multi-scale runs on the torch backend)')
         if self._batch_one and pixels.shape[0] > 1:
-            parts = [self.encode_image(pixels[i:i + 1]) for i in range(pixels.shape[0])]
-            return ImageEncoding(np.concatenate([p.patch_tokens for p in parts]),
-                                 np.concatenate([p.global_embedding for p in parts]), parts[0].grid_hw)
+            parts = [self.run_image(pixels[i:i + 1]) for i in range(pixels.shape[0])]
+            return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
         outputs = self._image_request.infer({PIXEL_VALUES: pixels})
-        patches = np.array(outputs[self._image.output(PATCH_TOKENS)], np.float32)
-        pooled = np.array(outputs[self._image.output(GLOBAL_EMBEDDING)], np.float32)
-        grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
-        return ImageEncoding(patches, pooled, grid)
+        return {name: np.array(outputs[self._image.output(name)], np.float32) for name in self.output_names}
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self._text_request is None:
@@ -439,11 +434,7 @@ class OpenVinoBackend(EncoderBackend):
         path = self.ir.directory / REFERENCE_FILE
         if self.precision != 'int8' or not path.is_file():
             return None
-        with np.load(path) as stored:
-            pixels = stored['pixel_values']
-            encoding = ImageEncoding(stored['patch_tokens'], stored['global_embedding'],
-                                     (self.input_size // self.info.patch_size,) * 2)
-        return StoredReference(pixels, encoding, CAPABILITIES, fallback)
+        return StoredReference.load(self.info, path, CAPABILITIES, fallback)
 
     def close(self) -> None:
         self._image_request = self._text_request = None

@@ -25,9 +25,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from robovision_ros.backends.base import BackendCapabilities, BackendEntry, BackendRequest, BackendUnavailableError, \
-    EncoderBackend, ImageEncoding, TransientBackendError
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ModelInfo
+    EncoderBackend, TransientBackendError
+from robovision_ros.families import family_named
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING, ModelInfo
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
 LOG = logging.getLogger(__name__)
@@ -210,13 +210,13 @@ def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
         if parameters[PARAMETER_PRECISION] != precision:
             raise TritonModelError(f"{where}: model '{name}' runs {parameters[PARAMETER_PRECISION]}; this node asks "
                                    f'for {precision} (set precision:={parameters[PARAMETER_PRECISION]})')
-    size, grid = info.image_size, info.image_size // info.patch_size
+    size = info.image_size
     image_where = f"{where}: model '{image_config.get('name', '?')}'"
     pixel_type = _require_tensor(PIXEL_VALUES, image_where, _tensors(image_config, 'input'), (3, size, size),
                                  tuple(PIXEL_TYPES))
     outputs = _tensors(image_config, 'output')
-    _require_tensor(PATCH_TOKENS, image_where, outputs, (grid * grid, info.patch_dim), ('TYPE_FP32',))
-    _require_tensor(GLOBAL_EMBEDDING, image_where, outputs, (info.global_dim,), ('TYPE_FP32',))
+    for name, dims in family_named(info.family).image_output_shapes(info).items():
+        _require_tensor(name, image_where, outputs, dims, ('TYPE_FP32',))
     text_length, text_batch, logit_scale = 0, 0, 1.0
     if text_config is not None:
         text_where = f"{where}: model '{text_config.get('name', '?')}'"
@@ -350,7 +350,7 @@ class TritonBackend(EncoderBackend):
         with self._health_lock:
             return self._health
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.asarray(pixel_values)
         size = self.info.image_size
         if pixels.shape[-2:] != (size, size):
@@ -359,15 +359,12 @@ class TritonBackend(EncoderBackend):
                                           'backend)')
         pixels = np.ascontiguousarray(pixels, dtype=self.served.pixel_dtype)
         kind = 'FP16' if self.served.pixel_dtype == np.float16 else 'FP32'
-        patches, pooled = [], []
-        for start in range(0, len(pixels), self.served.image_batch):
-            p, g = self._infer(self.image_model, {PIXEL_VALUES: pixels[start:start + self.served.image_batch]},
-                               {PIXEL_VALUES: kind}, (PATCH_TOKENS, GLOBAL_EMBEDDING))
-            patches.append(p)
-            pooled.append(g)
-        grid = (size // self.info.patch_size, size // self.info.patch_size)
-        return ImageEncoding(np.concatenate(patches).astype(np.float32, copy=False),
-                             np.concatenate(pooled).astype(np.float32, copy=False), grid)
+        names = family_named(self.info.family).image_outputs
+        chunks = [self._infer(self.image_model, {PIXEL_VALUES: pixels[start:start + self.served.image_batch]},
+                              {PIXEL_VALUES: kind}, names)
+                  for start in range(0, len(pixels), self.served.image_batch)]
+        return {name: np.concatenate([chunk[i] for chunk in chunks]).astype(np.float32, copy=False)
+                for i, name in enumerate(names)}
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self.text_model is None:

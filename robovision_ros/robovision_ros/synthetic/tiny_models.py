@@ -166,3 +166,93 @@ def make_tiny_vit(out_dir: Path, image_size: int = 64, patch_size: int = 8, widt
     model.save_pretrained(str(out_dir))
     (out_dir / 'preprocessor_config.json').write_text(json.dumps(vit_preprocessor_config(image_size), indent=2))
     return out_dir
+
+
+def owl_preprocessor_config(kind: str, image_size: int, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+                            std: tuple[float, ...] = (0.5, 0.5, 0.5)) -> dict[str, Any]:
+    """
+    Return the preprocessing of the released OWL models at another size.
+
+    OWL-ViT resizes the whole frame to a square (bicubic); OWLv2 pads it to a square (bottom and right) and resizes
+    that (bilinear).
+    """
+    common = {'do_resize': True, 'size': {'height': image_size, 'width': image_size}, 'do_rescale': True,
+              'rescale_factor': 1 / 255, 'do_normalize': True, 'image_mean': list(mean), 'image_std': list(std),
+              'do_convert_rgb': True}
+    if kind == 'owlv2':
+        return {'image_processor_type': 'Owlv2ImageProcessor', 'do_pad': True, 'resample': 2, **common}
+    return {'image_processor_type': 'OwlViTImageProcessor', 'do_center_crop': False, 'resample': 3, **common}
+
+
+def owl_config(kind: str, vocab_size: int, image_size: int = 64, patch_size: int = 8, vision_width: int = 64,
+               text_width: int = 32, layers: int = 2, heads: int = 4, max_length: int = 16,
+               special_tokens: Optional[dict[str, int]] = None) -> Any:
+    """Return an OwlViTConfig or Owlv2Config of the given sizes (`kind` 'owlvit' or 'owlv2')."""
+    from transformers import Owlv2Config, OwlViTConfig
+
+    config_class = Owlv2Config if kind == 'owlv2' else OwlViTConfig
+    return config_class(
+        text_config=dict(vocab_size=vocab_size, hidden_size=text_width, intermediate_size=text_width * 4,
+                         num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=max_length,
+                         **(special_tokens or {})),
+        vision_config=dict(hidden_size=vision_width, intermediate_size=vision_width * 4, num_hidden_layers=layers,
+                           num_attention_heads=heads, image_size=image_size, patch_size=patch_size),
+        projection_dim=text_width)
+
+
+def init_owl_heads(model: Any, prior: float = 0.01, seed: int = 0, logit_scale: float = 1.0) -> Any:
+    """
+    Initialise an OWL detector's heads so that its first predictions are sensible, as detection heads are.
+
+    transformers initialises the head layers with unit-variance weights, which saturates the box sigmoid (every box
+    at a corner, no gradient) and the class logits (scores of 0 or 1). Here the layers get PyTorch's default fan-in
+    scaling, the last box layer starts at zero (each patch's box is its grid prior: the patch itself), the logit
+    scale at `logit_scale` and the logit shift at the RetinaNet prior (a score of `prior` before training).
+    """
+    import math
+
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    heads = [model.class_head, model.box_head] + ([model.objectness_head] if hasattr(model, 'objectness_head') else [])
+    with torch.no_grad():
+        for head in heads:
+            for layer in head.modules():
+                if isinstance(layer, torch.nn.Linear):
+                    bound = 1.0 / math.sqrt(layer.in_features)
+                    layer.weight.uniform_(-bound, bound, generator=generator)
+                    layer.bias.zero_()
+        model.box_head.dense2.weight.mul_(0.1)
+        model.class_head.logit_scale.weight.mul_(0.1)
+        model.class_head.logit_scale.bias.fill_(logit_scale - 1.0)  # the head applies elu(.) + 1
+        model.class_head.logit_shift.weight.mul_(0.1)
+        model.class_head.logit_shift.bias.fill_(-math.log((1 - prior) / prior))
+    return model
+
+
+def make_tiny_owl(out_dir: Path, corpus: Iterable[str], kind: str = 'owlvit', image_size: int = 64,
+                  patch_size: int = 8, vision_width: int = 64, text_width: int = 32, layers: int = 2, heads: int = 4,
+                  num_merges: int = 200, max_length: int = 16, seed: int = 0, model: Optional[Any] = None,
+                  preprocessor: Optional[dict[str, Any]] = None, prior: float = 0.3,
+                  logit_scale: float = 1.0) -> Path:
+    """
+    Write an OWL-ViT (`kind` 'owlvit') or OWLv2 ('owlv2') detector directory.
+
+    Random init from `seed` unless `model` is given, heads by `init_owl_heads` (scores spread around `prior`).
+    """
+    import torch
+    from transformers import Owlv2ForObjectDetection, OwlViTForObjectDetection
+
+    out_dir = Path(out_dir)
+    tokenizer = write_clip_tokenizer(out_dir, corpus, num_merges, max_length)
+    if model is None:
+        config = owl_config(kind, len(tokenizer), image_size, patch_size, vision_width, text_width, layers, heads,
+                            max_length, dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                             pad_token_id=tokenizer.pad_token_id))
+        torch.manual_seed(seed)
+        model = init_owl_heads((Owlv2ForObjectDetection if kind == 'owlv2' else OwlViTForObjectDetection)(config),
+                               prior, seed, logit_scale).eval()
+    model.save_pretrained(str(out_dir))
+    (out_dir / 'preprocessor_config.json').write_text(json.dumps(
+        preprocessor or owl_preprocessor_config(kind, image_size), indent=2))
+    return out_dir

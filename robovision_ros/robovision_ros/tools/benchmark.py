@@ -9,6 +9,7 @@ runs on.
 
     robovision_bench [--models embedded clip-b32 clip-b16] [--iterations 20] [--ros-seconds 10]
                      [--out docs/benchmarks.md] [--skip-ros]
+    robovision_bench --detector [--detector-models tiny owlvit-b32 owlv2-b16]   (tools/detector_benchmark.py)
 
 Model level (one process, variants interleaved round-robin per iteration, warm-up excluded, p50/p95):
   naive      the tutorial pipeline: HF processor on a PIL image, CLIPModel.get_image_features, text features of
@@ -624,6 +625,11 @@ def plot(path: Path, all_results: dict[str, list[VariantResult]]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if '--detector' in (sys.argv[1:] if argv is None else argv):  # its own section (tools/detector_benchmark.py)
+        from robovision_ros.tools.detector_benchmark import main as detector_main
+
+        return detector_main([a for a in (sys.argv[1:] if argv is None else argv) if a != '--detector'],
+                             machine_description())
     parser = argparse.ArgumentParser(prog='robovision_bench', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--models', nargs='+', default=['embedded', 'clip-b32', 'clip-b16'])
     parser.add_argument('--iterations', type=int, default=20)

@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 from robovision_ros.backends.registry import backend_parameters
 from robovision_ros.parameters import ParameterSpec, markdown_table
-from robovision_ros.settings import CLIP_PARAMETERS, COMMON_PARAMETERS, FEATURE_PARAMETERS, model_parameter
+from robovision_ros.settings import CLIP_PARAMETERS, COMMON_PARAMETERS, DETECTOR_PARAMETERS, FEATURE_PARAMETERS, \
+    model_parameter
 
 # Where each parameter lands (read by, and when).
 USED_BY = {
@@ -52,15 +53,33 @@ USED_BY = {
     'normalize': '`FeatureSettings` -> `PerceptionEncoder.encode_images` (next frame)',
     'output_dtype': '`FeatureSettings` -> `message_conversions.patch_features_message` (next frame)',
 }
+# Where a node's own parameter lands when another node has one of the same name.
+USED_BY_NODE = {
+    'open_vocab_detector': {
+        'queries': '`VocabularyWorker` -> `DetectorEncoder.build_queries` (swapped in when encoded)',
+        'prompt_templates': '`VocabularyWorker` -> `DetectorEncoder.build_queries` (swapped in when encoded)',
+        'image_queries': '`VocabularyWorker` -> `ImageQueryCache` (swapped in when encoded)',
+        'score_threshold': '`DetectorSettings` -> `detection.decode_detections` (next frame)',
+        'nms_iou': '`DetectorSettings` -> `detection.decode_detections` (next frame)',
+        'max_detections': '`DetectorSettings` -> `detection.decode_detections` (next frame)',
+        'debug_image': '`DetectorSettings` -> `OpenVocabDetectorNode.infer` (next frame)',
+    },
+}
 DOC = Path('docs') / 'architecture.md'
 
 
 def node_tables() -> dict[str, tuple[ParameterSpec, ...]]:
     """Return the parameter groups as the doc shows them: shared, contributed by backends, each node's own."""
-    return {'common': (model_parameter('embedded:tiny_clip (clip_perception), embedded:tiny_vit (feature_extractor)'),)
+    return {'common': (model_parameter('embedded:tiny_clip (clip_perception), embedded:tiny_vit (feature_extractor), '
+                                       'embedded:tiny_owl (open_vocab_detector)'),)
             + COMMON_PARAMETERS,
             'backends': backend_parameters(), 'clip_perception': CLIP_PARAMETERS,
-            'feature_extractor': FEATURE_PARAMETERS}
+            'feature_extractor': FEATURE_PARAMETERS, 'open_vocab_detector': DETECTOR_PARAMETERS}
+
+
+def used_by(table: str) -> dict[str, str]:
+    """Return where each parameter of one table lands (a node's own entries first)."""
+    return {**USED_BY, **USED_BY_NODE.get(table, {})}
 
 
 def render(text: str) -> str:
@@ -69,7 +88,7 @@ def render(text: str) -> str:
         pattern = re.compile(rf'(<!-- parameters:{name} begin[^>]*-->)(.*?)(<!-- parameters:{name} end -->)', re.S)
         if not pattern.search(text):
             raise SystemExit(f'{DOC}: no markers for the {name} table')
-        table = markdown_table(specs, USED_BY)
+        table = markdown_table(specs, used_by(name))
         text = pattern.sub(lambda m: f'{m.group(1)}\n{table}\n{m.group(3)}', text)
     return text
 
@@ -79,7 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--doc', type=Path, default=DOC, help='the architecture doc (default: docs/architecture.md)')
     parser.add_argument('--write', action='store_true', help='rewrite the doc (default: print whether it is current)')
     args = parser.parse_args(argv)
-    missing = [spec.name for specs in node_tables().values() for spec in specs if spec.name not in USED_BY]
+    missing = [spec.name for name, specs in node_tables().items() for spec in specs if spec.name not in used_by(name)]
     if missing:
         print(f'robovision_parameter_docs: say where these parameters land (USED_BY): {missing}', file=sys.stderr)
         return 1
