@@ -43,8 +43,7 @@ from robovision_ros.backends.base import INT8_STATIC_NNCF, BackendCapabilities, 
     BackendUnavailableError, EncoderBackend, StoredReference, store_reference
 from robovision_ros.backends.onnx_export import ExportError, ExportedModel, cached_export, default_cache_dir, \
     export_child, remove_stale_partials, written_apart
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ModelInfo
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING, ModelInfo
 from robovision_ros.model_dir import family_of
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
