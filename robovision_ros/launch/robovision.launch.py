@@ -165,12 +165,12 @@ def _perception_actions(context: LaunchContext) -> list[Action]:
             lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE))
         actions += [node, _activate_after_first_configure(node, autostart), configure]
 
-    node_fqns = [_fqn(namespace, name) for name in PERCEPTION_NODES]
+    # Every node this launch file can start: a section for one switched off (detector:=false) is not unmatched.
+    node_fqns = [_fqn(namespace, name) for name in (*PERCEPTION_NODES, *DETECTOR_NODE, 'image_source')]
     if topics is None:
         topics = parameter_value(sections, node_fqns[0], 'image_topics')
     if IfCondition(LaunchConfiguration('camera')).evaluate(context):
         actions.append(_image_source(context, namespace, params_file, camera_topic(topics)))
-        node_fqns.append(_fqn(namespace, 'image_source'))
     _warn_about_namespaces(params_file, sections, node_fqns, namespace, topics)
     return actions
 
