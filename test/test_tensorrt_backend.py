@@ -104,7 +104,8 @@ def _image_key(info: ModelInfo, cache: Path, precision: str = 'fp32', onnx: str 
     path = (export_dir or cache / 'onnx' / info.fingerprint) / onnx
     return EngineKey(onnx_sha256=file_sha256(path), tensorrt_version='10.9.0', gpu_name=GPU_NAME,
                      compute_capability='9.0', precision=precision,
-                     profile=((PIXEL_VALUES, (1, 3, size, size), (1, 3, size, size), (4, 3, size, size)),))
+                     profile=((PIXEL_VALUES, (1, 3, size, size), (1, 3, size, size), (4, 3, size, size)),),
+                     family=info.family)
 
 
 def _engines(cache: Path) -> list[str]:

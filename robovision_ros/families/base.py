@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robovision_ros.clip_scoring import SOFTMAX
 from robovision_ros.model_files import MAX_TOKENIZER_BYTES, ModelLoadError, bounded_int, check_regular_file, \
     files_digest, read_json
-from robovision_ros.preprocessing import PreprocessConfig
+from robovision_ros.preprocessing import PreprocessConfig, PreprocessConfigError
 
 # Tensor names of the exported graphs, written by the export and fed/read by every backend that loads them.
 PIXEL_VALUES = 'pixel_values'  # float32 [B, 3, H, W], normalised
@@ -71,6 +72,13 @@ class ModelFamily(ABC):
     name: str = ''
     model_types: tuple[str, ...] = ()  # the Hugging Face config `model_type` values this family reads
     has_text: bool = False
+    # How zero-shot scores come from cosine similarities (clip_scoring.SCORINGS): 'softmax' over labels (CLIP) or
+    # an independent 'sigmoid' per text (SigLIP). Families without text keep the default; it is never read.
+    scoring: str = SOFTMAX
+    # Whether the vision tower runs inputs of other sizes than the native one (its position embeddings interpolate,
+    # or are relative): multi-scale features and input_mode full_frame need it.
+    flexible_input: bool = True
+    description: str = ''  # one line for the README's table of families
     # Tokenizer files of which at least one set must be present for a family with text.
     tokenizer_files: tuple[tuple[str, ...], ...] = ()
 
@@ -86,6 +94,9 @@ class ModelFamily(ABC):
     def vision_forward(self, model: Any, pixel_values: Any, interpolate_pos_encoding: bool) -> tuple[Any, Any]:
         """pixel_values [B,3,H,W] -> (patch_tokens [B,N,D], global_embedding [B,Dg]) as torch tensors."""
 
+    def prepare_export(self, model: Any, input_hw: tuple[int, int]) -> None:
+        """Adapt a freshly loaded model for tracing at one fixed input size (the ONNX export); default: nothing."""
+
     def text_forward(self, model: Any, input_ids: Any, attention_mask: Any) -> Any:
         """Token ids and mask [B,L] -> text embedding [B,D] in the joint space (families with text)."""
         raise ModelLoadError(f'{self.name} models have no text encoder')
@@ -93,6 +104,10 @@ class ModelFamily(ABC):
     def logit_scale(self, model: Any) -> float:
         """Multiplier of cosine similarities in zero-shot logits (1.0 for families without text)."""
         return 1.0
+
+    def logit_bias(self, model: Any) -> float:
+        """Offset added to the scaled cosine in zero-shot logits (0.0 unless the family trained one: SigLIP)."""
+        return 0.0
 
     def text_length(self, tokenizer: Any, model: Any) -> int:
         """Return the fixed token length of the text encoder input."""
@@ -135,6 +150,23 @@ def sub_config(config: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ModelLoadError(f'{where}: {key} must be an object; got {type(value).__name__}')
     return value
+
+
+def preprocessed_side(path: Path) -> int:
+    """
+    Return the side of the square model input that a directory's preprocessor config produces.
+
+    For families whose config `image_size` is the size of the position table rather than of the input (DINOv2:
+    518 in the config, 224 after the processor's crop).
+    """
+    try:
+        height, width = PreprocessConfig.from_model_dir(path).input_hw
+    except PreprocessConfigError as error:
+        raise ModelLoadError(str(error)) from None
+    if height != width:
+        raise ModelLoadError(f'{path / "preprocessor_config.json"}: the model input is {height}x{width}; '
+                             'only square native inputs are supported')
+    return height
 
 
 def check_transformer_sizes(config: dict[str, Any], where: Path) -> None:

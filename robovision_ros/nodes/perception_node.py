@@ -137,7 +137,8 @@ class PerceptionNode(LifecycleNode):
             load = LoadSettings.from_values(values)
             cache = Path(load.engine_cache_dir) if load.engine_cache_dir else None
             self.encoder = PerceptionEncoder(load.model, load.backend, load.device, load.precision, cache,
-                                             int8_min_cosine=load.int8_min_cosine, options=load.backend_options)
+                                             int8_min_cosine=load.int8_min_cosine, options=load.backend_options,
+                                             input_mode=load.input_mode)
             self.encoder.warm_up()
             if not self.standard_outputs and not self._said_standard_outputs_off:
                 self._said_standard_outputs_off = True

@@ -44,12 +44,16 @@ USED_BY = {
     'labels': '`VocabularyWorker` (swapped in when encoded)',
     'prompt_templates': '`VocabularyWorker` (swapped in when encoded)',
     'presence_queries': '`VocabularyWorker` (swapped in when encoded)',
-    'presence_threshold': '`ClipSettings` -> `clip_scoring.score_batch` (next frame)',
+    'input_mode': '`PerceptionEncoder` -> `ImagePreprocessor` (configure)',
+    'presence_threshold': '`ClipSettings.threshold_for` -> `clip_scoring.score_batch` (next frame, softmax families)',
+    'presence_probability': '`ClipSettings.threshold_for` -> `clip_scoring.score_batch` (next frame, sigmoid '
+                            'families)',
+    'patch_features': '`ClipSettings` -> `ClipPerceptionNode.infer` (next frame)',
     'localize': '`ClipSettings` -> `clip_scoring.score_batch` (next frame)',
     'debug_image': '`ClipSettings` -> `ClipPerceptionNode.infer` (next frame)',
     'scales': '`FeatureSettings` -> `PerceptionEncoder.encode_images` (next frame)',
-    'normalize': '`FeatureSettings` -> `PerceptionEncoder.encode_images` (next frame)',
-    'output_dtype': '`FeatureSettings` -> `message_conversions.patch_features_message` (next frame)',
+    'normalize': '`FeatureSettings` / `ClipSettings` -> `PerceptionEncoder.encode_images` (next frame)',
+    'output_dtype': '`FeatureSettings` / `ClipSettings` -> `message_conversions.patch_features_message` (next frame)',
 }
 DOC = Path('docs') / 'architecture.md'
 
