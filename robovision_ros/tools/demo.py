@@ -7,7 +7,7 @@ robovision_demo, the main job: the nodes on generated tabletop scenes, with a li
 Generated tabletop scenes -> image_source -> clip_perception and feature_extractor on the embedded models,
 over real DDS.
 
-    robovision_demo [--frames N] [--rate HZ] [--backend onnxruntime] [--out DIR]
+    robovision_demo [--frames N] [--rate HZ] [--backend onnxruntime] [--clip-model embedded:tiny_siglip] [--out DIR]
 
 Prints one line per frame (ground truth, best label and score, presence per query, feature grid, latency) and
 saves DIR/robovision_debug.png: the last frame with the best label and the heatmap and box of the top query.
@@ -46,6 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--rate', type=float, default=5.0, help='camera rate in Hz')
     parser.add_argument('--backend', default='onnxruntime', choices=backend_choices(),
                         help='inference backend of both nodes (default: onnxruntime)')
+    parser.add_argument('--clip-model', default='embedded:tiny_clip',
+                        help="clip_perception's model: embedded:tiny_clip (softmax scores), embedded:tiny_siglip "
+                             '(sigmoid scores), or any CLIP/SigLIP directory (default: embedded:tiny_clip)')
     parser.add_argument('--out', type=Path, default=Path('out'), help='where the debug image is saved')
     parser.add_argument('--seed', type=int, default=7, help='scene generator seed')
     args = parser.parse_args(argv)
@@ -72,7 +75,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cli_args=['--ros-args', '-r', f'image_raw:={topic}'])
     common = [Parameter('image_topics', value=[topic]), Parameter('backend', value=args.backend)]
     clip = ClipPerceptionNode(parameter_overrides=common + [
-        Parameter('labels', value=list(LABELS)), Parameter('presence_queries', value=PRESENCE_QUERIES)])
+        Parameter('model', value=args.clip_model), Parameter('labels', value=list(LABELS)),
+        Parameter('presence_queries', value=PRESENCE_QUERIES)])
     features = FeatureExtractorNode(parameter_overrides=common)
     viewer = Node('robovision_viewer')
     results: dict[int, dict[str, Any]] = {}
@@ -114,9 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'robovision_demo: {node.get_name()} did not become active (see its log above)',
                       file=sys.stderr)
                 return 1
-        print(f'robovision_demo: clip_perception ({clip.encoder.info.model_id}) and feature_extractor '
-              f'({features.encoder.info.model_id}) active on {clip.encoder.backend.name}; camera {topic} '
-              f'at {args.rate} Hz', flush=True)
+        print(f'robovision_demo: clip_perception ({clip.encoder.info.model_id}, {clip.encoder.family.scoring} '
+              f'scores) and feature_extractor ({features.encoder.info.model_id}) active on '
+              f'{clip.encoder.backend.name}; camera {topic} at {args.rate} Hz', flush=True)
         finished_at = None
         while not done.wait(0.2):
             if source.finished and finished_at is None:
@@ -140,7 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _print_frame(number: int, truth: Sequence[str], entry: dict[str, Any]) -> None:
     labels, presence, feats = entry['labels'], entry['presence'], entry['features']
-    flags = '  '.join(f"{r.query} {'YES' if r.present else 'no '} {r.similarity:+.2f}"
+    # The value presence thresholds: the cosine for CLIP, the sigmoid probability for SigLIP.
+    flags = '  '.join(f"{r.query} {'YES' if r.present else 'no '} {r.score:+.2f}"
                       + (f' @({r.peak_x},{r.peak_y})' if r.present and r.has_location else '')
                       for r in presence.results)
     print(f'frame {number:3d} | truth: {", ".join(truth) or "?":40s} | best: {labels.best_label} '
@@ -168,7 +173,7 @@ def _save_debug_image(out_dir: Path, source: Any, clip: Any) -> None:
     roi = result.locate(top).roi_xywh if top is not None else None
     overlay = render_debug_image(
         scene.image, f'best: {result.best_label} {result.best_score:.2f}   truth: {", ".join(scene.labels)}',
-        heatmap, roi, feature.geometry.visible_box(encoder.preprocessor.config.input_hw),
+        heatmap, roi, feature.geometry.visible_box(encoder.preprocessor.input_hw(scene.image.shape[:2])),
         f'{result.queries[top]} {result.similarities[top]:.2f}' if top is not None else '')
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / 'robovision_debug.png'
