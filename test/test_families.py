@@ -292,3 +292,14 @@ def test_localisation_boxes_map_back_to_source_pixels(mode):
         assert (grid_h, grid_w) == (8, 11) and location.roi_xywh == (232, 120, 175, 120)
     else:  # 480x640 -> 64x85, centre crop 64x64 from column 10
         assert (grid_h, grid_w) == (8, 8) and geometry.crop_x == 10 and location.roi_xywh == (316, 120, 180, 120)
+
+
+def test_the_readme_families_table_is_generated_from_the_registries():
+    from pathlib import Path
+
+    from robovision_ros.tools.parameter_docs import render_readme
+
+    readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    assert render_readme(readme) == readme, 'README.md families table is stale: run robovision_parameter_docs --write'
+    for family in families().values():
+        assert family.description and family.description in readme
