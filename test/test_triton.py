@@ -211,7 +211,7 @@ def test_served_configs_are_checked_against_the_node_model(server, tiny_clip_dir
 @pytest.mark.parametrize('family', ['siglip', 'dinov2_with_registers', 'dinov3_vit'])
 def test_other_families_are_served_with_what_their_scores_need(family, serve_venv, tiny_siglip_dir, tiny_dino_dirs,
                                                                model_cache, tmp_path, server, tiny_clip_dir):
-    """SigLIP's logit bias travels in the served config (required for its sigmoid scores); DINO serves images."""
+    """Serve what the scores need: SigLIP's logit bias in the config (required for sigmoid scores); DINO images."""
     import copy
 
     from robovision_ros.encoder import PerceptionEncoder

@@ -584,12 +584,18 @@ def measure_nodes(nodes: Sequence[tuple[str, dict[str, Any]]], outputs: Sequence
     Run perception nodes (kind, parameters) on one image_source camera; time the `outputs` (node kind, suffix, type).
 
     Each node runs in its own process and is configured and activated before the camera starts; their CPU time is
-    read from /proc over the stream only (loading and export excluded).
+    read from /proc over the stream only (loading and export excluded). The models' ONNX exports are made here
+    first, so that configure only loads them.
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from robovision_ros.backends.registry import create_backend
+    from robovision_ros.model_dir import read_model_info
     from robovision_ros.tools import lifecycle_client
+
+    for _, params in nodes:
+        create_backend(read_model_info(params['model']), params['backend'], 'cpu', params['precision']).close()
 
     env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(_shipped_profile()))
     namespace = f'/fbench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}'
@@ -598,7 +604,7 @@ def measure_nodes(nodes: Sequence[tuple[str, dict[str, Any]]], outputs: Sequence
     processes = []
     for kind, params in nodes:
         command = [sys.executable, '-m', f'robovision_ros.nodes.{kind}', '--ros-args', '-r', f'__ns:={namespace}',
-                   '-p', f'image_topics:={json.dumps([topic])}', '-p', 'executor:=single']
+                   '-p', f'image_topics:={json.dumps([topic])}']
         for name, value in params.items():
             command += ['-p', f'{name}:={json.dumps(value) if not isinstance(value, str) else value}']
         processes.append(subprocess.Popen(command, env=env, cwd='/', stdout=subprocess.DEVNULL,
@@ -696,7 +702,7 @@ def family_node_rows(runs: Sequence[NodeRun]) -> str:
 
 
 def families_report(args: argparse.Namespace, log: Callable[[str], None]) -> str:
-    """The families section: model-level rows, node rows per model, then one pass against two nodes."""
+    """Return the families section: model-level rows, node rows per model, then one pass against two nodes."""
     from robovision_ros.msg import PatchFeatures, ZeroShotLabels
 
     sections = [f'Machine: {machine_description()}', '']
