@@ -76,6 +76,36 @@ def tiny_vit_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def tiny_siglip_dir(tmp_path_factory):
+    """Make a randomly initialised SigLIP model directory (CLIP-format BPE tokenizer files)."""
+    from robovision_ros.synthetic.tiny_models import make_tiny_siglip
+
+    return make_tiny_siglip(tmp_path_factory.mktemp('tiny_siglip'), TINY_CORPUS, image_size=64, patch_size=8)
+
+
+@pytest.fixture(scope='session')
+def tiny_siglip2_dir(tmp_path_factory):
+    """Make a random fixed-resolution SigLIP 2 layout: SiglipModel weights with a tokenizer.json alone."""
+    from robovision_ros.synthetic.tiny_models import make_tiny_siglip
+
+    return make_tiny_siglip(tmp_path_factory.mktemp('tiny_siglip2'), TINY_CORPUS, image_size=64, patch_size=8,
+                            tokenizer='word', seed=1)
+
+
+# DINO families by transformers model_type; each directory made once per run by `tiny_dino_dir`.
+DINO_KINDS = ('dinov2', 'dinov2_with_registers', 'dinov3_vit')
+
+
+@pytest.fixture(scope='session')
+def tiny_dino_dirs(tmp_path_factory):
+    """Make random DINOv2, DINOv2-with-registers and DINOv3 directories (4 registers each where the family has them)."""
+    from robovision_ros.synthetic.tiny_models import make_tiny_dino
+
+    return {kind: make_tiny_dino(tmp_path_factory.mktemp(kind), kind, image_size=64, patch_size=8)
+            for kind in DINO_KINDS}
+
+
+@pytest.fixture(scope='session')
 def model_cache(tmp_path_factory):
     """ONNX/engine cache directory shared by the tests of one run."""
     return tmp_path_factory.mktemp('robovision_cache')

@@ -59,3 +59,18 @@ def test_main_job_ends_cleanly_on_ctrl_c(tmp_path):
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0, ''.join(lines) + out
     assert 'frames processed' in out and (tmp_path / 'robovision_debug.png').is_file()
+
+
+def test_main_job_selects_the_embedded_siglip(tmp_path):
+    executable = ROOT / 'install' / 'robovision_ros' / 'lib' / 'robovision_ros' / 'robovision_demo'
+    result = subprocess.run([str(executable), '--frames', '2', '--rate', '4', '--out', str(tmp_path),
+                             '--clip-model', 'embedded:tiny_siglip'],
+                            capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                            env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'clip_perception (embedded:tiny_siglip, sigmoid scores)' in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith('frame ')]
+    assert len(lines) == 2, result.stdout
+    for line in lines:  # presence prints the probability the threshold applies to: between 0 and 1
+        scores = [float(v) for v in re.findall(r'(?:YES|no ) ([+-]\d\.\d\d)', line)]
+        assert len(scores) == 4 and all(0.0 <= s <= 1.0 for s in scores), line

@@ -155,14 +155,14 @@ def zero_shot_messages(result: ClipFrameResult, header: Any, model_id: str, timi
     """Return the two output messages of one scored frame; `header` is the input image's header, copied unchanged."""
     preprocess_ms, inference_ms = (timing.preprocess_ms, timing.inference_ms) if timing is not None else (0.0, 0.0)
     labels = ZeroShotLabels(header=header, model_id=model_id, labels=list(result.labels),
-                            scores=packed_array('f', result.scores.astype(np.float32)),
+                            scores=packed_array('f', result.scores.astype(np.float32)), scoring=result.scoring,
                             best_label=result.best_label, best_score=result.best_score,
                             prompt_templates=list(result.templates), vocabulary_version=result.labels_version,
                             preprocess_ms=preprocess_ms, inference_ms=inference_ms, total_ms=total_ms)
     results = []
     for query in result.presence:
         presence = ObjectPresence(query=query.query, similarity=query.similarity, threshold=query.threshold,
-                                  present=query.present)
+                                  present=query.present, score=query.score)
         if query.location is not None:
             x, y, w, h = query.location.roi_xywh
             presence.has_location = True
@@ -172,7 +172,7 @@ def zero_shot_messages(result: ClipFrameResult, header: Any, model_id: str, timi
         results.append(presence)
     presence_array = ObjectPresenceArray(header=header, model_id=model_id,
                                          vocabulary_version=result.queries_version or 0, results=results,
-                                         total_ms=total_ms)
+                                         total_ms=total_ms, scoring=result.scoring)
     return labels, presence_array
 
 
@@ -247,7 +247,7 @@ def classification_message(labels: Sequence[str], scores: np.ndarray, header: An
 
 
 def presence_detections_message(result: ClipFrameResult, header: Any) -> Any:
-    """vision_msgs/Detection2DArray: one detection per present, localised presence query (its ROI and similarity)."""
+    """vision_msgs/Detection2DArray: one detection per present, localised presence query (its ROI and score)."""
     from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
     detections = []
@@ -258,7 +258,7 @@ def presence_detections_message(result: ClipFrameResult, header: Any) -> Any:
         box = BoundingBox2D(size_x=float(w), size_y=float(h))
         box.center.position.x, box.center.position.y = x + w / 2.0, y + h / 2.0
         hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = query.query, query.similarity
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = query.query, query.score
         detections.append(Detection2D(header=header, bbox=box, results=[hypothesis], id=query.query))
     return Detection2DArray(header=header, detections=detections)
 

@@ -24,8 +24,8 @@ ADAPTERS_KEY = 'robovision_adapters'  # config.json field: bottleneck adapters a
 ADAPTERS_FILE = 'adapters.safetensors'
 EMBEDDED_DIR = Path(__file__).resolve().parent / 'embedded_models'
 
-__all__ = ['ModelInfo', 'ModelLoadError', 'family_of', 'load_tokenizer', 'load_torch_model', 'logit_scale',
-           'read_model_info', 'resolve_model_dir', 'text_encoder_module', 'text_length', 'tokenize',
+__all__ = ['ModelInfo', 'ModelLoadError', 'family_of', 'load_tokenizer', 'load_torch_model', 'logit_bias',
+           'logit_scale', 'read_model_info', 'resolve_model_dir', 'text_encoder_module', 'text_length', 'tokenize',
            'vision_encoder_module']
 
 
@@ -202,6 +202,11 @@ def text_length(tokenizer: Any, model: Any, info: ModelInfo) -> int:
 def logit_scale(model: Any, info: ModelInfo) -> float:
     """Return the model's zero-shot multiplier of cosine similarities (1.0 for families without text)."""
     return family_of(info).logit_scale(model)
+
+
+def logit_bias(model: Any, info: ModelInfo) -> float:
+    """Return the model's zero-shot logit bias (0.0 unless its family trained one: SigLIP)."""
+    return family_of(info).logit_bias(model)
 
 
 def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding: bool = False) -> Any:

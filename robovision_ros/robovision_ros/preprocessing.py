@@ -28,6 +28,11 @@ class PreprocessConfigError(ValueError):
 # line instead of allocating gigabytes per frame.
 MAX_MODEL_INPUT_SIDE = 4096
 
+# What part of a frame the model sees (the `input_mode` parameter).
+CROP = 'crop'  # the model's own preprocessing: resize and centre crop (or squash) to the native input
+FULL_FRAME = 'full_frame'  # the whole frame, aspect kept: short side at the native size, both sides patch multiples
+INPUT_MODES = (CROP, FULL_FRAME)
+
 
 _PIL_RESAMPLE_NAMES = {0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic', 4: 'box', 5: 'hamming'}
 
@@ -165,6 +170,21 @@ def resized_hw(config: PreprocessConfig, source_hw: tuple[int, int], scale: floa
     return (h, w)
 
 
+def full_frame_hw(native_hw: tuple[int, int], source_hw: tuple[int, int], patch_size: int,
+                  scale: float = 1.0) -> tuple[int, int]:
+    """
+    Return the model input size that shows a whole `source_hw` frame with its aspect kept.
+
+    The shorter side gets the native input's shorter side (times `scale`), the longer side follows the frame's
+    aspect; both are rounded to the nearest multiple of `patch_size` (at least one patch), so that every input pixel
+    falls in a patch: 480x640 with a 224 input and patch 14 -> 224x294.
+    """
+    short = min(native_hw) * scale
+    h, w = source_hw
+    target = (short, short * w / h) if h <= w else (short * h / w, short)
+    return tuple(max(patch_size, int(round(side / patch_size)) * patch_size) for side in target)  # type: ignore
+
+
 def _crop_box(config: PreprocessConfig, hw: tuple[int, int], scale: float) -> tuple[int, int, int, int]:
     if config.crop_hw is None:
         return (0, 0, hw[0], hw[1])
@@ -260,11 +280,19 @@ class ImagePreprocessor:
     PIL's uint8 rounding between its two passes, whose order PIL picks from the sizes it is given: at most one
     uint8 step on camera-like images (tested). `crop_before_resize=False` resizes the whole frame first and is
     exactly the HF processor.
+
+    `full_frame_patch` (the model's patch size) switches to input mode full_frame: no crop, the whole frame resized
+    to `full_frame_hw` with the config's filter and normalisation; the input size then follows the frame's aspect.
     """
 
-    def __init__(self, config: PreprocessConfig, crop_before_resize: bool = True) -> None:
+    def __init__(self, config: PreprocessConfig, crop_before_resize: bool = True,
+                 full_frame_patch: Optional[int] = None) -> None:
+        if full_frame_patch is not None and config.pad_to_square:
+            raise PreprocessConfigError('input_mode full_frame resizes the whole frame with its aspect kept; this '
+                                        'model pads every frame to a square (do_pad) and takes that square only')
         self.config = config
         self.crop_before_resize = crop_before_resize
+        self.full_frame_patch = full_frame_patch
         mean = np.asarray(config.mean, dtype=np.float32)
         std = np.asarray(config.std, dtype=np.float32)
         # (x * rescale - mean) / std == x * gain + bias
@@ -275,12 +303,32 @@ class ImagePreprocessor:
         self._pinned: dict[tuple[int, tuple[int, ...]], Any] = {}  # CUDA upload staging (pinned host memory)
         self._pool: Any = None  # threads resizing the frames of a batch (made at the first batch)
 
+    @property
+    def mode(self) -> str:
+        """Return the input mode: CROP or FULL_FRAME."""
+        return CROP if self.full_frame_patch is None else FULL_FRAME
+
+    def _plan(self, source_hw: tuple[int, int], scale: float) -> tuple[int, int, int, int, int, int]:
+        """(resized h, w, crop top, left, crop h, w) of one frame size: the resize, then the window the model sees."""
+        if self.full_frame_patch is not None:
+            rh, rw = full_frame_hw(self.config.input_hw, source_hw, self.full_frame_patch, scale)
+            return rh, rw, 0, 0, rh, rw
+        if self.config.pad_to_square:  # the padded square is the input, whatever the frame's size
+            side = self._square_side(scale)
+            return side, side, 0, 0, side, side
+        rh, rw = resized_hw(self.config, source_hw, scale)
+        return (rh, rw) + _crop_box(self.config, (rh, rw), scale)
+
+    def input_hw(self, source_hw: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
+        """Return the model input size of a frame of `source_hw` (the same for every frame size in crop mode)."""
+        return self._plan(source_hw, scale)[4:]
+
     def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
-        if self.config.pad_to_square:  # the padded square, as large as the longer side, becomes the input
+        if self.config.pad_to_square and self.full_frame_patch is None:
+            # The padded square, as large as the longer side, becomes the input: one factor for both axes.
             factor = self._square_side(scale) / max(source_hw)
             return PreprocessGeometry(source_hw=source_hw, scale_y=factor, scale_x=factor, crop_y=0, crop_x=0)
-        rh, rw = resized_hw(self.config, source_hw, scale)
-        top, left, _, _ = _crop_box(self.config, (rh, rw), scale)
+        rh, rw, top, left, _, _ = self._plan(source_hw, scale)
         return PreprocessGeometry(source_hw=source_hw, scale_y=rh / source_hw[0], scale_x=rw / source_hw[1],
                                   crop_y=top, crop_x=left)
 
@@ -296,8 +344,7 @@ class ImagePreprocessor:
         if self.config.pad_to_square:
             return self._pad_and_resize(rgb, scale)
         source_hw = rgb.shape[:2]
-        rh, rw = resized_hw(self.config, source_hw, scale)
-        top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
+        rh, rw, top, left, ch, cw = self._plan(source_hw, scale)
         y0, y1 = max(top, 0), min(top + ch, rh)  # the part of the crop that the resized image covers
         x0, x1 = max(left, 0), min(left + cw, rw)
         if not self.crop_before_resize and (rh, rw) != source_hw:  # HF's order: resize everything, then crop
@@ -393,8 +440,7 @@ class ImagePreprocessor:
                                                torch.as_tensor(wy, dtype=torch.float32, device=device),
                                                torch.as_tensor(wx.T, dtype=torch.float32, device=device))
         if key not in self._device_weights_cache:
-            rh, rw = resized_hw(self.config, source_hw, scale)
-            top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
+            rh, rw, top, left, ch, cw = self._plan(source_hw, scale)
             if (rh, rw) == source_hw and top >= 0 and left >= 0:
                 entry: tuple[Any, ...] = (top, top + ch, left, left + cw, None, None)
             else:

@@ -70,6 +70,13 @@ class BackendCapabilities:
     def runs(self, device: str, precision: str) -> bool:
         return precision in self.precisions_on(device)
 
+    def input_size_problem(self, what: str) -> Optional[str]:
+        """Return why `what` (an input of another size than the model's native one) cannot run here, or None."""
+        if self.fixed_input_size:
+            return (f'{what} needs a backend without a fixed input size (torch); {self.name} engines take the '
+                    'native size only')
+        return None
+
     def rank_on(self, device: str, precision: str = '') -> Optional[int]:
         """
         Return this backend's `auto` rank on `device` for `precision` (None: `auto` never picks it there).
@@ -143,6 +150,7 @@ class EncoderBackend(ABC):
     capabilities: BackendCapabilities  # the module's CAPABILITIES
     info: ModelInfo  # the model it runs (set by each backend's constructor)
     logit_scale: float = 1.0  # CLIP: multiplier of cosine similarities in zero-shot logits
+    logit_bias: float = 0.0  # SigLIP: offset added to the scaled cosine before the sigmoid
     text_length: int = 0  # fixed token length of the text encoder input (0: the tokenizer decides)
     int8_accuracy: Optional[Int8Accuracy] = None  # int8: what the accuracy gate measured at load
 

@@ -54,6 +54,7 @@ class OnnxRuntimeBackend(EncoderBackend):
         self.providers = providers_for(device, precision, ort.get_available_providers())
         self.exported = cached_export(info, cache_dir)
         self.logit_scale = self.exported.logit_scale
+        self.logit_bias = self.exported.logit_bias
         self.text_length = self.exported.text_length
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -387,6 +387,7 @@ class OpenVinoBackend(EncoderBackend):
         self.ov_device = ov_device
         exported = cached_export(info, cache_dir)
         self.logit_scale = exported.logit_scale
+        self.logit_bias = exported.logit_bias
         self.text_length = exported.text_length
         self.input_size = exported.input_size
         image_ir, text_ir = ensure_ir(info, cache_dir, precision, exported)

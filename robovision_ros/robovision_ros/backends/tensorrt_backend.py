@@ -175,6 +175,7 @@ class TensorRTBackend(EncoderBackend):
         cache_root = cache_dir or default_cache_dir()
         self.exported = exported or cached_export(info, cache_root)
         self.logit_scale = self.exported.logit_scale
+        self.logit_bias = self.exported.logit_bias
         self.text_length = self.exported.text_length
         self.cache = EngineCache(cache_root / 'tensorrt')
         size = self.exported.input_size
@@ -202,7 +203,7 @@ class TensorRTBackend(EncoderBackend):
     def _key(self, onnx_path: Path, profile: tuple) -> EngineKey:
         return EngineKey(onnx_sha256=file_sha256(onnx_path), tensorrt_version=self.trt.__version__,
                          gpu_name=DEVICE.name(), compute_capability=DEVICE.compute_capability(),
-                         precision=self.precision, profile=profile)
+                         precision=self.precision, profile=profile, family=self.info.family)
 
     def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
         """

@@ -10,7 +10,7 @@ import numpy as np
 
 from robovision_ros.backends.base import BackendCapabilities, BackendEntry, BackendRequest, BackendUnavailableError, \
     EncoderBackend
-from robovision_ros.model_dir import ModelInfo, family_of, load_tokenizer, load_torch_model, logit_scale, \
+from robovision_ros.model_dir import ModelInfo, family_of, load_tokenizer, load_torch_model, logit_bias, logit_scale, \
     text_encoder_module, text_length, vision_encoder_module
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
@@ -53,6 +53,7 @@ class TorchBackend(EncoderBackend):
         self.text = text_encoder_module(self.model, info) if info.has_text else None
         if info.has_text:
             self.logit_scale = logit_scale(self.model, info)
+            self.logit_bias = logit_bias(self.model, info)
             self.text_length = text_length(load_tokenizer(info), self.model, info)
         self.cuda_graphs = cuda_graphs and device == 'cuda'
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}

@@ -48,6 +48,7 @@ PARAMETER_PRECISION = 'robovision.precision'
 PARAMETER_FINGERPRINT = 'robovision.fingerprint'
 PARAMETER_MODEL = 'robovision.model_id'
 PARAMETER_LOGIT_SCALE = 'robovision.logit_scale'
+PARAMETER_LOGIT_BIAS = 'robovision.logit_bias'  # SigLIP's; a family without one (CLIP) may omit it (0.0)
 PARAMETER_ENGINE = 'robovision.engine'  # "<backend> <device>" the server runs, for logs and diagnostics
 # Triton data types of the tensors (model config spelling); pixels may travel as fp16 (half the bytes).
 PIXEL_TYPES = {'TYPE_FP32': np.float32, 'TYPE_FP16': np.float16}
@@ -183,6 +184,7 @@ class ServedModels:
     text_length: int
     logit_scale: float
     engine: str
+    logit_bias: float = 0.0
 
 
 def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
@@ -217,7 +219,7 @@ def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
     outputs = _tensors(image_config, 'output')
     for name, dims in family_named(info.family).image_output_shapes(info).items():
         _require_tensor(name, image_where, outputs, dims, ('TYPE_FP32',))
-    text_length, text_batch, logit_scale = 0, 0, 1.0
+    text_length, text_batch, logit_scale, logit_bias = 0, 0, 1.0, 0.0
     if text_config is not None:
         text_where = f"{where}: model '{text_config.get('name', '?')}'"
         inputs = _tensors(text_config, 'input')
@@ -235,8 +237,30 @@ def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
             logit_scale = float(_parameters(text_config)[PARAMETER_LOGIT_SCALE])
         except (KeyError, ValueError):
             raise TritonModelError(f'{text_where}: no numeric {PARAMETER_LOGIT_SCALE} parameter')
+        logit_bias = _served_bias(info, _parameters(text_config), text_where)
     return ServedModels(PIXEL_TYPES[pixel_type], int(image_config['max_batch_size']), text_batch, text_length,
-                        logit_scale, _parameters(image_config).get(PARAMETER_ENGINE, ''))
+                        logit_scale, _parameters(image_config).get(PARAMETER_ENGINE, ''), logit_bias)
+
+
+def _served_bias(info: ModelInfo, parameters: dict[str, str], where: str) -> float:
+    """
+    Return the logit bias a served text model declares.
+
+    Required for a family that scores with a sigmoid (its scores depend on the bias); a family without one may omit
+    it, as servers that predate it do.
+    """
+    from robovision_ros.clip_scoring import SIGMOID
+
+    if PARAMETER_LOGIT_BIAS not in parameters:
+        if family_named(info.family).scoring == SIGMOID:
+            raise TritonModelError(f'{where}: no {PARAMETER_LOGIT_BIAS} parameter; {info.family} scores need the '
+                                   "model's logit bias (serve it with this version of robovision_serve)")
+        return 0.0
+    try:
+        return float(parameters[PARAMETER_LOGIT_BIAS])
+    except ValueError:
+        raise TritonModelError(f'{where}: {PARAMETER_LOGIT_BIAS} is not a number: '
+                               f'{parameters[PARAMETER_LOGIT_BIAS]!r}') from None
 
 
 def _import_client() -> tuple[Any, Any]:
@@ -278,6 +302,7 @@ class TritonBackend(EncoderBackend):
             self.close()
             raise
         self.logit_scale = self.served.logit_scale
+        self.logit_bias = self.served.logit_bias
         self.text_length = self.served.text_length
         LOG.info('triton %s: %s%s (%s %s, pixels as %s)', self.url, self.image_model,
                  f', {self.text_model}' if self.text_model else '', self.served.engine, precision,

@@ -24,9 +24,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from robovision_ros.clip_scoring import SOFTMAX
 from robovision_ros.model_files import MAX_TOKENIZER_BYTES, ModelLoadError, bounded_int, check_regular_file, \
     files_digest, read_json
-from robovision_ros.preprocessing import PreprocessConfig
+from robovision_ros.preprocessing import PreprocessConfig, PreprocessConfigError
 
 # Tensor names of the exported graphs, written by the export and fed/read by every backend that loads them.
 PIXEL_VALUES = 'pixel_values'  # float32 [B, 3, H, W], normalised
@@ -92,6 +93,13 @@ class ModelFamily(ABC):
     # Names of the image graph's outputs, in the order `vision_forward` returns them; export writes them under these
     # names and every backend returns them by name.
     image_outputs: tuple[str, ...] = IMAGE_OUTPUTS
+    # How zero-shot scores come from cosine similarities (clip_scoring.SCORINGS): 'softmax' over labels (CLIP) or
+    # an independent 'sigmoid' per text (SigLIP). Families without text keep the default; it is never read.
+    scoring: str = SOFTMAX
+    # Whether the vision tower runs inputs of other sizes than the native one (its position embeddings interpolate,
+    # or are relative): multi-scale features and input_mode full_frame need it.
+    flexible_input: bool = True
+    description: str = ''  # one line for the README's table of families
     # Tokenizer files of which at least one set must be present for a family with text.
     tokenizer_files: tuple[tuple[str, ...], ...] = ()
 
@@ -120,6 +128,9 @@ class ModelFamily(ABC):
         """Return the typed result of one batch from the image graph's outputs by name (`ImageEncoding` here)."""
         return ImageEncoding(outputs[PATCH_TOKENS], outputs[GLOBAL_EMBEDDING], grid_hw)
 
+    def prepare_export(self, model: Any, input_hw: tuple[int, int]) -> None:
+        """Adapt a freshly loaded model for tracing at one fixed input size (the ONNX export); default: nothing."""
+
     def text_forward(self, model: Any, input_ids: Any, attention_mask: Any) -> Any:
         """Token ids and mask [B,L] -> text embedding [B,D] in the joint space (families with text)."""
         raise ModelLoadError(f'{self.name} models have no text encoder')
@@ -127,6 +138,10 @@ class ModelFamily(ABC):
     def logit_scale(self, model: Any) -> float:
         """Multiplier of cosine similarities in zero-shot logits (1.0 for families without text)."""
         return 1.0
+
+    def logit_bias(self, model: Any) -> float:
+        """Offset added to the scaled cosine in zero-shot logits (0.0 unless the family trained one: SigLIP)."""
+        return 0.0
 
     def text_length(self, tokenizer: Any, model: Any) -> int:
         """Return the fixed token length of the text encoder input."""
@@ -173,6 +188,23 @@ def sub_config(config: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ModelLoadError(f'{where}: {key} must be an object; got {type(value).__name__}')
     return value
+
+
+def preprocessed_side(path: Path) -> int:
+    """
+    Return the side of the square model input that a directory's preprocessor config produces.
+
+    For families whose config `image_size` is the size of the position table rather than of the input (DINOv2:
+    518 in the config, 224 after the processor's crop).
+    """
+    try:
+        height, width = PreprocessConfig.from_model_dir(path).input_hw
+    except PreprocessConfigError as error:
+        raise ModelLoadError(str(error)) from None
+    if height != width:
+        raise ModelLoadError(f'{path / "preprocessor_config.json"}: the model input is {height}x{width}; '
+                             'only square native inputs are supported')
+    return height
 
 
 def check_transformer_sizes(config: dict[str, Any], where: Path) -> None:

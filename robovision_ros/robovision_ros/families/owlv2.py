@@ -25,6 +25,7 @@ class Owlv2Family(OwlVitFamily):
 
     name = 'owlv2'
     model_types = ('owlv2',)
+    description = 'OWLv2: open-vocabulary detection with objectness, the frame padded to a square'
     image_outputs = (CLASS_EMBEDDINGS, LOGIT_SHIFT, LOGIT_SCALE, PRED_BOXES, OBJECTNESS)
     base_attribute = 'owlv2'
     model_class = 'Owlv2ForObjectDetection'

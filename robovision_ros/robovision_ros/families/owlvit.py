@@ -36,6 +36,7 @@ class OwlVitFamily(ModelFamily):
     model_types = ('owlvit',)
     has_text = True
     detector = True
+    description = 'OWL-ViT: open-vocabulary detection, a box and a sigmoid score per patch and query'
     tokenizer_files = (('tokenizer.json',), ('vocab.json', 'merges.txt'))
     image_outputs = (CLASS_EMBEDDINGS, LOGIT_SHIFT, LOGIT_SCALE, PRED_BOXES)
     base_attribute = 'owlvit'  # the detector's OwlViTModel attribute

@@ -172,8 +172,11 @@ class PerceptionNode(LifecycleNode):
             values = self.parameters.validated()
             load = LoadSettings.from_values(values)
             cache = Path(load.engine_cache_dir) if load.engine_cache_dir else None
+            # The encoder nodes' input_mode (the detector has none: its model's own input only).
+            encoder_options = {} if load.input_mode is None else {'input_mode': load.input_mode}
             self.encoder = self.ENCODER(load.model, load.backend, load.device, load.precision, cache,
-                                        int8_min_cosine=load.int8_min_cosine, options=load.backend_options)
+                                        int8_min_cosine=load.int8_min_cosine, options=load.backend_options,
+                                        **encoder_options)
             self._batched = self._choose_batching(values)
             release_memory()  # what loading and the int8 gate allocated once goes back to the system
             if not self.standard_outputs and not self._said_standard_outputs_off:

@@ -7,7 +7,7 @@ robovision_demo, the main job: the nodes on generated tabletop scenes, with a li
 Generated tabletop scenes -> image_source -> clip_perception, feature_extractor and open_vocab_detector on the
 embedded models, over real DDS.
 
-    robovision_demo [--frames N] [--rate HZ] [--backend onnxruntime] [--out DIR]
+    robovision_demo [--frames N] [--rate HZ] [--backend onnxruntime] [--clip-model embedded:tiny_siglip] [--out DIR]
 
 Prints one line per frame (ground truth, best label and score, presence per query, feature grid, the detector's
 boxes, latency) and saves DIR/robovision_debug.png (the last frame with the best label and the heatmap and box of
@@ -47,6 +47,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--rate', type=float, default=5.0, help='camera rate in Hz')
     parser.add_argument('--backend', default='onnxruntime', choices=backend_choices(),
                         help='inference backend of both nodes (default: onnxruntime)')
+    parser.add_argument('--clip-model', default='embedded:tiny_clip',
+                        help="clip_perception's model: embedded:tiny_clip (softmax scores), embedded:tiny_siglip "
+                             '(sigmoid scores), or any CLIP/SigLIP directory (default: embedded:tiny_clip)')
     parser.add_argument('--out', type=Path, default=Path('out'), help='where the debug image is saved')
     parser.add_argument('--seed', type=int, default=7, help='scene generator seed')
     args = parser.parse_args(argv)
@@ -76,7 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cli_args=['--ros-args', '-r', f'image_raw:={topic}'])
     common = [Parameter('image_topics', value=[topic]), Parameter('backend', value=args.backend)]
     clip = ClipPerceptionNode(parameter_overrides=common + [
-        Parameter('labels', value=list(LABELS)), Parameter('presence_queries', value=PRESENCE_QUERIES)])
+        Parameter('model', value=args.clip_model), Parameter('labels', value=list(LABELS)),
+        Parameter('presence_queries', value=PRESENCE_QUERIES)])
     features = FeatureExtractorNode(parameter_overrides=common)
     detector = OpenVocabDetectorNode(parameter_overrides=common + [
         Parameter('queries', value=list(LABELS)), Parameter('debug_image', value=True)])
@@ -135,9 +139,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'robovision_demo: {node.get_name()} did not become active (see its log above)',
                       file=sys.stderr)
                 return 1
-        print(f'robovision_demo: clip_perception ({clip.encoder.info.model_id}), feature_extractor '
-              f'({features.encoder.info.model_id}) and open_vocab_detector ({detector.encoder.info.model_id}) active '
-              f'on {clip.encoder.backend.name}; camera {topic} at {args.rate} Hz', flush=True)
+        print(f'robovision_demo: clip_perception ({clip.encoder.info.model_id}, {clip.encoder.family.scoring} '
+              f'scores), feature_extractor ({features.encoder.info.model_id}) and open_vocab_detector '
+              f'({detector.encoder.info.model_id}) active on {clip.encoder.backend.name}; camera {topic} at '
+              f'{args.rate} Hz', flush=True)
         finished_at = None
         while not done.wait(0.2):
             if source.finished and finished_at is None:
@@ -167,7 +172,8 @@ def _print_frame(number: int, truth: Sequence[str], entry: dict[str, Any]) -> No
                           for d in entry['detections'].detections) or 'none'
     else:
         boxes = 'skipped (the detector served a newer frame)'  # newest frame only, as every node
-    flags = '  '.join(f"{r.query} {'YES' if r.present else 'no '} {r.similarity:+.2f}"
+    # The value presence thresholds: the cosine for CLIP, the sigmoid probability for SigLIP.
+    flags = '  '.join(f"{r.query} {'YES' if r.present else 'no '} {r.score:+.2f}"
                       + (f' @({r.peak_x},{r.peak_y})' if r.present and r.has_location else '')
                       for r in presence.results)
     print(f'frame {number:3d} | truth: {", ".join(truth) or "?":40s} | best: {labels.best_label} '
@@ -195,7 +201,7 @@ def _save_debug_image(out_dir: Path, source: Any, clip: Any) -> None:
     roi = result.locate(top).roi_xywh if top is not None else None
     overlay = render_debug_image(
         scene.image, f'best: {result.best_label} {result.best_score:.2f}   truth: {", ".join(scene.labels)}',
-        heatmap, roi, feature.geometry.visible_box(encoder.preprocessor.config.input_hw),
+        heatmap, roi, feature.geometry.visible_box(encoder.preprocessor.input_hw(scene.image.shape[:2])),
         f'{result.queries[top]} {result.similarities[top]:.2f}' if top is not None else '')
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / 'robovision_debug.png'

@@ -37,8 +37,8 @@ import numpy as np
 
 from robovision_ros.backends.base import DEVICES, PRECISIONS, BackendUnavailableError, EncoderBackend
 from robovision_ros.backends.registry import backend_capabilities, create_backend
-from robovision_ros.backends.triton_backend import PARAMETER_ENGINE, PARAMETER_FINGERPRINT, PARAMETER_LOGIT_SCALE, \
-    PARAMETER_MODEL, PARAMETER_PRECISION, served_names, served_prefix
+from robovision_ros.backends.triton_backend import PARAMETER_ENGINE, PARAMETER_FINGERPRINT, PARAMETER_LOGIT_BIAS, \
+    PARAMETER_LOGIT_SCALE, PARAMETER_MODEL, PARAMETER_PRECISION, served_names, served_prefix
 from robovision_ros.model_dir import ModelInfo, ModelLoadError, read_model_info
 from robovision_ros.backends.onnx_export import ExportError, process_alive
 from robovision_ros.families import family_named
@@ -77,7 +77,7 @@ def config_parameters(info: ModelInfo, backend: EncoderBackend) -> dict[str, str
     """Return the model-config parameters a node's triton backend checks (see triton_backend.check_served)."""
     return {PARAMETER_PRECISION: backend.precision, PARAMETER_FINGERPRINT: info.fingerprint,
             PARAMETER_MODEL: info.model_id, PARAMETER_LOGIT_SCALE: repr(float(backend.logit_scale)),
-            PARAMETER_ENGINE: engine_description(backend)}
+            PARAMETER_LOGIT_BIAS: repr(float(backend.logit_bias)), PARAMETER_ENGINE: engine_description(backend)}
 
 
 def image_outputs(info: ModelInfo) -> tuple[str, ...]:
@@ -274,6 +274,7 @@ def export_repository(args: argparse.Namespace) -> list[Path]:
     image_name, text_name = served_names(prefix, info.has_text)
     parameters = {PARAMETER_PRECISION: args.precision, PARAMETER_FINGERPRINT: info.fingerprint,
                   PARAMETER_MODEL: info.model_id, PARAMETER_LOGIT_SCALE: repr(float(exported.logit_scale)),
+                  PARAMETER_LOGIT_BIAS: repr(float(exported.logit_bias)),
                   PARAMETER_ENGINE: f'onnxruntime {args.device}'}
     shapes = image_shapes(info)
     models = [(image_name, precision_variant(exported, exported.image_path, args.precision),
