@@ -212,7 +212,9 @@ def test_every_cpu_backend_and_precision_against_torch_fp32(name, model_dirs, mo
             assert encoder.backend.int8_accuracy.worst >= 0.99
         if reference.info.has_text:
             texts = ['a photo of a red cup.', 'a blue bottle']
-            text_bound = 0.98 if precision in ('bf16', 'fp16') else 0.9999
+            # int8: the text tower runs once per vocabulary change, fp32 on ONNX Runtime, with int8 weights and
+            # f32 compute on OpenVINO (NNCF weight compression; 0.999, as test_openvino_backend holds it).
+            text_bound = {'bf16': 0.98, 'fp16': 0.98, 'int8': 0.999}.get(precision, 0.9999)
             assert _cosine(encoder.encode_texts(texts), reference.encode_texts(texts)).min() >= text_bound
             assert (encoder.scoring.kind, encoder.scoring.logit_bias) == (reference.scoring.kind,
                                                                           pytest.approx(reference.scoring.logit_bias))

@@ -200,12 +200,19 @@ def _images_digest(images: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
+def image_int8_recipe(info: ModelInfo) -> str:
+    """Return the recipe of `info`'s int8 image entry: `INT8_RECIPE` and the float scopes its family declares."""
+    scopes = family_of(info).int8_float_scopes
+    return INT8_RECIPE + (f"+float:{'|'.join(scopes)}" if scopes else '')
+
+
 def quantize_image_int8(fp32: IrEntry, info: ModelInfo, images: Sequence[np.ndarray]) -> Any:
     """
     NNCF post-training quantization of the fp32 image encoder on `images` (RGB uint8, preprocessed as at run time).
 
     Transformer preset (MIXED: symmetric weights, asymmetric activations), fast bias correction. SmoothQuant is off:
-    NNCF's SmoothQuant step fails on the CLIP graph this project exports.
+    NNCF's SmoothQuant step fails on the CLIP graph this project exports. The nodes the family keeps in float
+    (`ModelFamily.int8_float_scopes`) are NNCF's ignored scope, validated: a scope that names no node fails here.
     """
     import nncf
     import openvino as ov
@@ -218,9 +225,11 @@ def quantize_image_int8(fp32: IrEntry, info: ModelInfo, images: Sequence[np.ndar
     feeds = [{PIXEL_VALUES: preprocess([image])} for image in images]
     advanced = nncf.AdvancedQuantizationParameters(
         smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
+    scopes = family_of(info).int8_float_scopes
+    ignored = {'ignored_scope': nncf.IgnoredScope(patterns=list(scopes), validate=True)} if scopes else {}
     return nncf.quantize(ov.Core().read_model(str(fp32.xml)), nncf.Dataset(feeds), subset_size=len(feeds),
                          model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=True,
-                         advanced_parameters=advanced)
+                         advanced_parameters=advanced, **ignored)
 
 
 def write_fp32_reference(fp32: IrEntry, info: ModelInfo, directory: Path) -> None:
@@ -274,7 +283,7 @@ def ir_for(info: ModelInfo, cache_dir: Optional[Path], precision: str,
         raise ExportError(f'at most {MAX_CALIBRATION_IMAGES} calibration images; got {len(images)}')
     source = calibration_source or f'{len(images)} generated test cards and scenes (seed {CALIBRATION_SEED})'
     fp32_image = image
-    image = cached_ir(root, 'image.int8', INT8_RECIPE, lambda: quantize_image_int8(fp32_image, info, images),
+    image = cached_ir(root, 'image.int8', image_int8_recipe(info), lambda: quantize_image_int8(fp32_image, info, images),
                       {'calibration': source, 'calibration_images': len(images),
                        'calibration_digest': _images_digest(images)}, replace=replace,
                       extra=lambda directory: write_fp32_reference(fp32_image, info, directory))
@@ -288,8 +297,10 @@ def _cached_entries(info: ModelInfo, cache_dir: Optional[Path], precision: str,
                     has_text: bool) -> Optional[tuple[IrEntry, Optional[IrEntry]]]:
     """Return the (image, text) entries for `precision` if the cache holds them all, else None."""
     root = openvino_root(cache_dir, info)
-    names = (('image.int8', INT8_RECIPE), ('text.int8w', TEXT_INT8W_RECIPE)) if precision == 'int8' else \
-        (('image.fp32', IR_RECIPE), ('text.fp32', IR_RECIPE))
+    if precision == 'int8':
+        names = (('image.int8', image_int8_recipe(info)), ('text.int8w', TEXT_INT8W_RECIPE))
+    else:
+        names = (('image.fp32', IR_RECIPE), ('text.fp32', IR_RECIPE))
     image = _read_entry(root / names[0][0], names[0][1])
     text = _read_entry(root / names[1][0], names[1][1]) if has_text else None
     if image is None or (has_text and text is None):

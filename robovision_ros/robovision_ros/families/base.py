@@ -100,6 +100,9 @@ class ModelFamily(ABC):
     # or are relative): multi-scale features and input_mode full_frame need it.
     flexible_input: bool = True
     description: str = ''  # one line for the README's table of families
+    # Regular expressions of image-graph node names (as exported: '/vision_model/head/...') that calibrated static
+    # int8 keeps in float: parts whose activations one calibrated range fits badly (OpenVINO's NNCF reads them).
+    int8_float_scopes: tuple[str, ...] = ()
     # Tokenizer files of which at least one set must be present for a family with text.
     tokenizer_files: tuple[tuple[str, ...], ...] = ()
 
