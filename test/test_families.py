@@ -77,6 +77,27 @@ def test_siglip_config_errors_name_the_field(tmp_path, tiny_siglip_dir):
         read_model_info(str(broken))
 
 
+def test_a_sentencepiece_only_siglip_directory_fails_with_one_line(tmp_path, tiny_siglip_dir):
+    """SigLIP 1 checkpoints ship spiece.model alone: without the sentencepiece package, a ModelLoadError says so."""
+    import importlib.util
+    import json
+    import shutil
+
+    from robovision_ros.model_dir import load_tokenizer
+
+    if importlib.util.find_spec('sentencepiece') is not None:
+        pytest.skip('sentencepiece is installed here: the refusal this test checks cannot happen')
+    spiece = tmp_path / 'spiece_only'
+    spiece.mkdir()
+    for name in ('config.json', 'preprocessor_config.json', 'model.safetensors'):
+        shutil.copy(tiny_siglip_dir / name, spiece / name)
+    (spiece / 'spiece.model').write_bytes(b'not read: the library is missing first')
+    (spiece / 'tokenizer_config.json').write_text(json.dumps({'tokenizer_class': 'SiglipTokenizer'}))
+    with pytest.raises(ModelLoadError, match='needs a library that is not installed .*SentencePiece') as error:
+        load_tokenizer(read_model_info(str(spiece)))
+    assert '\n' not in str(error.value)
+
+
 # --- SigLIP ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module', params=['siglip', 'siglip2'])
 def siglip(request, tiny_siglip_dir, tiny_siglip2_dir, model_cache):

@@ -171,6 +171,10 @@ class ModelFamily(ABC):
             return AutoTokenizer.from_pretrained(str(info.path))
         except (OSError, ValueError, TypeError) as error:
             raise ModelLoadError(f'no usable tokenizer in {info.path}: {error}') from error
+        except ImportError as error:  # e.g. a SentencePiece tokenizer (SigLIP's spiece.model) without sentencepiece
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(f'the tokenizer in {info.path} needs a library that is not installed ({reason}); '
+                                 'install it, or give the directory a tokenizer.json') from error
 
     def preprocess_config(self, info: ModelInfo) -> PreprocessConfig:
         """Return the model's preprocessing, from its preprocessor_config.json."""
