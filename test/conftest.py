@@ -41,6 +41,12 @@ if 'ROBOVISION_TEST_DOMAIN_ID' not in os.environ:
 os.environ['ROS_DOMAIN_ID'] = os.environ['ROBOVISION_TEST_DOMAIN_ID']
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
+# Nodes run as the launch file and scripts/demo run them: with the shipped Fast DDS profile. Without it a camera-sized
+# frame (480x640 bgr8 is 921,600 bytes) does not fit Fast DDS's default 512 KB shared-memory segment and goes over UDP
+# fragments, which best-effort (sensor-data QoS) loses under load: on CI a 480x640 detector test went 30 s without a
+# frame arriving. test_dds_profile.py measures the difference; an explicitly set profile (even empty) wins.
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'robovision_ros', 'config', 'fastdds_profile.xml'))
 
 # The image codec sets OpenCV's decoder limits in the environment, which OpenCV reads once when it loads: import it
 # before any test module imports cv2 (a node process imports it before cv2 too).
