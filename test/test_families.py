@@ -78,7 +78,7 @@ def test_siglip_config_errors_name_the_field(tmp_path, tiny_siglip_dir):
 
 
 def test_a_sentencepiece_only_siglip_directory_fails_with_one_line(tmp_path, tiny_siglip_dir):
-    """SigLIP 1 checkpoints ship spiece.model alone: without the sentencepiece package, a ModelLoadError says so."""
+    """A SigLIP 1 checkpoint ships spiece.model alone: without the sentencepiece package, a ModelLoadError says so."""
     import importlib.util
     import json
     import shutil

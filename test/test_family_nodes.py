@@ -102,11 +102,13 @@ def test_one_pass_features_equal_feature_extractors_then_siglip_after_cleanup(gr
     one_pass, two_node = patch_features_to_numpy(out['clip_features']), patch_features_to_numpy(out['features'])
     assert (one_pass.grid_h, one_pass.grid_w, out['clip_features'].dim) == (8, 8, 64)
     assert out['clip_features'].model_id == out['features'].model_id
-    # Both nodes run the same cached ONNX file in ONNX Runtime on this machine, one frame per batch: the same
-    # kernels on the same input. 1e-6 leaves room for intra-op threading changing a reduction's order, which moves
-    # these unit-scale values by float32 rounding only, on any x86 CPU.
-    np.testing.assert_allclose(one_pass.features, two_node.features, atol=1e-6)
-    np.testing.assert_allclose(one_pass.global_embedding, two_node.global_embedding, atol=1e-6)
+    # Both nodes run the same cached ONNX file in ONNX Runtime on the same machine, one frame per batch: the same
+    # kernels on the same input, usually bit-identical. 1e-5 leaves room for intra-op threading changing a
+    # reduction's order: float32 rounding (eps 6e-8) over 3 layers of 64-wide sums of unit-scale values moves them
+    # by about 1e-6 at most, on any x86 CPU (AVX2 or AVX-512 kernels alike); a different crop, grid or model moves
+    # them by more than 1e-2.
+    np.testing.assert_allclose(one_pass.features, two_node.features, atol=1e-5)
+    np.testing.assert_allclose(one_pass.global_embedding, two_node.global_embedding, atol=1e-5)
     assert out['labels'].scoring == out['presence'].scoring == 'softmax'
     assert abs(sum(out['labels'].scores) - 1.0) < 1e-5
     for result in out['presence'].results:  # CLIP presence thresholds the cosine itself

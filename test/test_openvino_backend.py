@@ -123,7 +123,7 @@ def test_the_gate_compares_with_openvino_fp32_without_onnxruntime(tiny_clip_dir,
 
 
 def test_int8_keeps_the_family_float_scopes_in_float(tmp_path):
-    """SigLIP's attention-pooling attention stays float in the int8 IR (its recipe says so); the rest is quantized."""
+    """The SigLIP attention-pooling attention stays float in the int8 IR (its recipe says so); the rest is quantized."""
     import openvino as ov
 
     info = read_model_info('embedded:tiny_siglip')

@@ -19,7 +19,7 @@ TEXTS = ['a photo of a red cup.', '', 'RED   Cup!!', 'ünïcödé 東京 emoji �
 
 @pytest.mark.parametrize('which', ['embedded', 'generated', 'embedded_siglip', 'siglip2_layout'])
 def test_ids_and_masks_equal_autotokenizer(which, tiny_clip_dir, tiny_siglip2_dir):
-    """CLIP's BPE, the tiny SigLIP's, and a SigLIP 2 file layout (a tokenizer.json alone, no vocab/merges)."""
+    """The CLIP BPE, the tiny SigLIP's, and a SigLIP 2 file layout (a tokenizer.json alone, no vocab/merges)."""
     from transformers import AutoTokenizer
 
     directory = {'embedded': EMBEDDED_DIR / 'tiny_clip', 'generated': tiny_clip_dir,

@@ -283,7 +283,8 @@ def ir_for(info: ModelInfo, cache_dir: Optional[Path], precision: str,
         raise ExportError(f'at most {MAX_CALIBRATION_IMAGES} calibration images; got {len(images)}')
     source = calibration_source or f'{len(images)} generated test cards and scenes (seed {CALIBRATION_SEED})'
     fp32_image = image
-    image = cached_ir(root, 'image.int8', image_int8_recipe(info), lambda: quantize_image_int8(fp32_image, info, images),
+    image = cached_ir(root, 'image.int8', image_int8_recipe(info),
+                      lambda: quantize_image_int8(fp32_image, info, images),
                       {'calibration': source, 'calibration_images': len(images),
                        'calibration_digest': _images_digest(images)}, replace=replace,
                       extra=lambda directory: write_fp32_reference(fp32_image, info, directory))
