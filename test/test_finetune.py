@@ -132,7 +132,11 @@ def test_vit_class_scores_equal_hf_logits_softmax(tiny_vit_dir, model_cache, tmp
     out = tmp_path / 'vit_lora'
     report = finetune(str(tiny_vit_dir), make_folder(tmp_path / 'data'), out, quick(lr=5e-3), progress=False,
                       log=lambda _: None)
-    assert 'val_accuracy_linear_probe' in report
+    assert 'val_accuracy_linear_probe' in report and 'val_accuracy_before' not in report  # no head before
+    text = (out / 'report.md').read_text()
+    assert 'nan' not in text.lower() and 'validation top-1 before' not in text
+    assert '| frozen backbone + linear head (validation top-1) |' in text
+    json.loads((out / 'report.json').read_text(), parse_constant=lambda name: pytest.fail(f'{name} in report.json'))
     image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
     hf = ViTForImageClassification.from_pretrained(str(out)).eval()
     for backend in ('torch', 'onnxruntime'):
@@ -169,7 +173,7 @@ def test_resume_continues_to_the_same_weights(kind, tiny_vit_dir, tiny_clip_dir,
     finetune(model_dir, data, tmp_path / 'straight', options, progress=False, log=lambda _: None)
     stopped = finetune(model_dir, data, tmp_path / 'resumed', options, stop_after=3, progress=False,
                        log=lambda _: None)
-    assert stopped == {'stopped_at': 3} and not (tmp_path / 'resumed' / 'config.json').exists()
+    assert stopped == {'stopped_at': 3, 'interrupted': False} and not (tmp_path / 'resumed' / 'config.json').exists()
     report = finetune(model_dir, data, tmp_path / 'resumed', options, resume=True, progress=False,
                       log=lambda _: None)
     assert report['steps'] == 6
@@ -295,7 +299,7 @@ def test_cli_options_are_the_tools_options(tmp_path, monkeypatch, capsys):
 
     seen = []
 
-    def fake_finetune(model_id, data, out, options, resume=False):
+    def fake_finetune(model_id, data, out, options, resume=False, overwrite=False):
         seen.append((model_id, data, options, resume))
         out.mkdir(parents=True, exist_ok=True)
         (out / 'report.md').write_text('# report\n')

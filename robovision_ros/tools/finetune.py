@@ -73,7 +73,10 @@ class FinetuneError(RuntimeError):
 class Example:
     path: str
     label: int  # index into Dataset.labels
-    image: np.ndarray  # RGB uint8 [H, W, 3]
+
+    def image(self) -> np.ndarray:
+        """Read and decode this example's picture (RGB uint8 [H, W, 3]) from disk, as the nodes decode it."""
+        return read_image(Path(self.path))
 
 
 @dataclass
@@ -90,11 +93,17 @@ def normalise_label(text: str) -> str:
     return ' '.join(text.replace('_', ' ').split()).casefold()
 
 
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
+def read_image(path: Path) -> np.ndarray:
+    """
+    Decode an image file to RGB uint8 with the decoder the nodes use for `sensor_msgs/CompressedImage`.
 
-    with Image.open(path) as image:
-        return np.asarray(image.convert('RGB'))
+    Training sees the pixels serving sees: OpenCV decodes the file's bytes (jpeg, png or tiff, found by their magic
+    bytes), grey becomes RGB, alpha is dropped and 16-bit samples are scaled by 1/256. Raises OSError (unreadable
+    file) or ValueError (not an image the nodes can decode).
+    """
+    from robovision_ros.preprocessing import decode_compressed_image  # the one place training imports the codec
+
+    return decode_compressed_image(np.fromfile(path, dtype=np.uint8), path.suffix.lstrip('.').lower() or 'image')
 
 
 def _collect(source: Path) -> tuple[list[tuple[Path, str]], bool]:
@@ -118,9 +127,22 @@ def _collect(source: Path) -> tuple[list[tuple[Path, str]], bool]:
     return items, False
 
 
+def _unusable(label: str, skipped: Sequence[tuple[str, str]], shown: int = 3) -> DatasetError:
+    """Make the error for a label none of whose images could be read: it names the first few files and why."""
+    listed = '; '.join(f'{path} ({reason})' for path, reason in skipped[:shown])
+    more = f' and {len(skipped) - shown} more' if len(skipped) > shown else ''
+    return DatasetError(f"label '{label}': none of its {len(skipped)} images could be read: {listed}{more}; "
+                        'expected at least one usable image')
+
+
 def load_dataset(source: Path, val_fraction: float = 0.2, seed: int = 0,
                  template: str = CLIP_TEMPLATE) -> Dataset:
-    """Read, check and split (seeded, per label) the training data; unreadable images are skipped and listed."""
+    """
+    Read, check and split (seeded, per label) the training data.
+
+    Every image is decoded once here to check it (unreadable ones are skipped and listed) and not kept: training
+    reads the images from disk again as it needs them.
+    """
     source = Path(source)
     items, are_prompts = _collect(source)
     if not items:
@@ -140,20 +162,24 @@ def load_dataset(source: Path, val_fraction: float = 0.2, seed: int = 0,
     index = {label: i for i, label in enumerate(labels)}
     examples: list[Example] = []
     skipped: list[tuple[str, str]] = []
+    skipped_by_label: dict[int, list[tuple[str, str]]] = {}
     for path, raw in items:
+        label = index[normalise_label(raw)]
         try:
-            image = _read_image(path)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of saying "not an image"
-            skipped.append((str(path), f'{type(error).__name__}: {error}'))
+            read_image(path)
+        except (OSError, ValueError) as error:  # missing or unreadable file; bytes the decoder refuses
+            reason = f'{type(error).__name__}: {error}'
+            skipped.append((str(path), reason))
+            skipped_by_label.setdefault(label, []).append((str(path), reason))
             continue
-        examples.append(Example(str(path), index[normalise_label(raw)], image))
+        examples.append(Example(str(path), label))
     rng = np.random.default_rng(seed)
     train: list[Example] = []
     val: list[Example] = []
     for i, label in enumerate(labels):
         mine = [e for e in examples if e.label == i]
         if not mine:
-            raise DatasetError(f"label '{label}': every image was unreadable; expected at least one usable image")
+            raise _unusable(label, skipped_by_label.get(i, []))
         order = rng.permutation(len(mine))
         n_val = min(int(round(len(mine) * val_fraction)), len(mine) - 1)
         if val_fraction > 0 and len(mine) >= 2:
@@ -189,12 +215,13 @@ class FinetuneOptions:
     mix: float = 0.25
     mix_weight: float = 0.3
     preserve_views: int = 8
+    mirror: bool = True
 
     def identity(self) -> dict[str, Any]:
         """Return what a checkpoint must agree on to be resumed."""
         keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
                 'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'zoom', 'template', 'mix',
-                'mix_weight', 'preserve_views')
+                'mix_weight', 'preserve_views', 'mirror')
         return {key: getattr(self, key) for key in keys}
 
 
@@ -298,7 +325,23 @@ class TrainableModel:
             return torch.cat([self.image_embeddings(pixels[i:i + chunk].to(self.options.device), self.base)
                               for i in range(0, len(pixels), chunk)])
 
-    def remember_base(self, pixels: Any, targets: Any, chunk: int = 256) -> None:
+    def base_embeddings_of(self, count: int, images: Callable[[Any], Any], chunk: int = 64) -> Any:
+        """
+        CLIP with preservation: the base model's embeddings [count, D] (on the CPU) of `images(indices)`, by chunks.
+
+        The result is allocated once and filled: a list of chunks concatenated at the end interleaves long-lived small
+        blocks with each chunk's large temporary ones, which fragments the heap (measured: +500 MiB over 10,000
+        images, against +30 MiB filled in place).
+        """
+        import torch
+
+        result = torch.empty((count, self.base.visual_projection.out_features))
+        for i in range(0, count, chunk):
+            indices = torch.arange(i, min(i + chunk, count))
+            result[indices] = self.base_image_embeddings(images(indices), chunk).cpu()
+        return result
+
+    def remember_base(self, pixels: Any, targets: Any, chunk: int = 64) -> None:
         """
         Record, for CLIP before training, what the base model knows.
 
@@ -309,7 +352,7 @@ class TrainableModel:
 
         if self.base is None:
             return
-        base = self.base_image_embeddings(pixels, chunk)
+        base = self.base_embeddings_of(len(pixels), lambda indices: pixels[indices], chunk).to(self.options.device)
         with torch.no_grad():
             self.base_text = self.text_embeddings(self.base)
             predicted = (base @ self.base_text.T).argmax(1).cpu()
@@ -396,23 +439,71 @@ class TrainableModel:
 
 
 # --- training ---------------------------------------------------------------------------------------------------
-def _pixels(examples: Sequence[Example], preprocessor: ImagePreprocessor) -> np.ndarray:
-    return np.concatenate([preprocessor([e.image]) for e in examples]) if examples else np.zeros((0, 3, 1, 1))
+class PixelStore:
+    """
+    The training images at the model's input size, read from disk batch by batch.
+
+    Each image is decoded once, resized and cropped to the model input (uint8) and appended to an anonymous file in
+    the output folder (deleted when closed, or by the OS if the process dies), so memory holds a batch, not the
+    data set. Indexing with image numbers returns the normalised float32 [B, 3, S, S] batch, exactly what the
+    preprocessor makes of the images.
+    """
+
+    def __init__(self, paths: Sequence[str], preprocessor: ImagePreprocessor, folder: Path) -> None:
+        import tempfile
+
+        self.preprocessor = preprocessor
+        self.file = tempfile.TemporaryFile(dir=folder, prefix='.pixels-')
+        self.count = len(paths)
+        self.row_shape: tuple[int, ...] = (0, 0, 3)
+        for path in paths:
+            row = preprocessor.resize_and_crop(read_image(Path(path)))
+            if self.row_shape != row.shape and self.file.tell():
+                raise FinetuneError(f'{path}: the preprocessor made a {row.shape} image, others {self.row_shape}')
+            self.row_shape = row.shape
+            self.file.write(np.ascontiguousarray(row).tobytes())
+        self.file.flush()
+        self.row_bytes = int(np.prod(self.row_shape))
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """[N, 3, S, S], as the batches come."""
+        return (self.count, self.row_shape[2], self.row_shape[0], self.row_shape[1])
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: Any) -> Any:
+        """Return the images `index` (a sequence or tensor of image numbers) as a float32 tensor [B, 3, S, S]."""
+        import os
+
+        import torch
+
+        rows = np.empty((len(index), *self.row_shape), np.uint8)
+        descriptor = self.file.fileno()
+        for n, i in enumerate(np.asarray(index, dtype=np.int64).reshape(-1)):
+            rows[n] = np.frombuffer(os.pread(descriptor, self.row_bytes, int(i) * self.row_bytes),
+                                    np.uint8).reshape(self.row_shape)
+        return torch.from_numpy(self.preprocessor.normalize(rows))
+
+    def close(self) -> None:
+        self.file.close()
 
 
-def random_affine(count: int, size: int, shift: int, zoom: float, generator: Any) -> Any:
+def random_affine(count: int, size: int, shift: int, zoom: float, generator: Any, mirror: bool = True) -> Any:
     """
     Draw `count` random augmentations as affine_grid matrices [count, 2, 3] for square images of `size` pixels.
 
-    Each is mirrored or not, zoomed by a factor in [1 - zoom, 1 + zoom] and moved by up to `shift` pixels in y and x.
+    Each is mirrored or not (never without `mirror`), zoomed by a factor in [1 - zoom, 1 + zoom] and moved by up to
+    `shift` pixels in y and x. The same random numbers are drawn either way.
     """
     import torch
 
     draws = torch.rand((count, 4), generator=generator)
     scale = 1.0 / (1.0 + zoom * (2 * draws[:, 0] - 1))  # the grid samples the input: zooming in shrinks it
-    mirror = torch.where(draws[:, 1] < 0.5, -1.0, 1.0)
+    flip = torch.where(draws[:, 1] < 0.5, -1.0, 1.0) if mirror else torch.ones(count)
     theta = torch.zeros((count, 2, 3))
-    theta[:, 0, 0] = scale * mirror
+    theta[:, 0, 0] = scale * flip
     theta[:, 1, 1] = scale
     theta[:, 0, 2] = -2 * shift * (2 * draws[:, 2] - 1) / size
     theta[:, 1, 2] = -2 * shift * (2 * draws[:, 3] - 1) / size
@@ -461,29 +552,24 @@ class PreservationPool:
         import torch
 
         options, size = model.options, pixels.shape[-1]
-        self.views, self.shift, self.zoom = options.preserve_views, options.shift, options.zoom
+        self.views, self.shift, self.zoom, self.mirror = (options.preserve_views, options.shift, options.zoom,
+                                                          options.mirror)
         self.device = options.device
         self.slot = torch.full((len(pixels),), -1, dtype=torch.long)  # train image -> row of `theta`, or -1
         self.slot[known] = torch.arange(len(known))
         count = len(known) * self.views
-        self.theta = random_affine(count, size, self.shift, self.zoom, generator).view(len(known), self.views, 2, 3)
+        self.theta = random_affine(count, size, self.shift, self.zoom, generator, self.mirror).view(
+            len(known), self.views, 2, 3)
         composites = max(count // 2, 1)
         self.pairs = known[torch.randint(0, len(known), (2, composites), generator=generator)]
-        self.pair_theta = random_affine(2 * composites, size, self.shift, self.zoom, generator).view(
+        self.pair_theta = random_affine(2 * composites, size, self.shift, self.zoom, generator, self.mirror).view(
             2, composites, 2, 3)
         self.cuts = torch.randint(int(0.3 * size), int(0.7 * size) + 1, (composites,), generator=generator)
         views = self.theta.flatten(0, 1)
         sources = known.repeat_interleave(self.views)
-        self.single = self._embed(model, lambda i: augment(pixels[sources[i]].to(self.device), views[i]), count)
+        self.single = model.base_embeddings_of(count, lambda i: augment(pixels[sources[i]].to(self.device), views[i]))
         self.single = self.single.view(len(known), self.views, -1)
-        self.mixed = self._embed(model, lambda i: self.composites(pixels, i), composites)
-
-    @staticmethod
-    def _embed(model: TrainableModel, images: Callable[[Any], Any], count: int, chunk: int = 256) -> Any:
-        import torch
-
-        return torch.cat([model.base_image_embeddings(images(torch.arange(i, min(i + chunk, count)))).cpu()
-                          for i in range(0, count, chunk)])
+        self.mixed = model.base_embeddings_of(composites, lambda i: self.composites(pixels, i))
 
     def composites(self, pixels: Any, which: Any) -> Any:
         """Return the pool's composites `which` [N] as images [N, 3, H, W]."""
@@ -500,7 +586,7 @@ class PreservationPool:
         """
         import torch
 
-        theta = random_affine(len(idx), pixels.shape[-1], self.shift, self.zoom, generator)
+        theta = random_affine(len(idx), pixels.shape[-1], self.shift, self.zoom, generator, self.mirror)
         slot = self.slot[idx]
         pooled = slot >= 0
         view = torch.randint(0, self.views, (len(idx),), generator=generator)
@@ -519,19 +605,116 @@ def _lr(step: int, steps: int, base: float) -> float:
     warmup = max(steps // 10, 1)
     if step < warmup:
         return base * (step + 1) / warmup
-    return base * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(steps - warmup, 1)))
+    return float(base * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(steps - warmup, 1))))
+
+
+CHECKPOINT_KEYS = ('step', 'options', 'elapsed_s', 'trainable', 'optimizer', 'generator', 'torch_rng')
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """
+    Write a checkpoint atomically: into a temporary file beside `path`, synced, then renamed over it.
+
+    A kill at any moment leaves either the previous checkpoint or the new one, never a partial file.
+    """
+    import os
+    import tempfile
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.partial')
+    try:
+        with os.fdopen(descriptor, 'wb') as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself reaches the disk
+    finally:
+        os.close(folder)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint `save_checkpoint` wrote; anything else (truncated, another file) is a one-line error."""
+    import pickle
+
+    import torch
+
+    try:
+        saved = torch.load(str(path), weights_only=True, map_location='cpu')
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else 'the file ends early'
+        raise FinetuneError(f'{path}: not a readable checkpoint ({type(error).__name__}: {reason}); expected one '
+                            'that robovision_finetune wrote -- start over with --overwrite') from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(saved, dict) or key not in saved]
+    if missing:
+        raise FinetuneError(f'{path}: a checkpoint without {missing}; expected one that robovision_finetune wrote '
+                            '-- start over with --overwrite')
+    return saved
+
+
+class StopRequest:
+    """
+    Ctrl-C during training asks for a clean stop: the loop saves a checkpoint after the step under way and returns.
+
+    A second Ctrl-C raises KeyboardInterrupt at once. Only the main thread can own the handler; elsewhere this
+    does nothing (Ctrl-C then interrupts as usual).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> 'StopRequest':
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = False,
           stop_after: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
-    """Run the seeded training loop; checkpoints to out/checkpoints/last.pt. `stop_after` ends early (tests)."""
+    """
+    Run the seeded training loop; checkpoints to out/checkpoints/last.pt.
+
+    `stop_after` ends early (tests). Ctrl-C stops after the current step with a checkpoint ('interrupted' is then
+    true in the result).
+    """
+    preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
+    began = time.monotonic()  # training time counts preprocessing and the base model's passes (known labels, pool)
+    out.mkdir(parents=True, exist_ok=True)
+    pixels = PixelStore([e.path for e in dataset.train], preprocessor, out)
+    try:
+        return _train(model, dataset, pixels, out, began, resume, stop_after, progress)
+    finally:
+        pixels.close()
+
+
+def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, out: Path, began: float, resume: bool,
+           stop_after: Optional[int], progress: bool) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
     options = model.options
-    began = time.monotonic()  # training time counts preprocessing and the base model's passes (known labels, pool)
-    preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
-    pixels = torch.from_numpy(_pixels(dataset.train, preprocessor))
     targets = torch.tensor([e.label for e in dataset.train])
     model.remember_base(pixels, targets)
     known = model.known_images(targets)
@@ -544,8 +727,10 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     pool = PreservationPool(model, pixels, known, generator) if len(known) else None
     checkpoint = out / CHECKPOINT_FILE
     start_step, elapsed = 0, 0.0
-    if resume and checkpoint.is_file():
-        saved = torch.load(str(checkpoint), weights_only=False)
+    if resume:
+        if not checkpoint.is_file():
+            raise FinetuneError(f'--resume: no checkpoint {checkpoint}')
+        saved = load_checkpoint(checkpoint)
         if saved['options'] != options.identity():
             raise FinetuneError(f'{checkpoint} was made with other options {saved["options"]}; '
                                 f'expected {options.identity()} (start without --resume, or match them)')
@@ -556,67 +741,71 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
         generator.set_state(saved['generator'])
         torch.set_rng_state(saved['torch_rng'])
         start_step, elapsed = saved['step'], saved['elapsed_s']
-    elif resume:
-        raise FinetuneError(f'--resume: no checkpoint {checkpoint}')
     model.core.train()
     started = began - elapsed
     bar = tqdm(total=options.steps, initial=start_step, disable=not progress, desc=f'{options.method}',
                unit='step', dynamic_ncols=True)
-    loss_value = float('nan')
+    loss_value: Optional[float] = None
     end = options.steps if stop_after is None else min(options.steps, stop_after)
-    for step in range(start_step, end):
-        for group in optimizer.param_groups:
-            group['lr'] = _lr(step, options.steps, options.lr)
-        idx = torch.randint(0, len(pixels), (min(options.batch - mixed, len(pixels)),), generator=generator)
-        labels = torch.cat([targets[idx], torch.full((mixed,), -1, dtype=targets.dtype)]).to(options.device)
-        if pool is not None:
-            images, base = pool.draw(pixels, idx, mixed, generator)
-        else:
-            images = augment(pixels[idx].to(options.device),
-                             random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom, generator))
-            base = None
-        loss = model.loss(images, labels, base)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-        optimizer.step()
-        loss_value = float(loss.item())
-        bar.set_postfix(loss=f'{loss_value:.3f}')
-        bar.update(1)
-        done = step + 1
-        if done % options.checkpoint_every == 0 or done == end:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({'step': done, 'options': options.identity(), 'elapsed_s': time.monotonic() - started,
-                        'trainable': {k: v.detach().cpu() for k, v in params.items()},
-                        'optimizer': optimizer.state_dict(), 'generator': generator.get_state(),
-                        'torch_rng': torch.get_rng_state()}, str(checkpoint))
+    done = start_step
+    with StopRequest() as stop:
+        for step in range(start_step, end):
+            for group in optimizer.param_groups:
+                group['lr'] = _lr(step, options.steps, options.lr)
+            idx = torch.randint(0, len(pixels), (min(options.batch - mixed, len(pixels)),), generator=generator)
+            labels = torch.cat([targets[idx], torch.full((mixed,), -1, dtype=targets.dtype)]).to(options.device)
+            if pool is not None:
+                images, base = pool.draw(pixels, idx, mixed, generator)
+            else:
+                images = augment(pixels[idx].to(options.device),
+                                 random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom, generator,
+                                               options.mirror))
+                base = None
+            loss = model.loss(images, labels, base)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+            optimizer.step()
+            loss_value = float(loss.item())
+            bar.set_postfix(loss=f'{loss_value:.3f}')
+            bar.update(1)
+            done = step + 1
+            if done % options.checkpoint_every == 0 or done == end or stop.requested:
+                save_checkpoint({'step': done, 'options': options.identity(),
+                                 'elapsed_s': time.monotonic() - started,
+                                 'trainable': {k: v.detach().cpu() for k, v in params.items()},
+                                 'optimizer': optimizer.state_dict(), 'generator': generator.get_state(),
+                                 'torch_rng': torch.get_rng_state()}, checkpoint)
+            if stop.requested:
+                break
     bar.close()
     model.core.eval()
-    return {'steps': end, 'final_loss': loss_value, 'training_s': time.monotonic() - started,
+    return {'steps': done, 'final_loss': loss_value, 'training_s': time.monotonic() - started,
+            'interrupted': stop.requested,
             'trainable_params': int(sum(p.numel() for p in params.values())),
             'total_params': int(sum(p.numel() for p in model.core.parameters()))}
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------
-def validation_accuracy(model_dir: str, dataset: Dataset, backend: str = 'torch') -> float:
-    """Top-1 over the dataset's labels on the validation split, through the encoder the nodes use."""
+def validation_accuracy(model_dir: str, dataset: Dataset, backend: str = 'torch') -> Optional[float]:
+    """Top-1 over the dataset's labels on the validation split, through the encoder the nodes use (None: no split)."""
     from robovision_ros.encoder import PerceptionEncoder
 
     if not dataset.val:
-        return float('nan')
+        return None
     encoder = PerceptionEncoder(model_dir, backend, 'cpu', 'fp32')
     try:
         correct = 0
         if encoder.info.model_type == 'clip':
             vocabulary = encoder.build_vocabulary(dataset.prompts, ['{}'], 1)
             for example in dataset.val:
-                features, _ = encoder.encode_images([example.image])
+                features, _ = encoder.encode_images([example.image()])
                 correct += encoder.decode(features[0], vocabulary).best_label == dataset.prompts[example.label]
         else:
             if encoder.head is None:
                 raise FinetuneError(f'{model_dir} has no classification head to evaluate')
             for example in dataset.val:
-                features, _ = encoder.encode_images([example.image])
+                features, _ = encoder.encode_images([example.image()])
                 correct += encoder.classify(features[0]).best_label == dataset.labels[example.label]
         return correct / len(dataset.val)
     finally:
@@ -646,13 +835,16 @@ def linear_probe_accuracies(info: ModelInfo, dataset: Dataset, heldout: Sequence
 
     encoder = PerceptionEncoder(str(info.path), 'torch', 'cpu', 'fp32')
     try:
-        def embed(images: Sequence[np.ndarray]) -> Any:
-            if not images:
-                return torch.zeros((0, info.global_dim))
-            features, _ = encoder.encode_images(list(images))
-            return torch.from_numpy(np.stack([f.global_embedding for f in features]))
+        def embed(images: Sequence[Any], chunk: int = 64) -> Any:
+            """Global embeddings [N, D] of images (arrays, or Examples read from disk chunk by chunk)."""
+            rows = [torch.zeros((0, info.global_dim))]
+            for i in range(0, len(images), chunk):
+                batch = [image.image() if isinstance(image, Example) else image for image in images[i:i + chunk]]
+                features, _ = encoder.encode_images(batch)
+                rows.append(torch.from_numpy(np.stack([f.global_embedding for f in features])))
+            return torch.cat(rows)
 
-        train_x, val_x = embed([e.image for e in dataset.train]), embed([e.image for e in dataset.val])
+        train_x, val_x = embed(dataset.train), embed(dataset.val)
         heldout_x = embed([image for image, _ in heldout])
     finally:
         encoder.close()
@@ -685,10 +877,49 @@ def heldout_evaluation(model_dir: str, model_type: str, scenes: int) -> dict[str
 
 
 # --- the tool ---------------------------------------------------------------------------------------------------
+def prepare_output(out: Path, resume: bool, overwrite: bool, keep: Sequence[Path] = ()) -> None:
+    """
+    Check the output folder: new or empty; with `overwrite` cleared first; with `resume` left as it is.
+
+    A folder holding files of an earlier run would mix them with this one's (another method's adapter files beside
+    the new ones), so it is refused unless asked. `keep` (the training data, the base model) must not be inside
+    a folder to clear, nor contain it.
+    """
+    if resume and overwrite:
+        raise FinetuneError('--resume continues the checkpoint in --out and --overwrite deletes it; expected one')
+    if out.exists() and not out.is_dir():
+        raise FinetuneError(f'--out {out} is a file; expected a folder for the model (new or empty)')
+    if resume or not out.exists():
+        return
+    entries = sorted(out.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        names = ', '.join(e.name for e in entries[:3]) + (f' and {len(entries) - 3} more' if len(entries) > 3 else '')
+        raise FinetuneError(f'--out {out} is not empty ({names}); expected a new or empty folder -- pass '
+                            '--overwrite to clear it, or --resume to continue its checkpoint')
+    target = out.resolve()
+    for path in keep:
+        path = Path(path).resolve()
+        if path == target or target in path.parents or path in target.parents:
+            raise FinetuneError(f'--overwrite would delete {out}, which holds or lies inside {path}; expected an '
+                                'output folder apart from the training data and the base model')
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = FinetuneOptions(),
              resume: bool = False, stop_after: Optional[int] = None, progress: bool = True,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fine-tune `model_id` on `data` into the model directory `out`; returns the report (also written there)."""
+             log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
+    """
+    Fine-tune `model_id` on `data` into the model directory `out`; returns the report (also written there).
+
+    `out` must be new or empty (`overwrite` clears it; `resume` continues its checkpoint). A run that stops early
+    (`stop_after`, or Ctrl-C) returns {'stopped_at': step, 'interrupted': ...} and leaves its checkpoint.
+    """
     import torch
 
     if options.device == 'cuda' and not torch.cuda.is_available():
@@ -705,13 +936,14 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
         raise FinetuneError('expected loss weights >= 0; got ' + ', '.join(f'{k} {v}' for k, v in weights.items()))
     torch.set_num_threads(min(torch.get_num_threads(), 2) if options.device == 'cpu' else torch.get_num_threads())
     info = read_model_info(model_id)
+    prepare_output(Path(out), resume, overwrite, keep=(Path(data), info.path))
     dataset = load_dataset(data, options.val_fraction, options.seed, options.template)
     log(f'{len(dataset.labels)} labels, {len(dataset.train)} training / {len(dataset.val)} validation images'
         + (f', {len(dataset.skipped)} unreadable skipped' if dataset.skipped else ''))
     model = TrainableModel(info, dataset, options)
     training = train(model, dataset, out, resume, stop_after, progress)
-    if stop_after is not None and training['steps'] < options.steps:
-        return {'stopped_at': training['steps']}
+    if training['interrupted'] or training['steps'] < options.steps:
+        return {'stopped_at': training['steps'], 'interrupted': training['interrupted']}
     sizes = model.save(out, info)
     model_bytes = sum(p.stat().st_size for p in info.path.glob('*.safetensors'))
     log(f'wrote {out}; evaluating')
@@ -719,14 +951,13 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
         'base_model': model_id, 'model_type': info.model_type, 'output': str(out), 'options': asdict(options),
         'labels': list(dataset.labels), 'train_images': len(dataset.train), 'val_images': len(dataset.val),
         'skipped_images': [{'path': p, 'reason': r} for p, r in dataset.skipped],
-        **training, **sizes, 'base_model_bytes': model_bytes,
+        **{k: v for k, v in training.items() if k != 'interrupted'}, **sizes, 'base_model_bytes': model_bytes,
         'adapter_fraction_of_model': sizes['adapter_bytes'] / max(model_bytes, 1),
         'val_accuracy_after': validation_accuracy(str(out), dataset),
     }
     if info.model_type == 'clip':
         report['val_accuracy_before'] = validation_accuracy(model_id, dataset)
-    else:
-        report['val_accuracy_before'] = float('nan')  # the base has no head for these labels
+    elif dataset.val:  # the base ViT has no head for these labels: the frozen backbone + a linear head instead
         report['val_accuracy_linear_probe'] = linear_probe_accuracy(info, dataset, seed=options.seed)
     if options.heldout_scenes > 0:
         report['heldout_before'] = heldout_evaluation(model_id, info.model_type, options.heldout_scenes)
@@ -736,11 +967,11 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
-    """report.json and a short report.md next to the model."""
-    (out / 'report.json').write_text(json.dumps(report, indent=2))
+    """report.json and a short report.md next to the model; what was not measured is left out, never 'nan'."""
+    (out / 'report.json').write_text(json.dumps(report, indent=2, allow_nan=False))
     rows = [('validation top-1 before', report.get('val_accuracy_before')),
             ('validation top-1 after', report.get('val_accuracy_after')),
-            ('frozen backbone + linear head', report.get('val_accuracy_linear_probe')),
+            ('frozen backbone + linear head (validation top-1)', report.get('val_accuracy_linear_probe')),
             ('trainable parameters', f"{report['trainable_params']:,} of {report['total_params']:,}"),
             ('adapter size', f"{report['adapter_bytes']:,} bytes ({100 * report['adapter_fraction_of_model']:.1f} % "
                              f"of the base model's {report['base_model_bytes']:,})"),
@@ -756,6 +987,9 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
              '| | |', '|---|---|']
     lines += [f'| {name} | {value if not isinstance(value, float) else f"{value:.3f}"} |'
               for name, value in rows if value is not None]
+    if report['model_type'] == 'vit':
+        lines += ['', 'The base ViT has no classification head for these labels, so there is no "before" top-1; the '
+                  'frozen backbone with a linear head fitted on the same split is the baseline.']
     lines += [''] + [f"- skipped {s['path']}: {s['reason']}" for s in report['skipped_images']]
     (out / 'report.md').write_text('\n'.join(lines).rstrip() + '\n')
 
@@ -789,8 +1023,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--shift', type=int, default=defaults.shift,
                         help='augmentation: move images by up to N pixels of the model input (0: off)')
     parser.add_argument('--zoom', type=float, default=defaults.zoom,
-                        help='augmentation: zoom images by a factor in [1 - Z, 1 + Z] (0: off); images are also '
-                             'mirrored at random')
+                        help='augmentation: zoom images by a factor in [1 - Z, 1 + Z] (0: off)')
+    parser.add_argument('--mirror', action=argparse.BooleanOptionalAction, default=defaults.mirror,
+                        help='augmentation: mirror half of the images left-right at random (default: on; '
+                             '--no-mirror for what a mirror changes: text, digits, arrows, left/right)')
     parser.add_argument('--mix', type=float, default=defaults.mix,
                         help='CLIP with preservation: share of each batch made of two images of known labels joined '
                              'side by side, kept where the base model puts them (several objects in view; 0: off)')
@@ -804,15 +1040,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--heldout-scenes', type=int, default=defaults.heldout_scenes,
                         help="scenes for the base model's own held-out evaluation before/after (0: skip)")
     parser.add_argument('--resume', action='store_true', help='continue from OUT/checkpoints/last.pt')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='clear a non-empty --out first (without it such a folder is refused)')
     args = parser.parse_args(argv)
     # Every FinetuneOptions field is an option of the same name.
     values = {f.name: getattr(args, f.name) for f in fields(FinetuneOptions)}
     options = FinetuneOptions(**{**values, 'target_modules': tuple(args.target_modules or ()) or None})
+    checkpoint = args.out / CHECKPOINT_FILE
     try:
-        report = finetune(args.model, args.data, args.out, options, resume=args.resume)
+        report = finetune(args.model, args.data, args.out, options, resume=args.resume, overwrite=args.overwrite)
     except (DatasetError, FinetuneError, ModelLoadError) as error:
         print(f'robovision_finetune: {error}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the training loop (reading data, the base model's pass, evaluation)
+        saved = f'the last checkpoint is {checkpoint}' if checkpoint.is_file() else 'no checkpoint was written'
+        print(f'robovision_finetune: interrupted; {saved}', file=sys.stderr)
+        return 130
+    if report.get('interrupted'):
+        print(f"robovision_finetune: interrupted at step {report['stopped_at']} of {options.steps}; checkpoint "
+              f'saved in {checkpoint} (continue with --resume)', file=sys.stderr)
+        return 130
     print((args.out / 'report.md').read_text())
     return 0 if report else 1
 

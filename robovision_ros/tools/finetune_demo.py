@@ -168,7 +168,7 @@ def run_demo(work: Path, doc: Optional[Path], per_label: int = 48, kind_per_labe
         for method, recipe in recipes.items():
             out = work / f'{name}_{method}'
             options = replace(recipe, steps=steps or recipe.steps, heldout_scenes=240 if name == 'clip' else 80)
-            report = finetune(model, folder, out, options, progress=False)
+            report = finetune(model, folder, out, options, progress=False, overwrite=True)
             entry = {key: report[key] for key in ('trainable_params', 'total_params', 'adapter_bytes',
                                                   'base_model_bytes', 'adapter_fraction_of_model', 'training_s',
                                                   'val_accuracy_after', 'heldout_before', 'heldout_after')}
