@@ -35,7 +35,7 @@ def make_folder(root: Path, labels=('red', 'blue', 'green'), per_label: int = 4,
 
 def quick(method: str = 'lora', **kwargs) -> FinetuneOptions:
     values = dict(method=method, rank=4, alpha=8.0, bottleneck=8, steps=4, batch=4, checkpoint_every=2,
-                  heldout_scenes=0, seed=3)
+                  heldout_scenes=0, seed=3, replay_scenes=4)
     values.update(kwargs)
     return FinetuneOptions(**values)
 
@@ -156,7 +156,7 @@ def knows_everything(self, pixels, targets, chunk=256):
     import torch
 
     self.base_text = self.text_embeddings(self.base).detach()
-    self.known = torch.ones(len(self.base_text), dtype=torch.bool)
+    self.known = torch.ones(self.label_count, dtype=torch.bool)
 
 
 @pytest.mark.parametrize('kind', ['vit', 'clip'])
@@ -261,7 +261,7 @@ def test_composites_count_only_towards_preservation(tiny_clip_dir, tmp_path, mon
 
     monkeypatch.setattr(TrainableModel, 'loss', spy)
     monkeypatch.setattr(TrainableModel, 'remember_base', knows_everything)
-    finetune(str(tiny_clip_dir), tmp_path / 'data', tmp_path / 'out', quick(batch=8, mix=0.25, steps=2),
+    finetune(str(tiny_clip_dir), tmp_path / 'data', tmp_path / 'out', quick(batch=8, mix=0.25, steps=2, replay=0),
              progress=False, log=lambda _: None)
     assert len(seen) == 2 and all(len(t) == 8 and t[-2:] == [-1, -1] and min(t[:6]) >= 0 for t in seen)
 

@@ -36,7 +36,7 @@ def test_sixteen_bit_grey_png_trains_on_the_pixels_serving_decodes(tmp_path):
     assert int(image.min()) == 0 and int(image.max()) == 251  # not saturated to white
     # The batches training reads are the preprocessor's output for those pixels.
     preprocessor = ImagePreprocessor(PreprocessConfig.from_dict(clip_preprocessor_config(32)))
-    store = PixelStore([e.path for e in dataset.train], preprocessor, tmp_path)
+    store = PixelStore((e.image() for e in dataset.train), preprocessor, tmp_path)
     try:
         row = [e.path for e in dataset.train].index(str(path))
         np.testing.assert_array_equal(store[[row, 0]].numpy(), preprocessor([served, dataset.train[0].image()]))
@@ -152,7 +152,7 @@ def test_a_truncated_checkpoint_is_one_line(tiny_vit_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main([str(tiny_vit_dir), str(data), '--out', str(out), '--method', 'adapter', '--bottleneck', '8',
                  '--steps', '6', '--batch', '4', '--checkpoint-every', '3', '--seed', '3', '--heldout-scenes', '0',
-                 '--resume']) == 2
+                 '--replay-scenes', '4', '--resume']) == 2
     error = capsys.readouterr().err  # after the model loader's progress bar
     assert error.splitlines()[-1].startswith(f'robovision_finetune: {checkpoint}: not a readable checkpoint '
                                              '(EOFError: the file ends early)')
@@ -200,7 +200,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_weights(tiny_vit_dir
     out = tmp_path / 'cli'
     capsys.readouterr()
     assert main([str(tiny_vit_dir), str(data), '--out', str(out), '--steps', '6', '--batch', '4',
-                 '--heldout-scenes', '0']) == 130
+                 '--heldout-scenes', '0', '--replay-scenes', '4']) == 130
     error = capsys.readouterr().err  # after the model loader's progress bar
     assert error.splitlines()[-1] == (f'robovision_finetune: interrupted at step 2 of 6; checkpoint saved in '
                                       f'{out / CHECKPOINT_FILE} (continue with --resume)')

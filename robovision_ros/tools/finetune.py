@@ -33,13 +33,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
 from robovision_ros.model_dir import ADAPTERS_FILE, ADAPTERS_KEY, ModelInfo, ModelLoadError, clip_text_length, \
     insert_adapters, load_tokenizer, load_torch_model, read_model_info
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
+from robovision_ros.synthetic.scenes import LABELS as REFERENCE_LABELS
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 CLIP_TEMPLATE = 'a photo of a {}.'
@@ -56,6 +57,15 @@ PRESENCE_SHARPNESS = 10.0
 # Preservation loss scale: squared distances of unit embeddings are small next to the cross-entropies.
 PRESERVE_SCALE = 10.0
 CHECKPOINT_FILE = 'checkpoints/last.pt'
+# Targets of the batch rows that have no label of the dataset: composites of two known-label images, and generated
+# scenes of the base model's world (replay).
+COMPOSITE = -1
+REPLAY = -2
+# Replay: scenes of robovision_ros.synthetic.scenes (the world the embedded models were trained on), from a seed
+# that neither their training (seed*1000 + 0/500), robovision_evaluate (9001, 9002, 9100) nor the demo (7100, 9300,
+# 9400..) uses; at the size robovision_evaluate renders.
+REPLAY_SEED = 5100
+REPLAY_SCENE_HW = (240, 320)
 COPIED_FILES = ('preprocessor_config.json', 'vocab.json', 'merges.txt', 'tokenizer.json', 'tokenizer_config.json',
                 'special_tokens_map.json')
 
@@ -216,12 +226,19 @@ class FinetuneOptions:
     mix_weight: float = 0.3
     preserve_views: int = 8
     mirror: bool = True
+    reference_labels: Optional[tuple[str, ...]] = None  # default: REFERENCE_LABELS
+    replay: float = 0.25
+    replay_weight: float = 1.0
+    replay_scenes: int = 256
+    replay_zero_shot_weight: float = 1.0
+    reference_negatives: bool = True
 
     def identity(self) -> dict[str, Any]:
         """Return what a checkpoint must agree on to be resumed."""
         keys = ('method', 'rank', 'alpha', 'dropout', 'target_modules', 'bottleneck', 'steps', 'batch', 'lr', 'seed',
                 'val_fraction', 'presence_weight', 'preserve_weight', 'shift', 'zoom', 'template', 'mix',
-                'mix_weight', 'preserve_views', 'mirror')
+                'mix_weight', 'preserve_views', 'mirror', 'replay', 'replay_weight', 'replay_scenes',
+                'reference_negatives', 'reference_labels', 'replay_zero_shot_weight')
         return {key: getattr(self, key) for key in keys}
 
 
@@ -246,11 +263,20 @@ class TrainableModel:
         self.options = options
         torch.manual_seed(options.seed)
         backbone = load_torch_model(info)
+        self.label_count = len(dataset.labels)
+        self.reference_prompts: tuple[str, ...] = ()
         if info.model_type == 'clip':
             self.core = backbone
             tokenizer = load_tokenizer(info)
-            self.tokens = tokenizer(list(dataset.prompts), padding='max_length', truncation=True,
-                                    max_length=clip_text_length(tokenizer, backbone), return_tensors='pt')
+            if options.preserve_weight != 0 or options.replay != 0:
+                reference = options.reference_labels if options.reference_labels is not None else REFERENCE_LABELS
+                self.reference_prompts = tuple(dict.fromkeys(
+                    prompt for prompt in (options.template.format(label) for label in reference)
+                    if prompt not in dataset.prompts))
+            # The dataset's prompts, then the reference vocabulary's (rows label_count and on).
+            self.tokens = tokenizer(list(dataset.prompts + self.reference_prompts), padding='max_length',
+                                    truncation=True, max_length=clip_text_length(tokenizer, backbone),
+                                    return_tensors='pt')
         else:
             from transformers import ViTConfig, ViTForImageClassification
 
@@ -263,17 +289,20 @@ class TrainableModel:
             self.core.vit = backbone
         self.peft_model: Any = None
         self.adapted_blocks = 0
-        # CLIP preservation: a frozen copy of the base model (it embeds each augmented batch as the base model saw
-        # it) and the labels it already knows with their text embeddings (set by `remember_base`).
+        # Preservation: a frozen copy of the base model (what it makes of the images preservation compares), and
+        # for CLIP the labels it already knows and the text embeddings it gives them and the reference vocabulary
+        # (set by `remember_base`).
         self.base: Any = None
         self.known: Any = None  # bool [labels]
-        self.base_text: Any = None  # [labels, D], unit length
+        self.base_text: Any = None  # [labels + reference prompts, D], unit length
         for parameter in self.core.parameters():
             parameter.requires_grad_(False)
-        if info.model_type == 'clip' and options.preserve_weight != 0:
+        if (info.model_type == 'clip' and options.preserve_weight != 0) or options.replay != 0:
             import copy
 
             self.base = copy.deepcopy(backbone).eval().to(options.device)
+            for parameter in self.base.parameters():
+                parameter.requires_grad_(False)
         if options.method == 'lora':
             from peft import LoraConfig, get_peft_model
 
@@ -304,14 +333,22 @@ class TrainableModel:
         return {name: p for name, p in self.core.named_parameters() if p.requires_grad}
 
     def image_embeddings(self, pixels: Any, model: Any = None) -> Any:
-        """CLIP: unit-length image embeddings [B, D] (of the model being tuned, or of `model`)."""
+        """
+        Return the unit-length global embeddings [B, D] of the model being tuned (or of the base `model`).
+
+        CLIP: the projected pooled output (what zero-shot and presence compare with texts). ViT: the CLS token the
+        feature_extractor publishes as global_embedding.
+        """
         import torch.nn.functional as F
 
+        if self.info.model_type == 'vit':
+            backbone = self.backbone if model is None else model
+            return F.normalize(backbone(pixel_values=pixels).last_hidden_state[:, 0], dim=-1)
         model = self.core if model is None else model
         return F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
 
     def text_embeddings(self, model: Any = None) -> Any:
-        """CLIP: unit-length embeddings [labels, D] of the dataset's prompts."""
+        """CLIP: unit-length embeddings [labels + reference prompts, D] of the dataset's and reference prompts."""
         import torch.nn.functional as F
 
         model = self.core if model is None else model
@@ -335,7 +372,9 @@ class TrainableModel:
         """
         import torch
 
-        result = torch.empty((count, self.base.visual_projection.out_features))
+        width = self.base.visual_projection.out_features if self.info.model_type == 'clip' \
+            else self.base.config.hidden_size
+        result = torch.empty((count, width))
         for i in range(0, count, chunk):
             indices = torch.arange(i, min(i + chunk, count))
             result[indices] = self.base_image_embeddings(images(indices), chunk).cpu()
@@ -346,18 +385,18 @@ class TrainableModel:
         Record, for CLIP before training, what the base model knows.
 
         `known` gets the labels it already knows -- a label is known when the base model ranks it first (among the
-        dataset's labels) for most of its training images -- and `base_text` their text embeddings.
+        dataset's labels) for most of its training images -- and `base_text` the text embeddings of every prompt.
         """
         import torch
 
-        if self.base is None:
+        if self.base is None or self.info.model_type != 'clip':
             return
         base = self.base_embeddings_of(len(pixels), lambda indices: pixels[indices], chunk).to(self.options.device)
+        labels = self.label_count
         with torch.no_grad():
             self.base_text = self.text_embeddings(self.base)
-            predicted = (base @ self.base_text.T).argmax(1).cpu()
+            predicted = (base @ self.base_text[:labels].T).argmax(1).cpu()
         targets = targets.cpu()
-        labels = self.base_text.shape[0]
         hits = torch.zeros(labels).index_add_(0, targets, (predicted == targets).float())
         counts = torch.zeros(labels).index_add_(0, targets, torch.ones(len(targets)))
         self.known = (hits > 0.5 * counts.clamp(min=1)).to(self.options.device)
@@ -371,42 +410,91 @@ class TrainableModel:
         return torch.nonzero(self.known.cpu()[targets]).flatten()
 
     def preserved_rows(self, targets: Any) -> Any:
-        """CLIP with preservation: which rows of a batch the preservation term compares with the base model."""
-        return (targets < 0) | self.known[targets.clamp(min=0)]  # composites, and images of labels it knows
+        """Return which rows of a batch the preservation terms compare with the base model."""
+        import torch
+
+        known = self.known[targets.clamp(min=0)] if self.known is not None else torch.zeros_like(targets, dtype=bool)
+        return (targets < 0) | known  # composites, replayed scenes, and images of labels it knows
 
     def loss(self, pixels: Any, targets: Any, base_image: Any = None) -> Any:
         """
         Compute the training loss of a batch.
 
-        ViT: cross-entropy of the head. CLIP: contrastive over the dataset's prompts + the nodes' presence
-        decision + (with `base_image`, the base model's embeddings of these pixels) preservation of what the base
-        model knew: the known labels' text embeddings and their images' embeddings stay where they were. A CLIP
-        target of -1 marks an unlabelled image (a composite of two known ones, see `composite`): it only counts
-        towards preservation.
+        Targets >= 0 are the dataset's labels; COMPOSITE (-1) marks two known-label images side by side (see
+        `composite`) and REPLAY (-2) a generated scene of the base model's world (see `ReplayPool`): those count only
+        towards preservation. `base_image` holds the base model's embeddings of the rows preservation reads.
+
+        ViT: cross-entropy of the head; replayed scenes keep their CLS embedding where the base model put it. CLIP:
+        contrastive over the dataset's prompts (and the reference vocabulary's as negatives) + the nodes' presence
+        decision + preservation: the reference vocabulary's and the known labels' text embeddings, the known
+        labels' images, composites and replayed scenes stay where the base model put them, and replayed scenes stay
+        under the presence threshold for the new labels.
         """
         import torch.nn.functional as F
 
-        if self.info.model_type == 'vit':
-            return F.cross_entropy(self.core(pixel_values=pixels).logits, targets)
-        image, text = self.image_embeddings(pixels), self.text_embeddings()
+        options = self.options
         labelled = targets >= 0
-        cosine = image[labelled] @ text.T
+        replayed = targets == REPLAY
+        if self.info.model_type == 'vit':
+            hidden = self.backbone(pixel_values=pixels).last_hidden_state[:, 0]
+            loss = F.cross_entropy(self.core.classifier(hidden[labelled]), targets[labelled])
+            if base_image is not None and bool(replayed.any()):
+                drift = ((F.normalize(hidden[replayed], dim=-1) - base_image[replayed]) ** 2).sum(1)
+                loss = loss + options.replay_weight * PRESERVE_SCALE * drift.mean()
+            return loss
+        import torch
+
+        image, text = self.image_embeddings(pixels), self.text_embeddings()
+        labels = self.label_count
+        candidates = text if options.reference_negatives else text[:labels]
+        cosine = image[labelled] @ candidates.T
         loss = F.cross_entropy(self.core.logit_scale.exp().detach() * cosine, targets[labelled])
-        if self.options.presence_weight != 0:
-            one_hot = F.one_hot(targets[labelled], cosine.shape[1]).float()
-            presence = F.binary_cross_entropy_with_logits(PRESENCE_SHARPNESS * (cosine - PRESENCE_THRESHOLD), one_hot,
-                                                          pos_weight=cosine.new_tensor(3.0))
-            loss = loss + self.options.presence_weight * presence
-        if base_image is not None and self.known is not None and bool(self.known.any()):
-            # Squared distance of unit vectors: 2 (1 - cosine) to where the base model put them.
-            drift = ((image - base_image) ** 2).sum(1)
-            known_images = self.preserved_rows(targets)[labelled].float()
-            image_drift = (drift[labelled] * known_images).sum() / known_images.sum().clamp(min=1)
-            text_drift = ((text[self.known] - self.base_text[self.known]) ** 2).sum(1).mean()
-            loss = loss + self.options.preserve_weight * PRESERVE_SCALE * (text_drift + image_drift)
-            if not bool(labelled.all()):
-                loss = loss + self.options.mix_weight * PRESERVE_SCALE * drift[~labelled].mean()
+        if options.presence_weight != 0:
+            one_hot = F.one_hot(targets[labelled], labels).float()
+            presence = F.binary_cross_entropy_with_logits(
+                PRESENCE_SHARPNESS * (cosine[:, :labels] - PRESENCE_THRESHOLD), one_hot,
+                pos_weight=cosine.new_tensor(3.0))
+            loss = loss + options.presence_weight * presence
+        if base_image is None or self.base_text is None:
+            return loss
+        # Squared distance of unit vectors: 2 (1 - cosine) to where the base model put them.
+        drift = ((image - base_image) ** 2).sum(1)
+        kept_text = self.kept_text_rows()
+        if bool(kept_text.any()):
+            text_drift = ((text[kept_text] - self.base_text[kept_text]) ** 2).sum(1).mean()
+            loss = loss + options.preserve_weight * PRESERVE_SCALE * text_drift
+        known_images = self.preserved_rows(targets) & labelled
+        if bool(known_images.any()):
+            loss = loss + options.preserve_weight * PRESERVE_SCALE * drift[known_images].mean()
+        composites = targets == COMPOSITE
+        if bool(composites.any()):
+            loss = loss + options.mix_weight * PRESERVE_SCALE * drift[composites].mean()
+        if bool(replayed.any()):
+            loss = loss + options.replay_weight * PRESERVE_SCALE * drift[replayed].mean()
+            new = ~self.known
+            if options.replay_zero_shot_weight != 0:
+                # The base model's zero-shot ranking of the scene among the reference vocabulary (and the labels it
+                # knows), which the new labels must not enter: soft targets over all prompts, none on new labels.
+                scale = self.core.logit_scale.exp().detach()
+                old = torch.cat([self.known, torch.ones(len(self.reference_prompts), dtype=torch.bool,
+                                                        device=new.device)])
+                teacher = (scale * base_image[replayed] @ self.base_text.T).masked_fill(~old, float('-inf'))
+                student = F.log_softmax(scale * image[replayed] @ text.T, dim=1)
+                ranking = -(F.softmax(teacher, dim=1) * student.masked_fill(~old, 0.0)).sum(1).mean()
+                loss = loss + options.replay_zero_shot_weight * ranking
+            if options.presence_weight != 0 and bool(new.any()):  # nothing the user taught is in the old world
+                absent = image[replayed] @ text[:labels][new].T
+                loss = loss + options.presence_weight * F.binary_cross_entropy_with_logits(
+                    PRESENCE_SHARPNESS * (absent - PRESENCE_THRESHOLD), absent.new_zeros(absent.shape))
         return loss
+
+    def kept_text_rows(self) -> Any:
+        """CLIP: the prompts whose text embeddings preservation keeps: known labels' and the reference vocabulary."""
+        import torch
+
+        reference = torch.ones(len(self.reference_prompts), dtype=torch.bool, device=self.known.device)
+        kept = torch.cat([self.known, reference])
+        return kept if self.options.preserve_weight != 0 else torch.zeros_like(kept)
 
     def save(self, out: Path, base: ModelInfo) -> dict[str, int]:
         """Write the loadable model directory; returns the sizes in bytes of what was added."""
@@ -449,17 +537,19 @@ class PixelStore:
     preprocessor makes of the images.
     """
 
-    def __init__(self, paths: Sequence[str], preprocessor: ImagePreprocessor, folder: Path) -> None:
+    def __init__(self, images: Iterable[np.ndarray], preprocessor: ImagePreprocessor, folder: Path) -> None:
+        """Store `images` (RGB uint8 arrays, e.g. read from disk one by one as they are iterated)."""
         import tempfile
 
         self.preprocessor = preprocessor
         self.file = tempfile.TemporaryFile(dir=folder, prefix='.pixels-')
-        self.count = len(paths)
+        self.count = 0
         self.row_shape: tuple[int, ...] = (0, 0, 3)
-        for path in paths:
-            row = preprocessor.resize_and_crop(read_image(Path(path)))
-            if self.row_shape != row.shape and self.file.tell():
-                raise FinetuneError(f'{path}: the preprocessor made a {row.shape} image, others {self.row_shape}')
+        for image in images:
+            row = preprocessor.resize_and_crop(image)
+            if self.row_shape != row.shape and self.count:
+                raise FinetuneError(f'image {self.count}: the preprocessor made {row.shape}, before {self.row_shape}')
+            self.count += 1
             self.row_shape = row.shape
             self.file.write(np.ascontiguousarray(row).tobytes())
         self.file.flush()
@@ -601,6 +691,43 @@ class PreservationPool:
         return images, base.to(self.device)
 
 
+def replay_scenes(count: int, seed: int = REPLAY_SEED) -> Iterable[np.ndarray]:
+    """Render `count` scenes of the embedded models' world (1-3 objects on a table), one at a time."""
+    from robovision_ros.synthetic.scenes import SceneGenerator
+
+    generator = SceneGenerator(seed, *REPLAY_SCENE_HW, min_objects=1, max_objects=3)
+    return (generator.scene(i).image for i in range(count))
+
+
+class ReplayPool:
+    """
+    Generated scenes of the base model's world with the base model's embeddings of them, kept by preservation.
+
+    Needs nothing from the user: `views` augmentations of each scene are drawn and embedded by the frozen base model
+    once, before training; batches draw from them, and preservation keeps the tuned model's embeddings of those
+    pixels where the base model put them (and, for CLIP, the new labels under the presence threshold on them).
+    """
+
+    def __init__(self, model: TrainableModel, pixels: PixelStore, generator: Any) -> None:
+        import torch
+
+        options, size = model.options, pixels.shape[-1]
+        self.pixels, self.device, self.views = pixels, options.device, options.preserve_views
+        count = len(pixels) * self.views
+        self.theta = random_affine(count, size, options.shift, options.zoom, generator, options.mirror)
+        sources = torch.arange(len(pixels)).repeat_interleave(self.views)
+        self.base = model.base_embeddings_of(
+            count, lambda i: augment(pixels[sources[i]].to(self.device), self.theta[i].to(self.device)))
+
+    def draw(self, count: int, generator: Any) -> tuple[Any, Any]:
+        """Return `count` pooled views (images, base embeddings) on the training device."""
+        import torch
+
+        which = torch.randint(0, len(self.theta), (count,), generator=generator)
+        images = augment(self.pixels[which // self.views].to(self.device), self.theta[which].to(self.device))
+        return images, self.base[which].to(self.device)
+
+
 def _lr(step: int, steps: int, base: float) -> float:
     warmup = max(steps // 10, 1)
     if step < warmup:
@@ -702,38 +829,45 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
     began = time.monotonic()  # training time counts preprocessing and the base model's passes (known labels, pool)
     out.mkdir(parents=True, exist_ok=True)
-    pixels = PixelStore([e.path for e in dataset.train], preprocessor, out)
+    pixels = PixelStore((e.image() for e in dataset.train), preprocessor, out)
+    replay = None
     try:
-        return _train(model, dataset, pixels, out, began, resume, stop_after, progress)
+        if model.options.replay != 0:
+            replay = PixelStore(replay_scenes(model.options.replay_scenes), preprocessor, out)
+        return _train(model, dataset, pixels, replay, out, began, resume, stop_after, progress)
     finally:
         pixels.close()
+        if replay is not None:
+            replay.close()
 
 
-def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, out: Path, began: float, resume: bool,
-           stop_after: Optional[int], progress: bool) -> dict[str, Any]:
+def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, replay: Optional[PixelStore], out: Path,
+           began: float, resume: bool, stop_after: Optional[int], progress: bool) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
     options = model.options
+    checkpoint = out / CHECKPOINT_FILE
+    if resume and not checkpoint.is_file():
+        raise FinetuneError(f'--resume: no checkpoint {checkpoint}')
+    saved = load_checkpoint(checkpoint) if resume else None  # checked before the base model's passes
+    if saved is not None and saved['options'] != options.identity():
+        raise FinetuneError(f'{checkpoint} was made with other options {saved["options"]}; '
+                            f'expected {options.identity()} (start without --resume, or match them)')
     targets = torch.tensor([e.label for e in dataset.train])
     model.remember_base(pixels, targets)
     known = model.known_images(targets)
-    # Composites take part of each batch (at least one real image stays in it).
+    # Composites and replayed scenes take part of each batch (at least one image of the dataset stays in it).
     mixed = min(int(round(options.mix * options.batch)), options.batch - 1) if len(known) else 0
+    replayed = min(int(round(options.replay * options.batch)), options.batch - 1 - mixed) if replay else 0
     params = model.trainable()
     optimizer = torch.optim.AdamW(list(params.values()), lr=options.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(options.seed)
     # Drawn from the seed before any checkpoint's generator state is restored: a resumed run has the same pool.
     pool = PreservationPool(model, pixels, known, generator) if len(known) else None
-    checkpoint = out / CHECKPOINT_FILE
+    replay_pool = ReplayPool(model, replay, generator) if replayed else None
     start_step, elapsed = 0, 0.0
-    if resume:
-        if not checkpoint.is_file():
-            raise FinetuneError(f'--resume: no checkpoint {checkpoint}')
-        saved = load_checkpoint(checkpoint)
-        if saved['options'] != options.identity():
-            raise FinetuneError(f'{checkpoint} was made with other options {saved["options"]}; '
-                                f'expected {options.identity()} (start without --resume, or match them)')
+    if saved is not None:
         with torch.no_grad():
             for name, value in saved['trainable'].items():
                 params[name].copy_(value)
@@ -752,8 +886,10 @@ def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, out: Pat
         for step in range(start_step, end):
             for group in optimizer.param_groups:
                 group['lr'] = _lr(step, options.steps, options.lr)
-            idx = torch.randint(0, len(pixels), (min(options.batch - mixed, len(pixels)),), generator=generator)
-            labels = torch.cat([targets[idx], torch.full((mixed,), -1, dtype=targets.dtype)]).to(options.device)
+            idx = torch.randint(0, len(pixels), (min(options.batch - mixed - replayed, len(pixels)),),
+                                generator=generator)
+            labels = torch.cat([targets[idx], torch.full((mixed,), COMPOSITE, dtype=targets.dtype),
+                                torch.full((replayed,), REPLAY, dtype=targets.dtype)]).to(options.device)
             if pool is not None:
                 images, base = pool.draw(pixels, idx, mixed, generator)
             else:
@@ -761,6 +897,11 @@ def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, out: Pat
                                  random_affine(len(idx), pixels.shape[-1], options.shift, options.zoom, generator,
                                                options.mirror))
                 base = None
+            if replay_pool is not None:
+                scenes, scenes_base = replay_pool.draw(replayed, generator)
+                if base is None:
+                    base = torch.zeros((len(images), scenes_base.shape[1]), device=options.device)
+                images, base = torch.cat([images, scenes]), torch.cat([base, scenes_base])
             loss = model.loss(images, labels, base)
             optimizer.zero_grad()
             loss.backward()
@@ -925,13 +1066,16 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
     if options.device == 'cuda' and not torch.cuda.is_available():
         raise FinetuneError('--device cuda: torch sees no CUDA device here')
     if not 0 <= options.zoom < 1 or options.shift < 0 or options.steps < 1 or options.batch < 1 \
-            or not 0 <= options.mix < 1 or options.preserve_views < 1:
-        raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1, --batch >= 1, 0 <= --mix < 1 and '
-                            f'--preserve-views >= 1; got zoom {options.zoom}, shift {options.shift}, steps '
-                            f'{options.steps}, batch {options.batch}, mix {options.mix}, preserve views '
-                            f'{options.preserve_views}')
+            or not 0 <= options.mix < 1 or options.preserve_views < 1 or not 0 <= options.replay < 1 \
+            or options.replay_scenes < 1:
+        raise FinetuneError(f'expected 0 <= --zoom < 1, --shift >= 0, --steps >= 1, --batch >= 1, 0 <= --mix < 1, '
+                            f'--preserve-views >= 1, 0 <= --replay < 1 and --replay-scenes >= 1; got zoom '
+                            f'{options.zoom}, shift {options.shift}, steps {options.steps}, batch {options.batch}, mix '
+                            f'{options.mix}, preserve views {options.preserve_views}, replay {options.replay}, replay '
+                            f'scenes {options.replay_scenes}')
     weights = {'--presence-weight': options.presence_weight, '--preserve-weight': options.preserve_weight,
-               '--mix-weight': options.mix_weight}
+               '--mix-weight': options.mix_weight, '--replay-weight': options.replay_weight,
+               '--replay-zero-shot-weight': options.replay_zero_shot_weight}
     if any(not value >= 0 for value in weights.values()):  # `not >=` also catches NaN
         raise FinetuneError('expected loss weights >= 0; got ' + ', '.join(f'{k} {v}' for k, v in weights.items()))
     torch.set_num_threads(min(torch.get_num_threads(), 2) if options.device == 'cpu' else torch.get_num_threads())
@@ -1035,7 +1179,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--preserve-views', type=int, default=defaults.preserve_views,
                         help='CLIP with preservation: augmentations of each image of a known label (and half as many '
                              'composites per such image) drawn once, whose base-model embeddings are computed once '
-                             'before training instead of at every step')
+                             'before training instead of at every step (also: views of each replayed scene)')
+    parser.add_argument('--replay', type=float, default=defaults.replay,
+                        help='share of each batch made of generated scenes of the base model\'s world '
+                             '(robovision_ros.synthetic.scenes), kept where the base model puts them: preservation '
+                             'that needs no images of old concepts from you (0: off)')
+    parser.add_argument('--replay-weight', type=float, default=defaults.replay_weight,
+                        help='weight of keeping the replayed scenes where the base model puts them')
+    parser.add_argument('--replay-zero-shot-weight', type=float, default=defaults.replay_zero_shot_weight,
+                        help='CLIP: weight of keeping the base model\'s zero-shot ranking of the replayed scenes '
+                             'among the reference vocabulary, with the new labels ranked below it')
+    parser.add_argument('--replay-scenes', type=int, default=defaults.replay_scenes,
+                        help='generated scenes to replay (rendered and embedded by the base model once)')
+    parser.add_argument('--reference-labels', nargs='+', default=None,
+                        help='CLIP: the reference vocabulary whose text embeddings preservation keeps and which new '
+                             'images are contrasted against (default: the 20 labels of the embedded models\' world)')
+    parser.add_argument('--reference-negatives', action=argparse.BooleanOptionalAction,
+                        default=defaults.reference_negatives,
+                        help='CLIP: contrast the training images against the reference vocabulary too (default: on)')
     parser.add_argument('--template', default=defaults.template, help='CLIP prompt for folder labels')
     parser.add_argument('--heldout-scenes', type=int, default=defaults.heldout_scenes,
                         help="scenes for the base model's own held-out evaluation before/after (0: skip)")
@@ -1045,7 +1206,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     # Every FinetuneOptions field is an option of the same name.
     values = {f.name: getattr(args, f.name) for f in fields(FinetuneOptions)}
-    options = FinetuneOptions(**{**values, 'target_modules': tuple(args.target_modules or ()) or None})
+    options = FinetuneOptions(**{**values, 'target_modules': tuple(args.target_modules or ()) or None,
+                                 'reference_labels': None if args.reference_labels is None
+                                 else tuple(args.reference_labels)})
     checkpoint = args.out / CHECKPOINT_FILE
     try:
         report = finetune(args.model, args.data, args.out, options, resume=args.resume, overwrite=args.overwrite)
