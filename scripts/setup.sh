@@ -5,9 +5,13 @@
 # One-command setup on a machine without a ROS install (Debian 12, Python 3.11):
 #   1. create the project venv (.venv) and install the ROS 2 Kilted wheels and the Python dependencies;
 #   2. make the wheels' CMake exports usable on this machine;
-#   3. build the package with colcon, exactly as on a robot (messages included), into build/ and install/.
+#   3. with ROBOVISION_ROS_SOURCES=DIR (a folder of ROS release tarballs, e.g. ../shared/ros-launch): install the
+#      ROS packages that are not on PyPI from it (launch, launch_testing, the ros2 CLI, vision_msgs, ...; see
+#      scripts/install_ros_sources.sh);
+#   4. build the packages (robovision_msgs, robovision_ros) with colcon, exactly as on a robot, into build/ and
+#      install/
 # Idempotent: a second run reinstalls nothing unless a requirements file changed, and colcon rebuilds only
-# what changed. Afterwards `source scripts/env.sh` gives a shell where rclpy and robovision_ros.msg import.
+# what changed. Afterwards `source scripts/env.sh` gives a shell where rclpy and robovision_msgs.msg import.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -87,6 +91,10 @@ fi
 
 # shellcheck source=env.sh
 ROBOVISION_SKIP_INSTALL_SPACE=1 source "$root/scripts/env.sh"
+
+if [ -n "${ROBOVISION_ROS_SOURCES:-}" ]; then
+  "$root/scripts/install_ros_sources.sh" "$ROBOVISION_ROS_SOURCES"
+fi
 
 mkdir -p "$root/log"
 log "colcon build"

@@ -4,18 +4,54 @@
 """Test-wide setup: DDS isolation for this test run, and helpers shared by the ROS graph tests."""
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import random
 
+
+def _claim_domain() -> str:
+    """
+    Return a ROS domain no other test run on this machine holds, and hold it for this run's lifetime.
+
+    A random domain alone collided when several suites ran at once (one run then saw another's nodes): each run
+    locks /tmp/robovision_test_domain_<id>.lock (released by the OS when the run ends, however it ends) and takes a
+    domain whose lock it gets.
+    """
+    candidates = list(range(10, 101))
+    random.SystemRandom().shuffle(candidates)
+    for domain in candidates:
+        handle = open(f'/tmp/robovision_test_domain_{domain}.lock', 'a')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _HELD_DOMAIN_LOCKS.append(handle)  # kept open: the lock lasts as long as this process
+        return str(domain)
+    raise RuntimeError('every ROS domain 10..100 is held by another test run on this machine')
+
+
+_HELD_DOMAIN_LOCKS: list = []
 # Isolate DDS before anything initialises rclpy: one domain per test run, discovery limited to this host, so
 # that parallel runs on the same machine (CI next to a developer's session) never see each other's topics.
 # An explicitly set ROS_DOMAIN_ID wins, for debugging with `ros2 topic echo`.
 if 'ROBOVISION_TEST_DOMAIN_ID' not in os.environ:
-    os.environ['ROBOVISION_TEST_DOMAIN_ID'] = str(random.SystemRandom().randint(10, 100))
+    os.environ['ROBOVISION_TEST_DOMAIN_ID'] = _claim_domain()
 os.environ['ROS_DOMAIN_ID'] = os.environ['ROBOVISION_TEST_DOMAIN_ID']
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
 
+# The image codec sets OpenCV's decoder limits in the environment, which OpenCV reads once when it loads: import it
+# before any test module imports cv2 (a node process imports it before cv2 too).
+import robovision_ros.image_codec  # noqa: E402, F401
+
+# launch_testing's pytest plugin (where launch is installed, as in CI) imports launch, whose logging module makes
+# every logger created afterwards a LaunchLogger with propagate=False: caplog, which listens on the root logger,
+# would miss the records of every module a test imports. Loggers created from here on are plain ones again;
+# launch's own loggers print through their own handlers as before.
+if logging.getLoggerClass().__name__ == 'LaunchLogger':
+    logging.setLoggerClass(logging.Logger)
 
 import pytest  # noqa: E402
 

@@ -42,7 +42,7 @@ class LabelsRecorder:
     """Records the ZeroShotLabels of clip_perception with the time they arrived."""
 
     def __init__(self, ros: Any, topic: str = '/clip_perception/zero_shot_labels') -> None:
-        from robovision_ros.msg import ZeroShotLabels
+        from robovision_msgs.msg import ZeroShotLabels
 
         self.ros = ros
         self.received: list[tuple[float, Any]] = []
@@ -67,7 +67,7 @@ class LabelsRecorder:
 
 def wait_for_state(ros: Any, node_name: str, state: str, timeout_s: float = DEFAULT_DEADLINE_S) -> bool:
     """Poll the node's state until it is `state` (a node still starting has no get_state service yet)."""
-    from robovision_ros.nodes import lifecycle_client
+    from robovision_ros.tools import lifecycle_client
 
     def reached() -> bool:
         try:
@@ -80,7 +80,7 @@ def wait_for_state(ros: Any, node_name: str, state: str, timeout_s: float = DEFA
 
 def stays_in_state(ros: Any, node_name: str, state: str, seconds: float = 3.0) -> bool:
     """Return True if `node_name` is in `state` now and still after `seconds` (nothing moved it on)."""
-    from robovision_ros.nodes import lifecycle_client
+    from robovision_ros.tools import lifecycle_client
 
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -95,7 +95,7 @@ def get_parameter(ros: Any, node_name: str, name: str) -> Any:
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
 
-    from robovision_ros.nodes import lifecycle_client
+    from robovision_ros.tools import lifecycle_client
 
     response = lifecycle_client.call_service(ros.node, ros.executor, GetParameters,
                                              f'/{node_name}/get_parameters', GetParameters.Request(names=[name]))

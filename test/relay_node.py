@@ -4,10 +4,12 @@
 """
 Test helper run as its own process: republish every message from `<topic>/in` on `<topic>/out`.
 
-usage: relay_node.py TYPE=TOPIC [TYPE=TOPIC ...]   (TYPE is a robovision_ros.msg class name)
+usage: relay_node.py TYPE=TOPIC [TYPE=TOPIC ...]
+TYPE is a robovision_msgs.msg class name (PatchFeatures) or a full type name (vision_msgs/msg/Detection2DArray).
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 import rclpy
@@ -15,7 +17,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-import robovision_ros.msg as robovision_msgs
+import robovision_msgs.msg as robovision_msgs
 
 
 def main() -> int:
@@ -24,7 +26,11 @@ def main() -> int:
     node = Node('relay')
     for pair in sys.argv[1:]:
         type_name, topic = pair.split('=', 1)
-        msg_type = getattr(robovision_msgs, type_name)
+        if '/' in type_name:
+            package, kind, name = type_name.split('/')
+            msg_type = getattr(importlib.import_module(f'{package}.{kind}'), name)
+        else:
+            msg_type = getattr(robovision_msgs, type_name)
         publisher = node.create_publisher(msg_type, topic + '/out', qos)
         node.create_subscription(msg_type, topic + '/in', publisher.publish, qos)
     try:

@@ -20,7 +20,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from robovision_ros.nodes import lifecycle_client
+from robovision_ros.tools import lifecycle_client
 
 TEST_DIR = Path(__file__).resolve().parent
 

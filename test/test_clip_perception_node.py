@@ -4,6 +4,7 @@
 """clip_perception in its own process, driven as `ros2 lifecycle set` / `ros2 param set` drive it."""
 from __future__ import annotations
 
+import re
 import time
 from types import SimpleNamespace
 
@@ -13,8 +14,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from conftest import structured_images
-from robovision_ros.msg import ObjectPresenceArray, ZeroShotLabels
-from robovision_ros.preprocessing import encode_raw_image
+from robovision_ros.image_codec import encode_raw_image
+from robovision_msgs.msg import ObjectPresenceArray, ZeroShotLabels
 from ros_harness import PerceptionProcess, RosTestContext, change_state, get_state, set_parameters
 
 NODE = 'clip_perception'
@@ -30,7 +31,12 @@ def _image(rgb, encoding='bgr8', stamp=(100, 5), frame_id='camera'):
 
 @pytest.fixture(scope='module')
 def graph(tiny_clip_dir, model_cache, tmp_path_factory):
-    """One clip_perception process shared by the focused tests below, which run in file order on its state."""
+    """
+    One clip_perception process shared by the focused tests below.
+
+    Each test first brings the node to the state and vocabulary it needs (`_active_with`), so any one of them runs
+    alone or in any order.
+    """
     node = PerceptionProcess(NODE, tmp_path_factory.mktemp('clip_node') / 'node.log', params={
         'model': tiny_clip_dir, 'backend': 'onnxruntime', 'engine_cache_dir': model_cache,
         'image_topics': 'camera/image_raw',  # one topic as a plain string, relative to the node's namespace
@@ -43,7 +49,7 @@ def graph(tiny_clip_dir, model_cache, tmp_path_factory):
     ros.node.create_subscription(DiagnosticArray, '/diagnostics', received['diagnostics'].append, 10)
     publisher = ros.node.create_publisher(Image, f'{node.namespace}/camera/image_raw', qos_profile_sensor_data)
     yield SimpleNamespace(ros=ros, node=node.node, publisher=publisher, received=received, process=node,
-                          image=structured_images(1, (48, 64))[0], state={})
+                          image=structured_images(1, (48, 64))[0])
     ros.close()
     node.stop()
 
@@ -88,6 +94,24 @@ def _wait_for_labels(ros, publisher, received, image, labels, timeout_s=20.0):
     assert all(list(m.labels) != labels and len(m.labels) == len(m.scores) for m in outputs[:first_new])
 
 
+TRANSITIONS_TO_ACTIVE = {'unconfigured': ('configure', 'activate'), 'inactive': ('activate',), 'active': ()}
+TRANSITIONS_TO_UNCONFIGURED = {'unconfigured': (), 'inactive': ('cleanup',), 'active': ('deactivate', 'cleanup')}
+
+
+def _transition(graph, path: dict) -> None:
+    state = get_state(graph.ros, graph.node)
+    for transition in path[state]:
+        assert change_state(graph.ros, graph.node, transition), graph.process.output()[-3000:]
+
+
+def _active_with(graph, labels=('red cup', 'blue bottle', 'green ball')) -> None:
+    """Bring the shared node to active with this label vocabulary applied (whatever an earlier test left)."""
+    _transition(graph, TRANSITIONS_TO_ACTIVE)
+    (result,) = set_parameters(graph.ros, graph.node, {'labels': list(labels)})
+    assert result.successful, result.reason
+    _wait_for_labels(graph.ros, graph.publisher, graph.received, graph.image, list(labels))
+
+
 def _diagnostic_counter(diagnostics, node_name: str, key: str) -> int:
     """Largest value of counter `key` in the /diagnostics statuses of node `node_name` (fully qualified)."""
     values = [{kv.key: kv.value for kv in s.values} for d in diagnostics for s in d.status
@@ -96,7 +120,8 @@ def _diagnostic_counter(diagnostics, node_name: str, key: str) -> int:
 
 
 def test_configure_from_unconfigured_and_fixed_parameters_refused(graph):
-    # Unconfigured: the first service answers once discovery finds the node.
+    # The first service answers once discovery finds the node.
+    _transition(graph, TRANSITIONS_TO_UNCONFIGURED)
     assert get_state(graph.ros, graph.node) == 'unconfigured', graph.process.output()
     assert change_state(graph.ros, graph.node, 'configure'), graph.process.output()
     assert get_state(graph.ros, graph.node) == 'inactive'
@@ -107,16 +132,17 @@ def test_configure_from_unconfigured_and_fixed_parameters_refused(graph):
 
 
 def test_labels_carry_scores_and_the_input_header(graph):
+    _active_with(graph)
     out = _send_until(graph.ros, graph.publisher, graph.received, 'labels', lambda: _image(graph.image))[-1]
     assert list(out.labels) == ['red cup', 'blue bottle', 'green ball']
     assert abs(sum(out.scores) - 1.0) < 1e-4 and out.best_label in out.labels
     assert out.best_score == pytest.approx(max(out.scores))
     assert (out.header.stamp.sec, out.header.stamp.nanosec, out.header.frame_id) == (100, 5, 'camera')
     assert out.prompt_templates == ['a photo of a {}.']
-    graph.state['version'] = out.vocabulary_version
 
 
 def test_presence_with_location_in_source_pixels(graph):
+    _active_with(graph)
     presence = _send_until(graph.ros, graph.publisher, graph.received, 'presence', lambda: _image(graph.image))[-1]
     assert [r.query for r in presence.results] == ['red cup']
     first = presence.results[0]
@@ -127,7 +153,9 @@ def test_presence_with_location_in_source_pixels(graph):
 
 def test_live_vocabulary_swaps_whole_and_an_unchanged_set_keeps_its_version(graph):
     ros, publisher, received = graph.ros, graph.publisher, graph.received
-    version = graph.state['version']
+    _active_with(graph)
+    version = _send_until(ros, publisher, received, 'labels', lambda: _image(graph.image, stamp=(180, 0)))[-1] \
+        .vocabulary_version
     # The set returns at once, the new embeddings are encoded off the executor and swapped in whole; once an
     # output carries them, every later frame uses them.
     (result,) = set_parameters(ros, graph.node, {'labels': ['white plate', 'yellow box']})
@@ -146,6 +174,7 @@ def test_live_vocabulary_swaps_whole_and_an_unchanged_set_keeps_its_version(grap
 
 
 def test_invalid_vocabularies_are_rejected_with_a_reason(graph):
+    _active_with(graph)
     for bad, why in ((['a', 'a'], 'unique'), (['ok', ' '], 'blank')):
         (result,) = set_parameters(graph.ros, graph.node, {'labels': bad})
         assert not result.successful and why in result.reason
@@ -154,6 +183,7 @@ def test_invalid_vocabularies_are_rejected_with_a_reason(graph):
 
 
 def test_unsupported_encoding_is_logged_and_good_frames_still_served(graph):
+    _active_with(graph)
     bad = Image(height=2, width=2, encoding='yuv444', step=6, data=bytes(12))
     deadline = time.monotonic() + 15.0
     while "encoding 'yuv444' not supported" not in graph.process.output() and time.monotonic() < deadline:
@@ -168,12 +198,18 @@ def test_unsupported_encoding_is_logged_and_good_frames_still_served(graph):
 def test_diagnostics_report_rates_drops_and_stages(graph):
     name = f'/{graph.node}: perception'
     received = graph.received
+    _active_with(graph)
+    bad = Image(height=2, width=2, encoding='yuv444', step=6, data=bytes(12))
 
     def rejected_reported():
         return any(s.name == name and int({kv.key: kv.value for kv in s.values}.get('rejected_frames', 0)) >= 1
                    for d in received['diagnostics'] for s in d.status)
 
-    assert graph.ros.spin_until(rejected_reported, 5.0)
+    deadline = time.monotonic() + 15.0
+    while not rejected_reported() and time.monotonic() < deadline:
+        graph.publisher.publish(bad)  # a rejected frame, counted
+        graph.ros.spin_until(rejected_reported, 0.5)
+    assert rejected_reported()
     status = [s for d in received['diagnostics'] for s in d.status if s.name == name][-1]
     values = {kv.key: kv.value for kv in status.values}
     for key in ('input_rate_hz', 'output_rate_hz', 'dropped_superseded', 'dropped_too_old',
@@ -185,6 +221,7 @@ def test_diagnostics_report_rates_drops_and_stages(graph):
 
 def test_cleanup_and_configure_repeatedly_then_change_a_fixed_parameter(graph):
     ros, node = graph.ros, graph.node
+    _active_with(graph, ['white plate', 'yellow box'])
     assert change_state(ros, node, 'deactivate')
     for _ in range(2):
         assert change_state(ros, node, 'cleanup')
@@ -200,6 +237,8 @@ def test_cleanup_and_configure_repeatedly_then_change_a_fixed_parameter(graph):
                       lambda: _image(graph.image, 'rgb8', stamp=(400, 0)))
     assert list(out[-1].labels) == ['white plate', 'yellow box']
     assert graph.process.alive()
+    _transition(graph, TRANSITIONS_TO_UNCONFIGURED)  # back to fp32 for the other tests
+    assert set_parameters(ros, node, {'precision': 'fp32'})[0].successful
 
 
 def test_configure_failure_is_clear_and_recoverable(tiny_clip_dir, model_cache, tmp_path):
@@ -267,6 +306,9 @@ def test_two_cameras_batched_stale_frames_dropped_and_debug_image(tiny_clip_dir,
                 publisher.publish(msg)
             ros.spin_until(lambda: False, 0.3)
         assert {'left', 'right'} <= {m.header.frame_id for m in labels}, process.output()
+        # configure measured whether batching pays here and said which it chose
+        assert re.search(r'batch: 2 frames in one inference took [0-9.]+ ms per frame, one at a time [0-9.]+ ms: '
+                         r'(batching|serving frames one at a time)', process.output()), process.output()
         assert debug and debug[-1].encoding == 'rgb8' and (debug[-1].width, debug[-1].height) == (64, 48)
         assert debug[-1].header.frame_id in ('left', 'right')
 

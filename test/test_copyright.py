@@ -4,9 +4,9 @@
 """
 Copyright and license header on every source file, the check ament_copyright makes (not on PyPI).
 
-Every Python file (package, tests, launch, setup.py) and every shell script (scripts/, .ci/run) starts, after
-its shebang line if it has one, with the two lines of `HEADER`. The license is the one package.xml declares,
-its full text in LICENSE.
+Every Python file (the packages with their launch files and setup.py, the tests) and every shell script (scripts/,
+.ci/run) starts, after its shebang line if it has one, with the two lines of `HEADER`. The license is the one every
+package.xml declares, its full text in LICENSE.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ('robovision_ros', 'robovision_msgs')  # the ROS packages of this repository
 LICENSE_ID = 'Apache-2.0'
 HEADER = ('# Copyright 2026 The robovision_ros authors', f'# SPDX-License-Identifier: {LICENSE_ID}')
 
@@ -43,10 +44,9 @@ def is_shell_script(path: Path) -> bool:
 
 def checked_files() -> list[Path]:
     """Return the files that must carry the header, relative to the repository root."""
-    python = [p for d in ('robovision_ros', 'test', 'launch') for p in (ROOT / d).rglob('*.py')
-              if '__pycache__' not in p.parts]
+    python = [p for d in PACKAGES + ('test',) for p in (ROOT / d).rglob('*.py') if '__pycache__' not in p.parts]
     shell = [p for p in sorted((ROOT / 'scripts').iterdir()) if p.is_file() and is_shell_script(p)]
-    return sorted(p.relative_to(ROOT) for p in python + shell + [ROOT / 'setup.py', ROOT / '.ci' / 'run'])
+    return sorted(p.relative_to(ROOT) for p in python + shell + [ROOT / '.ci' / 'run'])
 
 
 @pytest.mark.linter
@@ -54,8 +54,9 @@ def checked_files() -> list[Path]:
 def test_every_source_file_has_the_header():
     files = checked_files()
     # The set the check covers is the one this test's docstring names: no directory silently dropped.
-    assert {p.parts[0] for p in files} >= {'robovision_ros', 'test', 'launch', 'scripts', 'setup.py', '.ci'}
-    assert Path('scripts/setup.sh') in files and Path('scripts/test') in files
+    assert {p.parts[0] for p in files} >= {'robovision_ros', 'test', 'scripts', '.ci'}
+    assert {Path('scripts/setup.sh'), Path('scripts/test'), Path('robovision_ros/setup.py'),
+            Path('robovision_ros/launch/robovision.launch.py')} <= set(files)
     problems = [f'{p}: {problem}' for p in files if (problem := header_problem(ROOT / p))]
     assert not problems, (f'{len(problems)} of {len(files)} files lack the header\n  ' + '\n  '.join(HEADER)
                           + '\n(after the shebang line, if any):\n' + '\n'.join(problems))
@@ -64,8 +65,9 @@ def test_every_source_file_has_the_header():
 @pytest.mark.linter
 @pytest.mark.copyright
 def test_license_matches_the_manifest():
-    licenses = [e.text for e in ElementTree.parse(ROOT / 'package.xml').getroot().findall('license')]
-    assert licenses == [LICENSE_ID]
+    for package in PACKAGES:
+        licenses = [e.text for e in ElementTree.parse(ROOT / package / 'package.xml').getroot().findall('license')]
+        assert licenses == [LICENSE_ID], package
     text = (ROOT / 'LICENSE').read_text(encoding='utf-8')
     assert 'Apache License' in text and 'Version 2.0, January 2004' in text
     assert 'END OF TERMS AND CONDITIONS' in text

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ros_harness import TEST_DIR, NodeProcess, unique_name
 
-PROFILE = Path(__file__).resolve().parent.parent / 'config' / 'fastdds_profile.xml'
+PROFILE = Path(__file__).resolve().parent.parent / 'robovision_ros' / 'config' / 'fastdds_profile.xml'
 FRAMES = 60
 
 

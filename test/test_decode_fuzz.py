@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import structured_images
-from robovision_ros.preprocessing import SUPPORTED_ENCODINGS, ImageDecodeError, decode_compressed_image, \
+from robovision_ros.image_codec import SUPPORTED_ENCODINGS, ImageDecodeError, decode_compressed_image, \
     decode_raw_image
 
 MAX_PIXELS = 1 << 16  # small, so that a mutated header that passes the bound costs little to decode

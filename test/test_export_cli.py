@@ -50,3 +50,34 @@ def test_int8_qdq_export_for_tensorrt(tiny_clip_dir, tmp_path, capsys):
     cosine = (reference * quantized).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(quantized, axis=1))
     assert cosine.min() >= 0.99, cosine
     assert (out / 'text_encoder.qdq.onnx').is_file()
+
+
+def test_openvino_int8_export_on_your_own_frames_is_what_the_node_loads(tiny_clip_dir, tmp_path, capsys):
+    """--openvino int8 --calibration-images: NNCF on the folder's frames, in the engine cache the node reads."""
+    import json
+
+    import cv2
+
+    from conftest import structured_images
+    from robovision_ros.backends.openvino_backend import openvino_root
+    from robovision_ros.backends.registry import create_backend
+    from robovision_ros.model_dir import read_model_info
+
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i, image in enumerate(structured_images(7, seed=21)):
+        cv2.imwrite(str(frames / f'{i}.png'), image[..., ::-1])
+    cache = tmp_path / 'cache'
+    assert main([str(tiny_clip_dir), '--out', str(tmp_path / 'export'), '--openvino', 'int8',
+                 '--calibration-images', str(frames), '--engine-cache-dir', str(cache)]) == 0
+    printed = capsys.readouterr().out
+    assert f'calibrating OpenVINO int8 (NNCF) on 7 images from {frames}' in printed
+    assert 'int8 accuracy gate passed' in printed
+    info = read_model_info(str(tiny_clip_dir))
+    meta = json.loads((openvino_root(cache, info) / 'image.int8' / 'meta.json').read_text())
+    assert meta['calibration'] == f'7 images from {frames}' and meta['calibration_images'] == 7
+    backend = create_backend(info, 'openvino', 'cpu', 'int8', cache)  # the node's load: reuses that model
+    assert backend.ir.directory == openvino_root(cache, info) / 'image.int8'
+    assert json.loads((backend.ir.directory / 'meta.json').read_text())['calibration_digest'] == meta[
+        'calibration_digest']
+    backend.close()

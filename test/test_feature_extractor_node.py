@@ -9,9 +9,9 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from conftest import structured_images
+from robovision_ros.image_codec import encode_raw_image
 from robovision_ros.message_conversions import patch_features_to_numpy
-from robovision_ros.msg import PatchFeatures
-from robovision_ros.preprocessing import encode_raw_image
+from robovision_msgs.msg import PatchFeatures
 from ros_harness import PerceptionProcess, RosTestContext, change_state, get_state, set_parameters
 
 
@@ -51,11 +51,15 @@ def test_patch_features_multi_scale_fp16(tiny_vit_dir, model_cache, tmp_path):
             assert tensor.features.shape == (grid * grid, 64)
             np.testing.assert_allclose(np.linalg.norm(tensor.features.astype(np.float32), axis=1), 1.0, atol=2e-3)
         assert change_state(ros, node, 'deactivate') and change_state(ros, node, 'cleanup')
-        # Fixed-input engines cannot run other scales: configure fails with the reason, and the node stays up.
+        # Fixed-input engines cannot run other scales: the set is refused with the reason. `auto` resolves at
+        # configure (to onnxruntime on this CPU): configure fails with the reason, and the node stays up.
         (result,) = set_parameters(ros, node, {'backend': 'onnxruntime'})
+        assert not result.successful and 'scales other than 1.0' in result.reason
+        (result,) = set_parameters(ros, node, {'backend': 'auto'})
         assert result.successful
         assert not change_state(ros, node, 'configure')
-        assert ros.spin_until(lambda: 'scales other than 1.0 need backend torch' in process.output(), 5.0)
+        assert ros.spin_until(lambda: 'scales other than 1.0 need a backend without a fixed input size'
+                              in process.output(), 5.0)
         assert process.alive()
         # Shutdown works from active too (a different transition from the one out of unconfigured).
         set_parameters(ros, node, {'backend': 'torch'})

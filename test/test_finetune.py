@@ -180,7 +180,7 @@ def test_resume_continues_to_the_same_weights(kind, tiny_vit_dir, tiny_clip_dir,
     for name in ('adapters.safetensors', 'model.safetensors'):
         straight = load_file(str(tmp_path / 'straight' / name))
         resumed = load_file(str(tmp_path / 'resumed' / name))
-        for key in straight:
+        for key in straight:  # exact: the same seeded steps on the same machine, resumed or not (no second path)
             np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
 
 
@@ -202,11 +202,12 @@ def test_augment_mirrors_shifts_and_zooms_as_drawn():
     theta = random_affine(400, 64, 6, 0.15, torch.Generator().manual_seed(0))
     scale = theta[:, 1, 1]
     assert float(scale.min()) >= 1 / 1.15 - 1e-6 and float(scale.max()) <= 1 / 0.85 + 1e-6
+    # exact: the x scale is the y scale's value, copied with its sign flipped or not
     assert bool((theta[:, 0, 0].abs() == scale).all()) and 0 < int((theta[:, 0, 0] < 0).sum()) < 400
     assert float(theta[:, :, 2].abs().max()) <= 2 * 6 / 64 + 1e-6
     torch.testing.assert_close(theta, random_affine(400, 64, 6, 0.15, torch.Generator().manual_seed(0)))
     plain = random_affine(5, 64, 0, 0.0, torch.Generator().manual_seed(0))
-    assert bool((plain[:, :, 2] == 0).all()) and bool((plain[:, 1, 1] == 1).all())
+    assert bool((plain[:, :, 2] == 0).all()) and bool((plain[:, 1, 1] == 1).all())  # constants: exact
 
 
 def test_composite_joins_two_images_at_the_cut():
@@ -215,7 +216,7 @@ def test_composite_joins_two_images_at_the_cut():
     from robovision_ros.tools.finetune import composite
 
     left, right = torch.zeros(2, 3, 4, 8), torch.ones(2, 3, 4, 8)
-    joined = composite(left, right, torch.tensor([3, 6]))
+    joined = composite(left, right, torch.tensor([3, 6]))  # copies of 0 and 1: compared exactly
     assert bool((joined[0, ..., :3] == 0).all()) and bool((joined[0, ..., 3:] == 1).all())
     assert bool((joined[1, ..., :6] == 0).all()) and bool((joined[1, ..., 6:] == 1).all())
 
@@ -286,10 +287,10 @@ def test_preservation_pool_holds_the_base_embeddings_of_what_it_draws(tiny_clip_
     assert images.shape == (11, 3, size, size) and base.shape == (11, model.base.visual_projection.out_features)
     read = torch.tensor([0, 2, 3, 6, 7, 8, 9, 10])  # known labels' images and the composites
     torch.testing.assert_close(base[read], model.base_image_embeddings(images[read]), atol=1e-5, rtol=1e-4)
-    assert bool((base[[1, 4, 5]] == 0).all())
+    assert bool((base[[1, 4, 5]] == 0).all())  # rows left at zero: exact
     # A known image is one of its pooled views; an image of a new label is augmented afresh at each draw.
     views = [augment(pixels[[0]], pool.theta[0, v:v + 1]) for v in range(3)]
-    assert any(torch.equal(images[0], view[0]) for view in views)
+    assert any(torch.equal(images[0], view[0]) for view in views)  # the same augment call on the same input: exact
     again, _ = pool.draw(pixels, idx, 3, torch.Generator().manual_seed(2))
     assert not torch.equal(images[1], again[1])
 

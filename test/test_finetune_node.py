@@ -8,8 +8,8 @@ import numpy as np
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from robovision_ros.msg import ClassScores, PatchFeatures
-from robovision_ros.preprocessing import encode_raw_image
+from robovision_ros.image_codec import encode_raw_image
+from robovision_msgs.msg import ClassScores, PatchFeatures
 from robovision_ros.tools.finetune import FinetuneOptions, finetune
 from ros_harness import NodeProcess, RosTestContext, change_state, set_parameters, unique_name
 from test_finetune import make_folder
@@ -62,7 +62,7 @@ def test_feature_extractor_switches_to_a_fine_tuned_model(tiny_vit_dir, model_ca
         assert out.model_id == str(tuned) and out.header.frame_id == 'cam'
         assert list(out.labels) == ['blue', 'green', 'red']
         assert abs(sum(out.scores) - 1.0) < 1e-4 and out.best_label == out.labels[int(np.argmax(out.scores))]
-        assert out.best_score == max(out.scores)
+        assert out.best_score == max(out.scores)  # exact: best_score is a copy of one of the float32 scores
     finally:
         ros.close()
         process.stop()

@@ -19,7 +19,8 @@ from test_finetune import make_folder, quick
 def test_sixteen_bit_grey_png_trains_on_the_pixels_serving_decodes(tmp_path):
     import cv2
 
-    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig, decode_compressed_image
+    from robovision_ros.image_codec import decode_compressed_image
+    from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
     from robovision_ros.synthetic.tiny_models import clip_preprocessor_config
     from robovision_ros.tools.finetune import PixelStore
 

@@ -12,6 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_flake8_is_clean():
-    result = subprocess.run([sys.executable, '-m', 'flake8', 'robovision_ros', 'launch', 'test', 'setup.py'],
+    result = subprocess.run([sys.executable, '-m', 'flake8', 'robovision_ros', 'test'],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
-from robovision_ros.nodes.frame_worker import FrameWorker, RecentWindow, WorkerSettings
-from robovision_ros.nodes.vocabulary_worker import Vocabularies, VocabularyRequest, VocabularyWorker
-from robovision_ros.preprocessing import ImageDecodeError
-from robovision_ros.vocabulary import (MAX_VOCABULARY_TEXTS, TextVocabulary, VocabularyCancelled, VocabularyError,
-                                       validate_templates)
+from robovision_ros.image_codec import ImageDecodeError, decode_compressed_image
+from robovision_ros.nodes.frame_worker import FrameWorker, RecentWindow
+from robovision_ros.nodes.vocabulary_worker import VocabularyWorker
+from robovision_ros.settings import WorkerSettings
+from robovision_ros.vocabulary import MAX_VOCABULARY_TEXTS, TextEmbeddingCache, Vocabulary, VocabularyCancelled, \
+    VocabularyError, VocabularySpec, validate_templates
 
 
 def _msg(value: int) -> SimpleNamespace:
@@ -144,6 +147,94 @@ def test_stopping_discards_errors_of_torn_down_outputs():
     assert worker.counters.snapshot()['failed_frames'] == 0
 
 
+def _inference_threads() -> int:
+    return sum(thread.name == 'inference' and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_stop_leaves_a_long_decode_and_start_never_adds_a_second_thread():
+    """
+    A decode that outlives `stop` (a large image; it cannot be interrupted) is left to end on its own.
+
+    Its frame is never processed, `stop` returns while it still decodes, and a `start` meanwhile does not start a
+    second thread: the same thread serves the new frames after it (issue 22: outputs out of order, two threads).
+    """
+    recorder = Recorder()
+    decoding, finish_decode = threading.Event(), threading.Event()
+
+    def slow_decode(msg, max_pixels):
+        if msg.value == 1:
+            decoding.set()
+            finish_decode.wait(60.0)
+        return np.full((2, 2, 3), msg.value, np.uint8)
+
+    before = _inference_threads()
+    worker = FrameWorker(slow_decode, recorder.process, lambda msg: None, recorder.log)
+    worker.start()
+    try:
+        worker.submit(_msg(1), 'cam')
+        assert decoding.wait(10.0)
+        stopper = threading.Thread(target=worker.stop)
+        stopper.start()
+        stopper.join(30.0)
+        assert not stopper.is_alive() and not finish_decode.is_set()  # stop returned; the decode goes on
+        assert _inference_threads() == before + 1
+        worker.start()  # while the old thread still decodes
+        assert _inference_threads() == before + 1
+        worker.submit(_msg(2), 'cam')
+        finish_decode.set()
+        assert _until(lambda: recorder.batches == [[2]])
+        assert _inference_threads() == before + 1 and worker.counters.snapshot()['frames_out'] == 1
+    finally:
+        finish_decode.set()
+        worker.stop()
+    assert _until(lambda: _inference_threads() == before) and not worker.alive
+    assert recorder.batches == [[2]]  # frame 1, decoded after the stop, was never processed
+
+
+def test_a_thread_left_decoding_ends_when_its_decode_ends():
+    recorder = Recorder()
+    decoding, finish_decode = threading.Event(), threading.Event()
+
+    def slow_decode(msg, max_pixels):
+        decoding.set()
+        finish_decode.wait(60.0)
+        return np.zeros((2, 2, 3), np.uint8)
+
+    before = _inference_threads()
+    worker = FrameWorker(slow_decode, recorder.process, lambda msg: None, recorder.log)
+    worker.start()
+    worker.submit(_msg(1), 'cam')
+    assert decoding.wait(10.0)
+    worker.stop(decode_timeout_s=0.0)
+    assert worker.alive and not finish_decode.is_set()
+    finish_decode.set()
+    assert _until(lambda: not worker.alive and _inference_threads() == before)
+    assert recorder.batches == [] and worker.counters.snapshot()['frames_out'] == 0
+
+
+def test_decoder_warnings_are_logged_once_per_cause_and_the_frames_served():
+    """A JPEG whose data ends early decodes (libjpeg fills it with grey) with a warning: logged once, not printed."""
+    recorder = Recorder()
+    ok, jpeg = cv2.imencode('.jpg', np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert ok
+    truncated = jpeg.tobytes()[:-200] + b'\xff\xd9'  # the scan data stops short at the end-of-image marker
+
+    def decode(msg, max_pixels):
+        return decode_compressed_image(truncated, 'jpeg')
+
+    worker = FrameWorker(decode, recorder.process, lambda msg: None, recorder.log)
+    worker.start()
+    try:
+        for handled in range(1, 6):
+            worker.submit(_msg(handled), 'cam')
+            assert _until(lambda: worker.counters.snapshot()['frames_out'] == handled)
+    finally:
+        worker.stop()
+    warnings = [message for level, message in recorder.logs if level == 'warn']
+    assert len(warnings) == 1 and 'decoder warning: Corrupt JPEG data' in warnings[0], recorder.logs
+    assert worker.last_error is None and worker.counters.snapshot()['rejected_frames'] == 0
+
+
 def test_recent_window_forgets_old_errors():
     window = RecentWindow(seconds=10.0)
     assert window.update(0.0, {'rejected_frames': 0})['rejected_frames'] == 0
@@ -157,6 +248,25 @@ def test_recent_window_forgets_old_errors():
 def test_templates_that_cannot_format_are_rejected(template):
     with pytest.raises(VocabularyError, match='prompt template'):
         validate_templates([template])
+
+
+@pytest.mark.parametrize('template', ['{:999999999}', 'a {:3999999999}', '{:.999999999}', '{:10000000000}',
+                                      '{0:999999999}', '{!r:999999999}', '{:{}}', 'a {:>999999999} b'])
+def test_template_widths_are_refused_without_formatting(template):
+    """
+    A width or precision is refused from the parsed template: no string of that size is ever built.
+
+    Formatting '{:999999999}' first cost 0.9 GB (issue 22 item 11); the peak allocation of the check is bounded
+    by the template's length, asserted under tracemalloc with a 1 MiB margin.
+    """
+    tracemalloc.start()
+    try:
+        with pytest.raises(VocabularyError, match='no other .* field, format spec or conversion|not a valid format'):
+            validate_templates([template])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
 
 
 @pytest.mark.parametrize('template', ['a photo of a {}.', '{}', 'a {{literal}} {}'])
@@ -174,7 +284,7 @@ def _fake_encoder(calls: list[int], dim: int = 8):
 
 def test_vocabulary_encodes_in_batches_bounds_its_cache_and_can_be_cancelled():
     calls: list[int] = []
-    vocabulary = TextVocabulary('m', _fake_encoder(calls), cache_texts=300)
+    vocabulary = TextEmbeddingCache('m', _fake_encoder(calls), cache_texts=300)
     labels = [f'thing {i}' for i in range(250)]
     built = vocabulary.build(labels, ['a {}.', 'the {}.'], version=1)
     assert built.embeddings.shape == (250, 8)
@@ -187,13 +297,13 @@ def test_vocabulary_encodes_in_batches_bounds_its_cache_and_can_be_cancelled():
 
 
 def test_vocabulary_worker_newest_request_wins_and_unchanged_keeps_version():
-    ready: list[Vocabularies] = []
+    ready: list[Vocabulary] = []
     gate = threading.Event()
 
     def build(request, version, cancelled):
         gate.wait(5.0)
         embeddings = SimpleNamespace(labels=request.labels, templates=request.templates, version=version)
-        return Vocabularies(embeddings, SimpleNamespace(labels=request.queries, version=version))
+        return Vocabulary(embeddings, SimpleNamespace(labels=request.queries, version=version))
 
     current = {'v': None}
 
@@ -203,16 +313,60 @@ def test_vocabulary_worker_newest_request_wins_and_unchanged_keeps_version():
 
     worker = VocabularyWorker(build, on_ready, lambda *a: None, lambda: current['v'])
     try:
-        worker.request(VocabularyRequest(('a',), ('{}',), ()))
+        worker.request(VocabularySpec(('a',), ('{}',), ()))
         time.sleep(0.1)
-        worker.request(VocabularyRequest(('b',), ('{}',), ()))  # supersedes 'a' while it is being built
-        worker.request(VocabularyRequest(('c',), ('{}',), ()))
+        worker.request(VocabularySpec(('b',), ('{}',), ()))  # supersedes 'a' while it is being built
+        worker.request(VocabularySpec(('c',), ('{}',), ()))
         gate.set()
         assert worker.wait_idle(5.0)
         assert ready[-1].labels.labels == ('c',) and ready[-1].version == 1
         assert all(v.labels.labels != ('b',) for v in ready)
-        worker.request(VocabularyRequest(('c',), ('{}',), ()))  # the same again: no new version
+        worker.request(VocabularySpec(('c',), ('{}',), ()))  # the same again: no new version
         count = len(ready)
         assert worker.wait_idle(5.0) and len(ready) == count and ready[-1].version == 1
+    finally:
+        worker.stop()
+
+
+def test_vocabulary_worker_retries_a_failed_build_until_it_is_applied(monkeypatch):
+    """A build that fails (a remote text encoder gone) is retried, reported as failing meanwhile, then applied."""
+    from robovision_ros.backends.base import TransientBackendError
+    from robovision_ros.nodes import vocabulary_worker
+
+    monkeypatch.setattr(vocabulary_worker, 'RETRY_FIRST_S', 0.01)
+    monkeypatch.setattr(vocabulary_worker, 'RETRY_MAX_S', 0.02)
+    server_up = threading.Event()
+    attempts: list[int] = []
+    errors: list[tuple[str, object]] = []
+
+    def build(request, version, cancelled):
+        attempts.append(version)
+        if not server_up.is_set():
+            raise TransientBackendError('Triton server host:8001: unreachable')
+        return Vocabulary(SimpleNamespace(labels=request.labels, templates=request.templates, version=version),
+                          SimpleNamespace(labels=request.queries, version=version))
+
+    current = {'v': None}
+    worker = VocabularyWorker(build, lambda v, t, ms: current.update(v=v),
+                              lambda r, e, trace: errors.append((e, trace)), lambda: current['v'])
+    try:
+        worker.request(VocabularySpec(('a',), ('{}',), ()))
+        deadline = time.monotonic() + 10.0
+        while len(attempts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(attempts) >= 3, attempts  # retried, not given up after the first failure
+        assert worker.failing() == 'TransientBackendError: Triton server host:8001: unreachable'
+        assert not worker.idle() and current['v'] is None
+        assert all(trace is None for _, trace in errors)  # expected failures come without a traceback
+        server_up.set()
+        assert worker.wait_idle(10.0)
+        assert current['v'].labels.labels == ('a',) and worker.failing() is None
+        # A newer request supersedes a failing one at once.
+        server_up.clear()
+        worker.request(VocabularySpec(('b',), ('{}',), ()))
+        while worker.failing() is None and time.monotonic() < deadline + 10.0:
+            time.sleep(0.01)
+        worker.request(VocabularySpec(('a',), ('{}',), ()))  # the vocabulary in use: nothing to retry
+        assert worker.wait_idle(10.0) and worker.failing() is None
     finally:
         worker.stop()

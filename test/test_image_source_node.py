@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 
-from robovision_ros.preprocessing import decode_compressed_image, decode_image_msg
+from robovision_ros.image_codec import decode_compressed_image, decode_image_msg
 from ros_harness import NodeProcess, RosTestContext, unique_name
 
 
@@ -44,6 +45,7 @@ def test_generated_frames(tmp_path):
 
     for i, frame in enumerate(frames):
         assert (frame.width, frame.height, frame.encoding, frame.header.frame_id) == (160, 120, 'rgb8', 'table_cam')
+        # uint8 through a raw or lossless encoding: exact
         np.testing.assert_array_equal(decode_image_msg(frame), SceneGenerator(0, 120, 160).scene(i).image)
     assert len(jpegs) == 4 and jpegs[0].format == 'jpeg'
     assert np.abs(decode_compressed_image(jpegs[0].data, 'jpeg').astype(int)
@@ -63,7 +65,7 @@ def test_folder_without_loop_publishes_each_image_once(tmp_path):
     assert len(frames) == 3, log
     for frame, rgb in zip(frames, images):
         assert frame.encoding == 'bgr8'
-        np.testing.assert_array_equal(decode_image_msg(frame), rgb)
+        np.testing.assert_array_equal(decode_image_msg(frame), rgb)  # uint8 from a PNG file: exact
     assert 'source finished after 3 frames' in log
 
 
@@ -88,3 +90,33 @@ def test_video_file_without_loop(tmp_path):
     first = decode_image_msg(frames[0]).astype(int)
     assert (first.shape, frames[0].encoding) == ((48, 64, 3), 'bgr8')
     assert abs(first[..., 0].mean() - 200) < 12 and first[..., 2].mean() < 12  # arrives as RGB: red first
+
+
+@pytest.mark.parametrize('remap_compressed', [False, True], ids=['derived', 'remapped'])
+def test_compressed_topic_follows_image_transport_naming(tmp_path, remap_compressed):
+    """`-r image_raw:=/cam_c/image_raw` publishes /cam_c/image_raw/compressed; a remap of the compressed wins."""
+    raw = unique_name('/cam_c') + '/image_raw'
+    compressed = unique_name('/elsewhere') + '/jpeg' if remap_compressed else raw + '/compressed'
+    args = ['-m', 'robovision_ros.nodes.image_source', '--ros-args', '-p', 'publish_compressed:=true',
+            '-p', 'qos:=reliable', '-p', 'wait_for_subscribers:=1', '-p', 'rate_hz:=20.0', '-p', 'width:=64',
+            '-p', 'height:=48', '-r', f'image_raw:={raw}']
+    if remap_compressed:
+        args += ['-r', f'image_raw/compressed:={compressed}']
+    process = NodeProcess(args, tmp_path / 'source.log')
+    ros = RosTestContext('source_naming_test')
+    frames, jpegs = [], []
+    ros.node.create_subscription(Image, raw, frames.append, QoSProfile(depth=10))
+    ros.node.create_subscription(CompressedImage, compressed, jpegs.append, QoSProfile(depth=10))
+    try:
+        def same_frame_on_both() -> bool:  # the JPEG of a raw frame (the two subscriptions may match apart)
+            stamps = {(f.header.stamp.sec, f.header.stamp.nanosec) for f in frames}
+            return any((j.header.stamp.sec, j.header.stamp.nanosec) in stamps for j in jpegs)
+
+        assert ros.spin_until(same_frame_on_both, 30.0), process.output()
+        published = {name for name, _ in ros.node.get_publisher_names_and_types_by_node('image_source', '/')}
+        assert {raw, compressed} <= published, published
+        assert not any(name.endswith('/compressed') and name != compressed for name in published), published
+        assert jpegs[0].format == 'jpeg'
+    finally:
+        ros.close()
+        process.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / 'robovision_ros'
+PACKAGE = Path(__file__).resolve().parent.parent / 'robovision_ros' / 'robovision_ros'
 OUTSIDE_RUNTIME = ('tools', 'synthetic')
 # Nodes that are not part of the perception runtime: the demo camera reads generated scenes.
 RUNTIME_EXCEPTIONS = ('nodes/image_source.py', 'nodes/frame_sources.py')
@@ -65,3 +65,69 @@ def test_the_check_catches_a_forbidden_import(tmp_path, monkeypatch):
     (fake / 'nodes' / 'bad.py').write_text('def f():\n    from ..synthetic import scenes\n')
     monkeypatch.setattr(__import__(__name__), 'PACKAGE', fake)
     assert 'robovision_ros.synthetic.scenes' in _imports(fake / 'nodes' / 'bad.py')
+
+
+def _module_name(path: Path, package: Path) -> str:
+    parts = ('robovision_ros',) + path.relative_to(package).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    """Map each module to the package's modules it imports (lazy and TYPE_CHECKING imports count)."""
+    modules = {_module_name(p, package): p for p in package.rglob('*.py')}
+    graph = {}
+    for name, path in modules.items():
+        # `from a.b import c` names a.b and a.b.c; only names that are modules of the package are edges.
+        graph[name] = {m for m in _imports(path) if m in modules and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_package_has_no_import_cycles():
+    cycles = _cycles(_import_graph(PACKAGE))
+    assert not cycles, f'import cycles (lazy and TYPE_CHECKING imports included): {cycles}'
+
+
+def test_the_cycle_check_finds_a_lazy_cycle(tmp_path, monkeypatch):
+    fake = tmp_path / 'robovision_ros'
+    fake.mkdir()
+    monkeypatch.setattr(__import__(__name__), 'PACKAGE', fake)
+    (fake / 'a.py').write_text('from robovision_ros import b\n')
+    (fake / 'b.py').write_text('from typing import TYPE_CHECKING\n'
+                               'if TYPE_CHECKING:\n    from robovision_ros.a import x\n')
+    (fake / 'c.py').write_text('def f():\n    import robovision_ros.a\n')
+    assert _cycles(_import_graph(fake)) == [['robovision_ros.a', 'robovision_ros.b']]

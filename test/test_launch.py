@@ -32,7 +32,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from launch_harness import LabelsRecorder, include_robovision, isolate_dds, stays_in_state, wait_for_state  # noqa
-from robovision_ros.nodes import lifecycle_client  # noqa: E402
+from robovision_ros.tools import lifecycle_client  # noqa: E402
 from ros_harness import RosTestContext  # noqa: E402
 
 CAMERA = '/launch_test/image_raw'

@@ -52,6 +52,9 @@ def test_heatmaps_for_many_queries_equal_one_at_a_time():
     maps = similarity_heatmaps(tokens, queries, (3, 4))
     assert maps.shape == (3, 3, 4)
     for q in range(3):
-        np.testing.assert_allclose(maps[q], similarity_heatmap(tokens, queries[q], (3, 4)), rtol=1e-12)
+        # float64 cosines of length-8 vectors through a [12, 8] x [8, 3] and a [12, 8] x [8, 1] product (possibly two
+        # BLAS kernels, different summation orders): within 2 * gamma_8 = 16 * 2^-53 (2e-15) absolute on any CPU.
+        # An absolute term is needed: a relative one alone fails on a cosine near zero.
+        np.testing.assert_allclose(maps[q], similarity_heatmap(tokens, queries[q], (3, 4)), rtol=1e-12, atol=1e-13)
         expected = tokens @ queries[q] / (np.linalg.norm(tokens, axis=1) * np.linalg.norm(queries[q]))
-        np.testing.assert_allclose(maps[q].ravel(), expected, rtol=1e-9)
+        np.testing.assert_allclose(maps[q].ravel(), expected, rtol=1e-9, atol=1e-12)

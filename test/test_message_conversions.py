@@ -9,7 +9,7 @@ import pytest
 
 from robovision_ros.message_conversions import MessageConversionError, fill_patch_features, \
     patch_features_to_numpy, zero_shot_scores
-from robovision_ros.msg import PatchFeatures, ZeroShotLabels
+from robovision_msgs.msg import PatchFeatures, ZeroShotLabels
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float16])

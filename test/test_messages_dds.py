@@ -12,7 +12,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import RegionOfInterest
 
 from robovision_ros.message_conversions import fill_patch_features, patch_features_to_numpy
-from robovision_ros.msg import ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
+from robovision_msgs.msg import ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
 from ros_harness import TEST_DIR, NodeProcess, RosTestContext, unique_name, wait_for_publishers, \
     wait_for_subscribers
 
@@ -100,7 +100,7 @@ def test_zero_shot_labels_unicode_cross_dds_intact(relay):
     back = _round_trip(relay, 'ZeroShotLabels', msg)
 
     assert list(back.labels) == labels
-    np.testing.assert_array_equal(np.asarray(back.scores, dtype=np.float32), scores)
+    np.testing.assert_array_equal(np.asarray(back.scores, dtype=np.float32), scores)  # a copy through DDS: exact
     assert back.best_label == 'red cup'
     assert list(back.prompt_templates) == ['a photo of a {}.', 'ein Foto von {} ✓']
     assert back.vocabulary_version == 7

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_pep257(capsys, caplog, monkeypatch):
     caplog.set_level(logging.WARNING, logger='pydocstyle.utils')  # not one 'Checking file' record per file
     monkeypatch.chdir(ROOT)  # file names in the report relative to the repository root
-    rc = main(argv=['robovision_ros', 'test', 'launch'])
+    rc = main(argv=['robovision_ros', 'test'])
     out = capsys.readouterr()
     errors = [line for line in out.out.splitlines() if not line.startswith('checking ')]
     assert rc == 0, '\n'.join(errors + out.err.splitlines())

@@ -1,7 +1,12 @@
 # Copyright 2026 The robovision_ros authors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Image decoding by sensor_msgs encoding semantics, and preprocessing that matches the HF image processor."""
+"""
+Image decoding by sensor_msgs encoding semantics, and preprocessing that matches the HF image processor.
+
+Exact comparisons here are of uint8 pixels (lossless codecs, views, PIL's fixed-point resampling: the same on any
+CPU) or of the same code run twice; float outputs of two paths are compared with a tolerance.
+"""
 from __future__ import annotations
 
 import json
@@ -13,8 +18,9 @@ import pytest
 
 import robovision_ros
 from conftest import structured_images
-from robovision_ros.preprocessing import SUPPORTED_ENCODINGS, ImageDecodeError, ImagePreprocessor, \
-    PreprocessConfig, decode_compressed_image, decode_image_msg, decode_raw_image, encode_raw_image
+from robovision_ros.image_codec import SUPPORTED_ENCODINGS, ImageDecodeError, decode_compressed_image, \
+    decode_image_msg, decode_raw_image, encode_raw_image
+from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
 from robovision_ros.synthetic.tiny_models import clip_preprocessor_config, vit_preprocessor_config
 
 EMBEDDED_MODELS = Path(robovision_ros.__file__).parent / 'embedded_models'
@@ -45,7 +51,7 @@ def test_pure_red_as_rgb8_and_bgr8_reaches_model_in_same_channel_order():
     for encoding in ('rgb8', 'bgr8'):
         data, step = encode_raw_image(rgb, encoding)
         inputs.append(preprocessor([decode_raw_image(data, encoding, 64, 64, step)]))
-    np.testing.assert_array_equal(inputs[0], inputs[1])
+    np.testing.assert_array_equal(inputs[0], inputs[1])  # equal uint8 pixels through the same code: exact
     assert inputs[0][0, 0].mean() == pytest.approx(1.0) and inputs[0][0, 2].mean() == pytest.approx(-1.0)
 
 
@@ -276,6 +282,8 @@ def test_geometry_maps_cropped_path_pixels_back_to_source(source_hw):
         sy, sx = geometry.to_source(ys.mean() + 0.5, xs.mean() + 0.5)
         source_pixel = source_hw[0] / 64 * 1.5  # 1.5 model pixels, in source pixels
         assert abs(sy - cy) <= source_pixel and abs(sx - cx) <= source_pixel, ((sy, sx), (cy, cx))
+        # Two paths, but PIL resamples uint8 in fixed-point integer arithmetic: the same result on any CPU. The masks
+        # agree for this image (a white square on black), where the paths' one-step differences sit far from 127.
         np.testing.assert_array_equal(
             model_input > 127, ImagePreprocessor(preprocessor.config, crop_before_resize=False).resize_and_crop(
                 image)[..., 0] > 127)

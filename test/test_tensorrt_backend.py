@@ -23,12 +23,15 @@ import numpy as np
 import pytest
 
 import fake_tensorrt
-from robovision_ros.backends import BackendUnavailableError, check_combination, create_backend, tensorrt_backend
+from robovision_ros.backends import tensorrt_backend
+from robovision_ros.backends.base import BackendUnavailableError
+from robovision_ros.backends.registry import check_combination, create_backend
 from robovision_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from robovision_ros.backends.tensorrt_backend import CudaDevice, TensorRTBackend
 from robovision_ros.backends.engine_cache import EngineCache, EngineKey, file_sha256
 from robovision_ros.model_dir import ModelInfo, read_model_info
-from robovision_ros.backends.onnx_export import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, cached_export, load_export, \
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES
+from robovision_ros.backends.onnx_export import cached_export, load_export, \
     quantize_qdq_int8
 
 GPU_NAME = 'NVIDIA H200 (test double)'
@@ -371,7 +374,8 @@ def test_combinations_outside_the_capability_table_are_rejected_with_its_reason(
                  lambda: TensorRTBackend(info, device, precision, cache)):
         with pytest.raises(BackendUnavailableError) as error:
             load()
-        assert str(error.value) == reason
+        # The constructor states the first clause; the registry adds which other backends run the precision.
+        assert reason.startswith(str(error.value))
     assert trt.CALLS['build'] == 0 and trt.CALLS['parse'] == 0
     assert dataclasses.asdict(tensorrt_backend.CAPABILITIES)['precisions'] == (('cuda', ('fp32', 'fp16', 'int8')),)
 

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from conftest import structured_images
-from robovision_ros.backends import BackendUnavailableError, TritonTarget, create_backend
+from robovision_ros.backends.base import BackendUnavailableError
+from robovision_ros.backends.registry import create_backend
 from robovision_ros.backends.triton_backend import PARAMETER_FINGERPRINT, PARAMETER_PRECISION, TritonModelError, \
-    TritonRequestError, check_served
+    TritonRequestError, TritonTarget, check_served
 from robovision_ros.model_dir import read_model_info
 from ros_harness import NodeProcess, RosTestContext, change_state, get_state, set_parameters, unique_name
 
@@ -61,8 +62,9 @@ def serve_venv(tmp_path_factory) -> Path:
 class TritonServer:
     """robovision_serve in its own process group, on free loopback ports that survive a restart."""
 
-    def __init__(self, model_dir: Path, cache: Path, log_dir: Path, *extra: str) -> None:
-        self.model_dir, self.cache, self.log_dir, self.extra = model_dir, cache, log_dir, extra
+    def __init__(self, model_dir: Path, cache: Path, log_dir: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.model_dir, self.cache, self.log_dir, self.extra, self.env = model_dir, cache, log_dir, extra, env
         self.ports = (free_port(), free_port(), free_port())
         self.url = f'127.0.0.1:{self.ports[0]}'
         self.process: NodeProcess | None = None
@@ -76,7 +78,7 @@ class TritonServer:
         self.process = NodeProcess(
             ['-m', 'robovision_ros.tools.serve', str(self.model_dir), '--cache-dir', str(self.cache),
              '--host', '127.0.0.1', '--grpc-port', str(grpc), '--http-port', str(http), '--metrics-port', str(metrics),
-             '--max-batch', str(MAX_BATCH), *self.extra], self.log_dir / f'serve{self.starts}.log')
+             '--max-batch', str(MAX_BATCH), *self.extra], self.log_dir / f'serve{self.starts}.log', env=self.env)
         deadline = began + timeout_s
         while time.monotonic() < deadline:
             if 'robovision_serve: serving' in self.process.output():
@@ -122,7 +124,7 @@ def test_runtime_modules_import_nothing_from_tools():
     """Serving and benchmarking are tools: no runtime module (backends, nodes, library) imports them."""
     import ast
 
-    package = ROOT / 'robovision_ros'
+    package = ROOT / 'robovision_ros' / 'robovision_ros'
     for path in package.rglob('*.py'):
         if 'tools' in path.relative_to(package).parts:
             continue
@@ -141,7 +143,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_parity_with_the_local_onnxruntime_engine(server, tiny_clip_dir, model_cache):
     from robovision_ros.encoder import PerceptionEncoder
 
-    remote = PerceptionEncoder(str(tiny_clip_dir), 'triton', triton=TritonTarget(server.url, timeout_ms=5000))
+    remote = PerceptionEncoder(str(tiny_clip_dir), 'triton',
+                               options=TritonTarget(server.url, timeout_ms=5000).options())
     local = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', cache_dir=model_cache)
     try:
         # Pixels travel as fp16 (robovision_serve's default); the bound holds with it.
@@ -208,13 +211,13 @@ def test_served_configs_are_checked_against_the_node_model(server, tiny_clip_dir
 def test_load_fails_with_one_clear_reason(server, tiny_clip_dir):
     info = read_model_info(str(tiny_clip_dir))
     with pytest.raises(TritonModelError, match=f"Triton server {server.url} has no model 'nope_image' ready"):
-        create_backend(info, 'triton', triton=TritonTarget(server.url, 'nope'))
+        create_backend(info, 'triton', options=TritonTarget(server.url, 'nope').options())
     with pytest.raises(TritonModelError, match=r'runs fp32; this node asks for int8 \(set precision:=fp32\)'):
-        create_backend(info, 'triton', precision='int8', triton=TritonTarget(server.url))
+        create_backend(info, 'triton', precision='int8', options=TritonTarget(server.url).options())
     port = free_port()
     began = time.monotonic()
     with pytest.raises(BackendUnavailableError, match=f'Triton server 127.0.0.1:{port}: unreachable'):
-        create_backend(info, 'triton', triton=TritonTarget(f'grpc://127.0.0.1:{port}', timeout_ms=3000))
+        create_backend(info, 'triton', options=TritonTarget(f'grpc://127.0.0.1:{port}', timeout_ms=3000).options())
     assert time.monotonic() - began < 3.0
     # A server that accepts the connection but never answers: the request ends at its timeout.
     with socket.socket() as silent:
@@ -222,13 +225,14 @@ def test_load_fails_with_one_clear_reason(server, tiny_clip_dir):
         silent.listen()
         began = time.monotonic()
         with pytest.raises(BackendUnavailableError, match='no answer within 500 ms'):
-            create_backend(info, 'triton', triton=TritonTarget(f'127.0.0.1:{silent.getsockname()[1]}', timeout_ms=500))
+            create_backend(info, 'triton',
+                           options=TritonTarget(f'127.0.0.1:{silent.getsockname()[1]}', timeout_ms=500).options())
         assert time.monotonic() - began < 2.0
 
 
 def test_a_hung_server_costs_a_request_its_timeout_and_no_more(server, tiny_clip_dir):
     info = read_model_info(str(tiny_clip_dir))
-    backend = create_backend(info, 'triton', triton=TritonTarget(server.url, timeout_ms=500))
+    backend = create_backend(info, 'triton', options=TritonTarget(server.url, timeout_ms=500).options())
     pixels = np.zeros((1, 3, info.image_size, info.image_size), np.float32)
     try:
         backend.encode_image(pixels)
@@ -252,6 +256,31 @@ def test_a_hung_server_costs_a_request_its_timeout_and_no_more(server, tiny_clip
         assert backend.health() is None
     finally:
         backend.close()
+
+
+def test_a_killed_server_leaves_no_workspace_behind_after_the_next_start(
+        serve_venv, tiny_clip_dir, model_cache, tmp_path):
+    import shutil
+    import tempfile
+
+    # Short: pytriton's sockets live in the workspace, and a Unix socket path has at most 107 characters.
+    home = Path(tempfile.mkdtemp(prefix='rvpt', dir='/tmp'))
+    server = TritonServer(tiny_clip_dir, model_cache, tmp_path, env={'PYTRITON_HOME': str(home)})
+    root = home / 'robovision_serve'
+    try:
+        server.start()
+        (killed,) = list(root.iterdir())
+        server.signal(signal.SIGKILL)
+        server.process.process.wait(timeout=20.0)
+        assert killed.is_dir() and sum(f.stat().st_size for f in killed.rglob('*') if f.is_file()) > 0
+        server.start()
+        (current,) = list(root.iterdir())  # the dead server's workspace was removed at this start
+        assert current != killed and not killed.exists()
+        server.stop()
+        assert not current.exists()  # a server that stops normally removes its own
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_export_repository_for_a_stock_tritonserver(serve_venv, tiny_clip_dir, model_cache, tmp_path):
@@ -310,7 +339,7 @@ def test_export_repository_for_a_stock_tritonserver(serve_venv, tiny_clip_dir, m
 def _frame(rgb, stamp: int):
     from sensor_msgs.msg import Image
 
-    from robovision_ros.preprocessing import encode_raw_image
+    from robovision_ros.image_codec import encode_raw_image
 
     data, step = encode_raw_image(rgb, 'bgr8')
     msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='bgr8', step=step, data=data)
@@ -327,7 +356,7 @@ class ClipNode:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        from robovision_ros.msg import ZeroShotLabels
+        from robovision_msgs.msg import ZeroShotLabels
 
         namespace = unique_name('/rvtriton')
         topic = namespace + '/camera/image_raw'
@@ -447,7 +476,8 @@ def test_server_stop_and_return_during_a_stream(server, ros, lone_node):
     Check that a server that stops and returns during a stream is survived.
 
     Frames fail and are counted while the server is gone, /diagnostics says ERROR with the reason, services
-    answer, and results resume by themselves when the server is back (same address).
+    answer, and results resume by themselves when the server is back (same address). A vocabulary set while the
+    server is gone is retried until it is in use, and the outage is logged without tracebacks.
     """
     from diagnostic_msgs.msg import DiagnosticStatus
 
@@ -478,14 +508,29 @@ def test_server_stop_and_return_during_a_stream(server, ros, lone_node):
     assert result.successful and time.monotonic() - began < 5.0
     logged = [line for line in node.process.output().splitlines() if 'inference failed' in line and reason in line]
     assert len(logged) == 1, logged  # once per cause, however many frames fail
+    # A vocabulary set now cannot be encoded (the text encoder is on the server): accepted, reported, retried.
+    (result,) = set_parameters(ros, node.node, {'labels': ['red cup', 'green ball']})
+    assert result.successful
+
+    def vocabulary_failing() -> bool:
+        status = _status(ros, node.node)
+        values = {kv.key: kv.value for kv in status.values} if status else {}
+        return values.get('vocabulary_pending') == 'True' and 'unreachable' in values.get('vocabulary_error', '')
+
+    assert ros.spin_until(vocabulary_failing, 15.0), _status(ros, node.node)
 
     server.start()
+    deadline = time.monotonic() + 40.0
     out = node.serve_frame(timeout_s=30.0)
-    assert list(out.labels) == ['red cup']
+    while list(out.labels) != ['red cup', 'green ball'] and time.monotonic() < deadline:
+        out = node.serve_frame(timeout_s=30.0)
+    assert list(out.labels) == ['red cup', 'green ball'], 'the vocabulary set during the outage was never applied'
     assert node.process.alive()
+    assert 'Traceback' not in node.process.output(), node.process.output()[-3000:]
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline and failing():
         ros.spin_until(lambda: False, 0.5)
+    assert ros.spin_until(lambda: not vocabulary_failing() and _status(ros, node.node).level == DiagnosticStatus.OK,
+                          10.0), _status(ros, node.node)
     status = _status(ros, node.node)
-    assert status.level != DiagnosticStatus.ERROR
     assert {kv.key: kv.value for kv in status.values}['backend_health'] == 'ok'
