@@ -82,6 +82,8 @@ def test_lora_clip_output_loads_like_any_model(tiny_clip_dir, model_cache, tmp_p
     assert [Path(s['path']).name for s in report['skipped_images']] == ['broken.png']
     assert report['trainable_params'] < report['total_params'] / 10 and report['adapter_bytes'] > 0
     assert 0 <= report['val_accuracy_after'] <= 1 and (out / 'report.md').is_file()
+    assert report['training_cpu_s'] > 0
+    assert f"({report['training_cpu_s']:.0f} s of CPU)" in (out / 'report.md').read_text()
     info = read_model_info(str(out))
     assert info.model_type == 'clip' and info.fingerprint != read_model_info(str(tiny_clip_dir)).fingerprint
     base, tuned = load_file(str(tiny_clip_dir / 'model.safetensors')), load_file(str(out / 'model.safetensors'))

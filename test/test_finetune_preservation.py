@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robovision_ros.tools.finetune import REPLAY, FinetuneOptions, finetune, load_dataset
+from robovision_ros.tools.finetune import DEFAULT_REPLAY_WEIGHT, REPLAY, REPLAY_SEED, FinetuneOptions, finetune, \
+    load_dataset
 from test_finetune import make_folder, quick
 
 
@@ -42,11 +43,12 @@ def test_new_labels_only_data_keeps_the_old_world_by_default(kind, tiny_clip_dir
         return original(self, pixels, targets, base_image)
 
     monkeypatch.setattr(TrainableModel, 'loss', spy)
-    tuned = {}
+    tuned, kept = {}, {}
     for name, extra in (('default', {}), ('off', dict(replay=0.0, preserve_weight=0.0))):
         options = quick('adapter', steps=40, batch=8, lr=2e-2, replay_scenes=8, preserve_views=2, **extra)
-        finetune(model_dir, data, tmp_path / name, options, progress=False, log=lambda _: None)
+        report = finetune(model_dir, data, tmp_path / name, options, progress=False, log=lambda _: None)
         tuned[name] = old_world_embeddings(str(tmp_path / name))
+        kept[name] = report['preservation'], (tmp_path / name / 'report.md').read_text()
     base = old_world_embeddings(model_dir)
     # Every batch of the default run ends with two replayed scenes (25 % of 8); the run without has none.
     assert all(t[-2:] == [REPLAY, REPLAY] and min(t[:-2]) >= 0 for t in seen[:40])
@@ -54,6 +56,15 @@ def test_new_labels_only_data_keeps_the_old_world_by_default(kind, tiny_clip_dir
     drift = {name: float(np.mean(1 - np.sum(e * base, axis=1))) for name, e in tuned.items()}
     assert drift['off'] > 0.01  # training moved the old world ...
     assert drift['default'] < 0.2 * drift['off'], drift  # ... and replay keeps it much closer to the base model
+    # The report says what was kept, and says so when nothing was.
+    (default, default_md), (off, off_md) = kept['default'], kept['off']
+    assert default['replay'] == {'share_of_batch': 0.25, 'scenes': 8, 'views_per_scene': 2,
+                                 'weight': DEFAULT_REPLAY_WEIGHT[kind], 'seed': REPLAY_SEED,
+                                 **({'zero_shot_weight': 1.0} if kind == 'clip' else {})}
+    assert len(default['reference_vocabulary']) == (20 if kind == 'clip' else 0)
+    assert 'generated scenes of its world (8 x 2 views, 25 % of each batch' in default_md
+    assert off == {'known_labels': [], 'reference_vocabulary': [], 'replay': None}
+    assert 'nothing: what the base model knew may be lost' in off_md
 
 
 def test_the_reference_vocabulary_is_kept_and_contrasted(tiny_clip_dir, tmp_path):

@@ -14,6 +14,12 @@ keeps what the base model already knew (the text and image embeddings of labels 
 was; composites (two images of known labels side by side, `--mix`) keep what it did with several objects in view.
 What the base model makes of those images comes from a pool drawn once before training (`--preserve-views`
 augmentations of each known-label image, and composites of them), so it is not run again at every step.
+Preservation that needs nothing from the user is on by default for both model types and both methods: a quarter of
+each batch (`--replay`) is generated scenes of the base model's own world (robovision_ros.synthetic.scenes), kept
+where the base model puts them (CLIP: image embedding, its zero-shot ranking among a reference vocabulary with the
+new labels under it, and the new labels under the presence threshold; ViT: the CLS feature), and for CLIP the text
+embeddings of that reference vocabulary (`--reference-labels`, default the 20 labels of that world) are kept too.
+The report says what was kept.
 Each training batch is randomly mirrored, zoomed and shifted. A ViT gets a classification head on its CLS token
 while its backbone is adapted.
 
@@ -495,6 +501,28 @@ class TrainableModel:
                     PRESENCE_SHARPNESS * (absent - PRESENCE_THRESHOLD), absent.new_zeros(absent.shape))
         return loss
 
+    def preservation(self, dataset: Dataset) -> dict[str, Any]:
+        """
+        Say what this run kept where the base model put it (report.json's 'preservation').
+
+        'known_labels': labels of the data the base model already knew (CLIP: their prompts and images kept);
+        'reference_vocabulary': prompts whose text embeddings were kept (CLIP); 'replay': the generated scenes of
+        the base model's world kept (None when off). Empty lists and None together: nothing was kept.
+        """
+        options = self.options
+        kept_text = options.preserve_weight != 0 and self.known is not None
+        replay = None
+        if options.replay != 0:
+            replay = {'share_of_batch': options.replay, 'scenes': options.replay_scenes,
+                      'views_per_scene': options.preserve_views, 'weight': self.replay_weight,
+                      'seed': REPLAY_SEED}
+            if self.info.model_type == 'clip':
+                replay['zero_shot_weight'] = options.replay_zero_shot_weight
+        return {'known_labels': [label for label, known in zip(dataset.labels, self.known.tolist()) if known]
+                if kept_text else [],
+                'reference_vocabulary': list(self.reference_prompts) if kept_text else [],
+                'replay': replay}
+
     def kept_text_rows(self) -> Any:
         """CLIP: the prompts whose text embeddings preservation keeps: known labels' and the reference vocabulary."""
         import torch
@@ -835,13 +863,14 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
     """
     preprocessor = ImagePreprocessor(PreprocessConfig.from_model_dir(model.info.path))
     began = time.monotonic()  # training time counts preprocessing and the base model's passes (known labels, pool)
+    cpu_began = time.process_time()  # and the CPU time this process spends on it, which other jobs do not inflate
     out.mkdir(parents=True, exist_ok=True)
     pixels = PixelStore((e.image() for e in dataset.train), preprocessor, out)
     replay = None
     try:
         if model.options.replay != 0:
             replay = PixelStore(replay_scenes(model.options.replay_scenes), preprocessor, out)
-        return _train(model, dataset, pixels, replay, out, began, resume, stop_after, progress)
+        return _train(model, dataset, pixels, replay, out, (began, cpu_began), resume, stop_after, progress)
     finally:
         pixels.close()
         if replay is not None:
@@ -849,7 +878,7 @@ def train(model: TrainableModel, dataset: Dataset, out: Path, resume: bool = Fal
 
 
 def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, replay: Optional[PixelStore], out: Path,
-           began: float, resume: bool, stop_after: Optional[int], progress: bool) -> dict[str, Any]:
+           began: tuple[float, float], resume: bool, stop_after: Optional[int], progress: bool) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
@@ -873,7 +902,7 @@ def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, replay: 
     # Drawn from the seed before any checkpoint's generator state is restored: a resumed run has the same pool.
     pool = PreservationPool(model, pixels, known, generator) if len(known) else None
     replay_pool = ReplayPool(model, replay, generator) if replayed else None
-    start_step, elapsed = 0, 0.0
+    start_step, elapsed, cpu_elapsed = 0, 0.0, 0.0
     if saved is not None:
         with torch.no_grad():
             for name, value in saved['trainable'].items():
@@ -882,8 +911,9 @@ def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, replay: 
         generator.set_state(saved['generator'])
         torch.set_rng_state(saved['torch_rng'])
         start_step, elapsed = saved['step'], saved['elapsed_s']
+        cpu_elapsed = saved.get('cpu_s', 0.0)  # absent from checkpoints written before it was recorded
     model.core.train()
-    started = began - elapsed
+    started, cpu_started = began[0] - elapsed, began[1] - cpu_elapsed
     bar = tqdm(total=options.steps, initial=start_step, disable=not progress, desc=f'{options.method}',
                unit='step', dynamic_ncols=True)
     loss_value: Optional[float] = None
@@ -921,6 +951,7 @@ def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, replay: 
             if done % options.checkpoint_every == 0 or done == end or stop.requested:
                 save_checkpoint({'step': done, 'options': options.identity(),
                                  'elapsed_s': time.monotonic() - started,
+                                 'cpu_s': time.process_time() - cpu_started,
                                  'trainable': {k: v.detach().cpu() for k, v in params.items()},
                                  'optimizer': optimizer.state_dict(), 'generator': generator.get_state(),
                                  'torch_rng': torch.get_rng_state()}, checkpoint)
@@ -929,6 +960,7 @@ def _train(model: TrainableModel, dataset: Dataset, pixels: PixelStore, replay: 
     bar.close()
     model.core.eval()
     return {'steps': done, 'final_loss': loss_value, 'training_s': time.monotonic() - started,
+            'training_cpu_s': time.process_time() - cpu_started,
             'interrupted': stop.requested,
             'trainable_params': int(sum(p.numel() for p in params.values())),
             'total_params': int(sum(p.numel() for p in model.core.parameters()))}
@@ -1106,6 +1138,7 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
         **{k: v for k, v in training.items() if k != 'interrupted'}, **sizes, 'base_model_bytes': model_bytes,
         'adapter_fraction_of_model': sizes['adapter_bytes'] / max(model_bytes, 1),
         'val_accuracy_after': validation_accuracy(str(out), dataset),
+        'preservation': model.preservation(dataset),
     }
     if info.model_type == 'clip':
         report['val_accuracy_before'] = validation_accuracy(model_id, dataset)
@@ -1118,6 +1151,24 @@ def finetune(model_id: str, data: Path, out: Path, options: FinetuneOptions = Fi
     return report
 
 
+def preservation_text(preservation: Optional[dict[str, Any]]) -> str:
+    """Say in one line what a run kept where the base model put it (its report's 'preservation')."""
+    if preservation is None:
+        return 'not recorded'
+    parts = []
+    replay = preservation['replay']
+    if replay is not None:
+        parts.append(f"generated scenes of its world ({replay['scenes']} x {replay['views_per_scene']} views, "
+                     f"{100 * replay['share_of_batch']:g} % of each batch, weight {replay['weight']:g}"
+                     + (f", zero-shot ranking {replay['zero_shot_weight']:g}" if 'zero_shot_weight' in replay else '')
+                     + ')')
+    if preservation['reference_vocabulary']:
+        parts.append(f"the text embeddings of {len(preservation['reference_vocabulary'])} reference prompts")
+    if preservation['known_labels']:
+        parts.append(f"the labels of your data it already knew ({', '.join(preservation['known_labels'])})")
+    return '; '.join(parts) if parts else 'nothing: what the base model knew may be lost (--replay 0)'
+
+
 def write_report(out: Path, report: dict[str, Any]) -> None:
     """report.json and a short report.md next to the model; what was not measured is left out, never 'nan'."""
     (out / 'report.json').write_text(json.dumps(report, indent=2, allow_nan=False))
@@ -1127,7 +1178,9 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
             ('trainable parameters', f"{report['trainable_params']:,} of {report['total_params']:,}"),
             ('adapter size', f"{report['adapter_bytes']:,} bytes ({100 * report['adapter_fraction_of_model']:.1f} % "
                              f"of the base model's {report['base_model_bytes']:,})"),
-            ('training time', f"{report['training_s']:.0f} s, {report['steps']} steps"),
+            ('training time', f"{report['training_s']:.0f} s wall-clock ({report['training_cpu_s']:.0f} s of CPU), "
+                              f"{report['steps']} steps"),
+            ('kept where the base model put them', preservation_text(report.get('preservation'))),
             ('skipped images', len(report['skipped_images']))]
     for key in ('heldout_before', 'heldout_after'):
         if key in report:
@@ -1142,6 +1195,10 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     if report['model_type'] == 'vit':
         lines += ['', 'The base ViT has no classification head for these labels, so there is no "before" top-1; the '
                   'frozen backbone with a linear head fitted on the same split is the baseline.']
+    if 'heldout_before' in report:
+        lines += ['', "Held out before/after: the base model's own world (generated scenes of "
+                  'robovision_ros.synthetic.scenes from seeds neither training nor replay uses, as robovision_evaluate '
+                  'renders them), measured through the encoder the nodes use: what preservation is for.']
     lines += [''] + [f"- skipped {s['path']}: {s['reason']}" for s in report['skipped_images']]
     (out / 'report.md').write_text('\n'.join(lines).rstrip() + '\n')
 
