@@ -41,6 +41,12 @@ if 'ROBOVISION_TEST_DOMAIN_ID' not in os.environ:
 os.environ['ROS_DOMAIN_ID'] = os.environ['ROBOVISION_TEST_DOMAIN_ID']
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.pop('ROS_LOCALHOST_ONLY', None)
+# Nodes run as the launch file and scripts/demo run them: with the shipped Fast DDS profile. Without it a camera-sized
+# frame (480x640 bgr8 is 921,600 bytes) does not fit Fast DDS's default 512 KB shared-memory segment and goes over UDP
+# fragments, which best-effort (sensor-data QoS) loses under load: on CI a 480x640 detector test went 30 s without a
+# frame arriving. test_dds_profile.py measures the difference; an explicitly set profile (even empty) wins.
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'robovision_ros', 'config', 'fastdds_profile.xml'))
 
 # The image codec sets OpenCV's decoder limits in the environment, which OpenCV reads once when it loads: import it
 # before any test module imports cv2 (a node process imports it before cv2 too).
@@ -73,6 +79,36 @@ def tiny_vit_dir(tmp_path_factory):
     from robovision_ros.synthetic.tiny_models import make_tiny_vit
 
     return make_tiny_vit(tmp_path_factory.mktemp('tiny_vit'), image_size=64, patch_size=8)
+
+
+@pytest.fixture(scope='session')
+def tiny_siglip_dir(tmp_path_factory):
+    """Make a randomly initialised SigLIP model directory (CLIP-format BPE tokenizer files)."""
+    from robovision_ros.synthetic.tiny_models import make_tiny_siglip
+
+    return make_tiny_siglip(tmp_path_factory.mktemp('tiny_siglip'), TINY_CORPUS, image_size=64, patch_size=8)
+
+
+@pytest.fixture(scope='session')
+def tiny_siglip2_dir(tmp_path_factory):
+    """Make a random fixed-resolution SigLIP 2 layout: SiglipModel weights with a tokenizer.json alone."""
+    from robovision_ros.synthetic.tiny_models import make_tiny_siglip
+
+    return make_tiny_siglip(tmp_path_factory.mktemp('tiny_siglip2'), TINY_CORPUS, image_size=64, patch_size=8,
+                            tokenizer='word', seed=1)
+
+
+# DINO families by transformers model_type; each directory made once per run by `tiny_dino_dir`.
+DINO_KINDS = ('dinov2', 'dinov2_with_registers', 'dinov3_vit')
+
+
+@pytest.fixture(scope='session')
+def tiny_dino_dirs(tmp_path_factory):
+    """Make random DINOv2, DINOv2-with-registers and DINOv3 directories (4 registers each where the family has them)."""
+    from robovision_ros.synthetic.tiny_models import make_tiny_dino
+
+    return {kind: make_tiny_dino(tmp_path_factory.mktemp(kind), kind, image_size=64, patch_size=8)
+            for kind in DINO_KINDS}
 
 
 @pytest.fixture(scope='session')

@@ -218,7 +218,7 @@ def test_int8_gate_passes_on_the_tiny_model(tiny_clip_dir, model_cache):
     int8 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'int8', model_cache, int8_min_cosine=0.99)
     accuracy = int8.backend.int8_accuracy
     assert accuracy is not None and 0.99 <= accuracy.worst < 1.0
-    assert accuracy.worst == min(accuracy.global_cosine, accuracy.patch_cosine)
+    assert accuracy.worst == min(accuracy.cosine('global_embedding'), accuracy.cosine('patch_tokens'))
     fp32 = PerceptionEncoder(str(tiny_clip_dir), 'onnxruntime', 'cpu', 'fp32', model_cache)
     assert fp32.backend.int8_accuracy is None
 

@@ -15,13 +15,13 @@ PROFILE = (('pixel_values', (1, 3, 224, 224), (1, 3, 224, 224), (4, 3, 224, 224)
 
 def _key(**changes):
     key = EngineKey(onnx_sha256='ab' * 32, tensorrt_version='10.9.0', gpu_name='NVIDIA H100', compute_capability='9.0',
-                    precision='fp16', profile=PROFILE)
+                    precision='fp16', profile=PROFILE, family='clip')
     return dataclasses.replace(key, **changes)
 
 
 @pytest.mark.parametrize('change', [
     {'onnx_sha256': 'cd' * 32}, {'tensorrt_version': '11.0.0'}, {'gpu_name': 'NVIDIA H200'},
-    {'compute_capability': '8.9'}, {'precision': 'fp32'},
+    {'compute_capability': '8.9'}, {'precision': 'fp32'}, {'family': 'siglip'},
     {'profile': (('pixel_values', (1, 3, 224, 224), (2, 3, 224, 224), (8, 3, 224, 224)),)},
 ])
 def test_every_key_field_changes_the_digest(change):

@@ -81,3 +81,18 @@ def test_openvino_int8_export_on_your_own_frames_is_what_the_node_loads(tiny_cli
     assert json.loads((backend.ir.directory / 'meta.json').read_text())['calibration_digest'] == meta[
         'calibration_digest']
     backend.close()
+
+
+def test_export_siglip_and_dinov3(tiny_siglip_dir, tiny_dino_dirs, tmp_path, capsys):
+    """The same CLI for the other families: files, family and bias recorded, fp32 parity printed."""
+    import json
+
+    for name, model in (('siglip', tiny_siglip_dir), ('dinov3', tiny_dino_dirs['dinov3_vit'])):
+        out = tmp_path / name
+        assert main([str(model), '--out', str(out)]) == 0
+        printed = capsys.readouterr().out
+        metadata = json.loads((out / 'export.json').read_text())
+        assert metadata['family'] == name and (out / 'text_encoder.onnx').is_file() == (name == 'siglip')
+        assert metadata['logit_bias'] == (-10.0 if name == 'siglip' else 0.0)
+        fp32 = re.search(r'parity vs PyTorch fp32 \(fp32\): patch_tokens max abs diff ([0-9.e-]+)', printed)
+        assert fp32 and float(fp32.group(1)) <= 1e-4, printed

@@ -14,7 +14,8 @@ from robovision_ros.backends import openvino_backend
 from robovision_ros.backends.accuracy_gate import Int8AccuracyError, probe_images
 from robovision_ros.backends.base import INT8_STATIC_NNCF, BackendUnavailableError
 from robovision_ros.backends.onnx_export import PARTIAL_PREFIX
-from robovision_ros.backends.openvino_backend import INT8_RECIPE, OpenVinoBackend, ir_for, openvino_root
+from robovision_ros.backends.openvino_backend import INT8_RECIPE, OpenVinoBackend, image_int8_recipe, ir_for, \
+    openvino_root
 from robovision_ros.backends.registry import backend_capabilities, create_backend
 from robovision_ros.encoder import PerceptionEncoder
 from robovision_ros.model_dir import read_model_info
@@ -119,6 +120,24 @@ def test_the_gate_compares_with_openvino_fp32_without_onnxruntime(tiny_clip_dir,
     backend = create_backend(read_model_info(str(tiny_clip_dir)), 'openvino', 'cpu', 'int8', model_cache)
     assert backend.int8_accuracy is not None
     backend.close()
+
+
+def test_int8_keeps_the_family_float_scopes_in_float(tmp_path):
+    """SigLIP's attention-pooling attention stays float in the int8 IR (its recipe says so); the rest is quantized."""
+    import openvino as ov
+
+    info = read_model_info('embedded:tiny_siglip')
+    assert image_int8_recipe(read_model_info('embedded:tiny_clip')) == INT8_RECIPE  # CLIP declares no scope
+    image, _ = ir_for(info, tmp_path, 'int8')
+    assert image.meta['recipe'] == image_int8_recipe(info) == f'{INT8_RECIPE}+float:.*/vision_model/head/attention/.*'
+    model = ov.Core().read_model(str(image.xml))
+    head_inputs = {op.get_friendly_name(): [i.get_source_output().get_node().get_type_name() for i in op.inputs()]
+                   for op in model.get_ops() if op.get_type_name() == 'MatMul'
+                   and op.get_friendly_name().startswith('/vision_model/head/')}
+    attention = {name: kinds for name, kinds in head_inputs.items() if '/head/attention/' in name}
+    mlp = {name: kinds for name, kinds in head_inputs.items() if '/head/mlp/' in name}
+    assert attention and all('FakeQuantize' not in kinds for kinds in attention.values()), attention
+    assert mlp and all('FakeQuantize' in kinds for kinds in mlp.values()), mlp
 
 
 def test_ir_cache_entries_record_their_recipe_and_calibration(tiny_clip_dir, tmp_path):

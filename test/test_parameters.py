@@ -13,7 +13,7 @@ import pytest
 from robovision_ros.parameters import FIXED, LIVE, ParameterError, ParameterRule, ParameterSpec, ParameterTable, \
     build_settings, markdown_table
 from robovision_ros.settings import ClipSettings, FeatureSettings, LoadSettings, WorkerSettings, clip_table, \
-    feature_table
+    detector_table, feature_table
 
 CLIP = clip_table()
 FEATURES = feature_table()
@@ -72,6 +72,14 @@ def _accepted(table: ParameterTable, **changes) -> dict:
     ({'cuda_graphs': True}, 'cuda_graphs needs backend torch on device cuda'),
     ({'model': '   '}, 'model: must name a model directory'),
     ({'int8_min_cosine': 1.5}, 'int8_min_cosine'),
+    ({'presence_probability': 1.5}, 'presence_probability: 1.5 is out of range 0 .. 1'),
+    ({'presence_probability': -0.1}, 'presence_probability'),
+    ({'input_mode': 'zoom'}, "input_mode: 'zoom' not supported; supported: crop, full_frame"),
+    ({'input_mode': 'full_frame', 'backend': 'onnxruntime'},
+     'input_mode full_frame needs a backend without a fixed input size (torch); onnxruntime engines take the '
+     'native size only'),
+    ({'backend': 'tensorrt', 'device': 'cuda', 'input_mode': 'full_frame'}, 'tensorrt engines take the native size'),
+    ({'output_dtype': 'int8'}, "output_dtype: 'int8' not supported"),
 ])
 def test_clip_perception_refuses_wrong_values_with_the_reason(changes, reason):
     assert reason in _refusal(CLIP, **changes)
@@ -117,6 +125,26 @@ def test_a_wrong_value_not_being_changed_does_not_block_other_changes():
         CLIP.validate(values)  # configure validates everything
 
 
+def test_full_frame_is_accepted_where_the_backend_runs_other_sizes():
+    assert _accepted(CLIP, input_mode='full_frame', backend='torch')['input_mode'] == 'full_frame'
+    assert _accepted(FEATURES, input_mode='full_frame', backend='auto')['input_mode'] == 'full_frame'  # at configure
+    assert 'fixed input size' in _refusal(FEATURES, input_mode='full_frame', backend='triton', triton_url='host')
+
+
+def test_input_mode_is_the_encoder_nodes_own():
+    """The detector sees its model's own input (OWLv2 pads to a square): it declares no input_mode."""
+    detector = detector_table()
+    assert 'input_mode' in CLIP and 'input_mode' in FEATURES and 'input_mode' not in detector
+    assert LoadSettings.from_values(detector.defaults()).input_mode is None
+
+
+def test_presence_threshold_follows_the_family_scoring():
+    """One threshold per kind of score: a cosine for softmax families (CLIP), a probability for sigmoid (SigLIP)."""
+    settings = build_settings(ClipSettings, _accepted(CLIP, presence_threshold=0.3, presence_probability=0.7))
+    assert settings.threshold_for('softmax') == 0.3 and settings.threshold_for('sigmoid') == 0.7
+    assert ClipSettings().threshold_for('softmax') == 0.25 and ClipSettings().threshold_for('sigmoid') == 0.5
+
+
 def test_settings_defaults_are_the_table_defaults():
     clip, features = CLIP.defaults(), FEATURES.defaults()
     assert WorkerSettings() == build_settings(WorkerSettings, clip)
@@ -124,6 +152,7 @@ def test_settings_defaults_are_the_table_defaults():
     assert FeatureSettings() == build_settings(FeatureSettings, features)
     load = LoadSettings.from_values(clip)
     assert (load.model, load.backend, load.device, load.precision) == ('embedded:tiny_clip', 'auto', 'cpu', 'fp32')
+    assert load.input_mode == 'crop' and not ClipSettings().patch_features
     assert set(load.backend_options) == {'triton_url', 'triton_model', 'triton_timeout_ms', 'cuda_graphs',
                                          'openvino_device'}
     assert FEATURES.defaults()['model'] == 'embedded:tiny_vit'
@@ -161,9 +190,9 @@ def _generated_section(text: str, name: str) -> str:
 
 
 def test_the_architecture_doc_tables_are_generated_from_the_tables():
-    from robovision_ros.tools.parameter_docs import USED_BY, node_tables
+    from robovision_ros.tools.parameter_docs import node_tables, used_by
 
     doc = (Path(__file__).resolve().parents[1] / 'docs' / 'architecture.md').read_text()
     for name, specs in node_tables().items():
-        assert _generated_section(doc, name) == markdown_table(specs, USED_BY), \
+        assert _generated_section(doc, name) == markdown_table(specs, used_by(name)), \
             f'docs/architecture.md is stale: run robovision_parameter_docs --write ({name})'

@@ -122,7 +122,8 @@ def test_sections_that_match_no_node_are_named_with_the_fix():
 def test_the_shipped_config_applies_under_any_namespace():
     sections = load_sections(str(CONFIG))
     for namespace in ('/', '/robot2', '/fleet/robot2'):
-        fqns = [namespace.rstrip('/') + f'/{name}' for name in ('clip_perception', 'feature_extractor')]
+        fqns = [namespace.rstrip('/') + f'/{name}'
+                for name in ('clip_perception', 'feature_extractor', 'open_vocab_detector')]
         assert unmatched_sections(sections, fqns, namespace) == []
         assert parameter_value(sections, fqns[0], 'image_topics') == ['camera/image_raw']  # relative
         assert parameter_value(sections, fqns[0], 'debug_image') is False
@@ -194,7 +195,7 @@ def test_launch_namespace_argument_and_the_warnings(tmp_path):
                                                             'params_file': str(bare)})
     assert module._node_namespace(context) == '/robot2'
     assert warnings == [unmatched_warning(str(bare), ['clip_perception'], [
-        '/robot2/clip_perception', '/robot2/feature_extractor', '/robot2/image_source'])]
+        '/robot2/clip_perception', '/robot2/feature_extractor', '/robot2/open_vocab_detector', '/robot2/image_source'])]
 
     # The shipped config under a namespace pushed by an enclosing launch: nodes under both, no section warning.
     module, context, actions, warnings = _launch(tmp_path, {'namespace': 'robot2', 'image_topics': '/abs/image_raw'},

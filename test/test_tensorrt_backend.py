@@ -104,7 +104,8 @@ def _image_key(info: ModelInfo, cache: Path, precision: str = 'fp32', onnx: str 
     path = (export_dir or cache / 'onnx' / info.fingerprint) / onnx
     return EngineKey(onnx_sha256=file_sha256(path), tensorrt_version='10.9.0', gpu_name=GPU_NAME,
                      compute_capability='9.0', precision=precision,
-                     profile=((PIXEL_VALUES, (1, 3, size, size), (1, 3, size, size), (4, 3, size, size)),))
+                     profile=((PIXEL_VALUES, (1, 3, size, size), (1, 3, size, size), (4, 3, size, size)),),
+                     family=info.family)
 
 
 def _engines(cache: Path) -> list[str]:
@@ -395,3 +396,41 @@ def test_export_cli_builds_the_engine_from_the_files_it_wrote(trt, tiny_clip_dir
     assert f'TensorRT engine ready, key {key.digest}' in capsys.readouterr().out
     assert EngineCache(out / 'tensorrt').load(key, 'image_encoder') is not None
     assert not (out / 'onnx').exists() and trt.CALLS['build'] == 2
+
+
+@pytest.mark.parametrize('kind', ['siglip', 'dinov2', 'dinov2_with_registers', 'dinov3_vit'])
+@pytest.mark.parametrize('precision', ['fp32', 'fp16'])
+def test_every_family_builds_and_runs_its_engines(trt, kind, precision, tiny_siglip_dir, tiny_dino_dirs, model_cache,
+                                                  tmp_path):
+    """Each family's export through the engine path: keys naming the family, text engine for SigLIP, its bias."""
+    model_dir = tiny_siglip_dir if kind == 'siglip' else tiny_dino_dirs[kind]
+    info = read_model_info(str(model_dir))
+    cache = _private_cache(model_dir, model_cache, tmp_path)
+    backend = TensorRTBackend(info, 'cuda', precision, cache)
+    onnx_name = 'image_encoder.onnx' if precision == 'fp32' else f'image_encoder.{precision}.onnx'
+    assert backend.cache_key == _image_key(info, cache, precision, onnx_name).digest
+    assert _stored_key(cache, backend.cache_key)['family'] == info.family
+    assert trt.CALLS['build'] == (2 if info.has_text else 1) and (backend.text_engine is not None) == info.has_text
+    assert (backend.logit_bias, backend.logit_scale) == ((-10.0, 10.0) if info.has_text else (0.0, 1.0))
+    pixels = np.random.default_rng(0).standard_normal((2, 3, info.image_size, info.image_size)).astype(np.float32)
+    reference = OnnxRuntimeBackend(info, 'cpu', 'fp32', cache)
+    ours, theirs = backend.encode_image(pixels), reference.encode_image(pixels)
+    assert ours.patch_tokens.shape == theirs.patch_tokens.shape == (2, 64, info.patch_dim)
+    # The double runs the fp32 file in ONNX Runtime (equal to rounding) and the fp16 file with fp16 weights and
+    # math: held to a cosine, as reduced precision is.
+    if precision == 'fp32':
+        np.testing.assert_allclose(ours.global_embedding, theirs.global_embedding, rtol=1e-5, atol=1e-5)
+    else:
+        cosine = (ours.global_embedding * theirs.global_embedding).sum(1) / (
+            np.linalg.norm(ours.global_embedding, axis=1) * np.linalg.norm(theirs.global_embedding, axis=1))
+        assert cosine.min() > 0.99
+    reference.close()
+    backend.close()
+
+
+def _stored_key(cache: Path, digest: str) -> dict:
+    """Return the key sidecar of the image engine stored under `digest` in `cache`."""
+    import json
+
+    (sidecar,) = (cache / 'tensorrt').glob(f'image_encoder.*.{digest}.json')
+    return json.loads(sidecar.read_text())

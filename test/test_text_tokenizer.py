@@ -17,11 +17,16 @@ TEXTS = ['a photo of a red cup.', '', 'RED   Cup!!', 'ünïcödé 東京 emoji �
          "it's a yellow-box", '  leading and trailing  ']
 
 
-@pytest.mark.parametrize('which', ['embedded', 'generated'])
-def test_ids_and_masks_equal_autotokenizer(which, tiny_clip_dir):
+@pytest.mark.parametrize('which', ['embedded', 'generated', 'embedded_siglip', 'siglip2_layout'])
+def test_ids_and_masks_equal_autotokenizer(which, tiny_clip_dir, tiny_siglip2_dir):
+    """CLIP's BPE, the tiny SigLIP's, and a SigLIP 2 file layout (a tokenizer.json alone, no vocab/merges)."""
     from transformers import AutoTokenizer
 
-    directory = EMBEDDED_DIR / 'tiny_clip' if which == 'embedded' else tiny_clip_dir
+    directory = {'embedded': EMBEDDED_DIR / 'tiny_clip', 'generated': tiny_clip_dir,
+                 'embedded_siglip': EMBEDDED_DIR / 'tiny_siglip', 'siglip2_layout': tiny_siglip2_dir}[which]
+    if which == 'siglip2_layout':
+        assert not (directory / 'vocab.json').exists() and isinstance(load_tokenizer(read_model_info(
+            str(directory))), TextTokenizer)
     ours = TextTokenizer(directory)
     reference = AutoTokenizer.from_pretrained(str(directory))
     assert ours.model_max_length == reference.model_max_length

@@ -23,8 +23,8 @@ import pytest
 from conftest import structured_images
 from robovision_ros.backends.base import BackendUnavailableError
 from robovision_ros.backends.registry import create_backend
-from robovision_ros.backends.triton_backend import PARAMETER_FINGERPRINT, PARAMETER_PRECISION, TritonModelError, \
-    TritonRequestError, TritonTarget, check_served
+from robovision_ros.backends.triton_backend import PARAMETER_FINGERPRINT, PARAMETER_LOGIT_BIAS, PARAMETER_PRECISION, \
+    TritonModelError, TritonRequestError, TritonTarget, check_served
 from robovision_ros.model_dir import read_model_info
 from ros_harness import NodeProcess, RosTestContext, change_state, get_state, set_parameters, unique_name
 
@@ -206,6 +206,48 @@ def test_served_configs_are_checked_against_the_node_model(server, tiny_clip_dir
         with pytest.raises(TritonModelError, match=message.replace('(', r'\(').replace(')', r'\)')
                            .replace('[', r'\[').replace(']', r'\]')):
             check_served(info, 'fp32', image_config, text_config, 'here')
+
+
+@pytest.mark.parametrize('family', ['siglip', 'dinov2_with_registers', 'dinov3_vit'])
+def test_other_families_are_served_with_what_their_scores_need(family, serve_venv, tiny_siglip_dir, tiny_dino_dirs,
+                                                               model_cache, tmp_path, server, tiny_clip_dir):
+    """Serve what the scores need: SigLIP's logit bias in the config (required for sigmoid scores); DINO images."""
+    import copy
+
+    from robovision_ros.encoder import PerceptionEncoder
+
+    model_dir = tiny_siglip_dir if family == 'siglip' else tiny_dino_dirs[family]
+    info = read_model_info(str(model_dir))
+    create_backend(info, 'onnxruntime', 'cpu', 'fp32', model_cache).close()  # the export the server loads
+    family_server = TritonServer(model_dir, model_cache, tmp_path)
+    family_server.start()
+    try:
+        remote = PerceptionEncoder(str(model_dir), 'triton', options=TritonTarget(family_server.url,
+                                                                                  timeout_ms=5000).options())
+        local = PerceptionEncoder(str(model_dir), 'onnxruntime', cache_dir=model_cache)
+        images = structured_images(3, (96, 128), seed=4)
+        (got, _), (want, _) = remote.encode_images(images), local.encode_images(images)
+        # Pixels travel as fp16 (robovision_serve's default): the same bound as CLIP's parity test.
+        pooled = _cosines(np.stack([f.global_embedding for f in got]), np.stack([f.global_embedding for f in want]))
+        assert pooled.min() >= 0.9999 and got[0].patch_tokens.shape == want[0].patch_tokens.shape == (64, 64)
+        assert (remote.scoring.kind, remote.scoring.logit_bias) == (local.scoring.kind,
+                                                                    pytest.approx(local.scoring.logit_bias))
+        if info.has_text:
+            assert remote.scoring.logit_bias == pytest.approx(-10.0)
+            image, text = _served_configs(family_server, info)
+            no_bias = copy.deepcopy(text)
+            no_bias['parameters'].pop(PARAMETER_LOGIT_BIAS)
+            with pytest.raises(TritonModelError, match=f'no {PARAMETER_LOGIT_BIAS} parameter; siglip scores need'):
+                check_served(info, 'fp32', image, no_bias, 'here')
+            # A CLIP served without the bias (by an older robovision_serve) still loads: its scores do not use one.
+            clip = read_model_info(str(tiny_clip_dir))
+            clip_image, clip_text = _served_configs(server, clip)
+            clip_text['parameters'].pop(PARAMETER_LOGIT_BIAS)
+            assert check_served(clip, 'fp32', clip_image, clip_text, 'here').logit_bias == 0.0
+        remote.close()
+        local.close()
+    finally:
+        family_server.stop()
 
 
 def test_load_fails_with_one_clear_reason(server, tiny_clip_dir):

@@ -10,6 +10,7 @@ Start clip_perception and feature_extractor as lifecycle nodes and (by default) 
     ros2 launch robovision_ros robovision.launch.py params_file:=my.yaml            # my.yaml decides everything
     ros2 launch robovision_ros robovision.launch.py namespace:=robot2 camera:=true    # /robot2/camera/image_raw, ...
     ros2 launch robovision_ros robovision.launch.py autostart:=false                 # leave them to a manager
+    ros2 launch robovision_ros robovision.launch.py camera:=true detector:=true       # open_vocab_detector too
 
 Parameters come from `params_file` (default config/robovision.yaml). The arguments image_topics, clip_model,
 feature_model, backend, device and precision override the file only when given; left empty (the default) the
@@ -54,6 +55,7 @@ from robovision_ros.params_files import ParamsFileError, load_sections, paramete
     unmatched_warning
 
 PERCEPTION_NODES = {'clip_perception': 'clip_model', 'feature_extractor': 'feature_model'}
+DETECTOR_NODE = {'open_vocab_detector': 'detector_model'}  # started too with detector:=true
 # Launch arguments that override one key of the params file, when given (non-empty).
 OVERRIDES = ('image_topics', 'backend', 'device', 'precision')
 # What the nodes subscribe to when neither the argument nor the params file names a topic (the nodes' default).
@@ -71,6 +73,9 @@ def _arguments(share: str) -> dict[str, tuple[str, str]]:
                              '(\'["/cam1/image_raw", "/cam2/image_raw"]\').' + not_given),
         'clip_model': ('', 'Model of clip_perception (directory, hub id or embedded:<name>).' + not_given),
         'feature_model': ('', 'Model of feature_extractor.' + not_given),
+        'detector': ('false', 'Also start open_vocab_detector (boxes for every instance of every query).'),
+        'detector_model': ('', 'Model of open_vocab_detector (an OWL-ViT or OWLv2 directory, hub id or '
+                               'embedded:<name>).' + not_given),
         'backend': ('', f'{", ".join(backend_choices())}.' + not_given),
         'device': ('', f'{", ".join(DEVICES)}.' + not_given),
         'precision': ('', f'{", ".join(PRECISIONS)}.' + not_given),
@@ -142,7 +147,10 @@ def _perception_actions(context: LaunchContext) -> list[Action]:
     actions: list[Action] = []
     topics_argument = _given(context, 'image_topics')
     topics = parse_image_topics(topics_argument) if topics_argument else None
-    for name, model_argument in PERCEPTION_NODES.items():
+    nodes = dict(PERCEPTION_NODES)
+    if IfCondition(LaunchConfiguration('detector')).evaluate(context):
+        nodes.update(DETECTOR_NODE)
+    for name, model_argument in nodes.items():
         overrides: dict[str, ParameterValue] = {}
         for key, argument in [('model', model_argument)] + [(key, key) for key in OVERRIDES if key != 'image_topics']:
             value = _given(context, argument)
@@ -157,12 +165,12 @@ def _perception_actions(context: LaunchContext) -> list[Action]:
             lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE))
         actions += [node, _activate_after_first_configure(node, autostart), configure]
 
-    node_fqns = [_fqn(namespace, name) for name in PERCEPTION_NODES]
+    # Every node this launch file can start: a section for one switched off (detector:=false) is not unmatched.
+    node_fqns = [_fqn(namespace, name) for name in (*PERCEPTION_NODES, *DETECTOR_NODE, 'image_source')]
     if topics is None:
         topics = parameter_value(sections, node_fqns[0], 'image_topics')
     if IfCondition(LaunchConfiguration('camera')).evaluate(context):
         actions.append(_image_source(context, namespace, params_file, camera_topic(topics)))
-        node_fqns.append(_fqn(namespace, 'image_source'))
     _warn_about_namespaces(params_file, sections, node_fqns, namespace, topics)
     return actions
 

@@ -22,9 +22,17 @@ from robovision_ros.localization import Localization, localize as localize_heatm
 from robovision_ros.preprocessing import PreprocessGeometry
 from robovision_ros.vocabulary import VocabularyEmbeddings
 
-# Cosine similarity at which a presence query counts as present: the default of the `presence_threshold`
-# parameter and of every caller that scores without one (demo, evaluation).
+# How a family turns cosine similarities into zero-shot scores (its `ModelFamily.scoring`):
+SOFTMAX = 'softmax'  # CLIP: labels softmax(logit_scale * cosine) over the vocabulary; presence: cosine >= threshold
+SIGMOID = 'sigmoid'  # SigLIP: sigmoid(logit_scale * cosine + logit_bias) per text, for labels and presence alike
+SCORINGS = (SOFTMAX, SIGMOID)
+# Cosine similarity at which a presence query counts as present under softmax scoring: the default of the
+# `presence_threshold` parameter and of every caller that scores without one (demo, evaluation).
 DEFAULT_PRESENCE_THRESHOLD = 0.25
+# Probability at which a presence query counts as present under sigmoid scoring (`presence_probability`): the
+# decision boundary of the sigmoid loss the model was trained with.
+DEFAULT_PRESENCE_PROBABILITY = 0.5
+DEFAULT_THRESHOLDS = {SOFTMAX: DEFAULT_PRESENCE_THRESHOLD, SIGMOID: DEFAULT_PRESENCE_PROBABILITY}
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -40,10 +48,53 @@ def cosine_similarities(global_embeddings: np.ndarray, vocabulary: VocabularyEmb
 def zero_shot_probabilities(global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings,
                             logit_scale: float) -> np.ndarray:
     """Softmax over labels of logit_scale * cosine similarity: [B, L] probabilities summing to 1."""
-    logits = logit_scale * cosine_similarities(global_embeddings, vocabulary)
-    logits -= logits.max(axis=1, keepdims=True)
+    return softmax_scores(cosine_similarities(global_embeddings, vocabulary), logit_scale)
+
+
+def softmax_scores(cosines: np.ndarray, logit_scale: float) -> np.ndarray:
+    """Softmax over the last axis of logit_scale * cosine: probabilities summing to 1 per row."""
+    logits = logit_scale * np.asarray(cosines)
+    logits -= logits.max(axis=-1, keepdims=True)
     probs = np.exp(logits)
-    return probs / probs.sum(axis=1, keepdims=True)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def sigmoid_scores(cosines: np.ndarray, logit_scale: float, logit_bias: float) -> np.ndarray:
+    """sigmoid(logit_scale * cosine + logit_bias) per entry: independent probabilities (SigLIP)."""
+    logits = logit_scale * np.asarray(cosines, np.float64) + logit_bias
+    # Written with exp of a non-positive number only, so that no logit overflows.
+    positive = np.exp(-np.abs(logits))
+    return np.where(logits >= 0, 1.0 / (1.0 + positive), positive / (1.0 + positive)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ZeroShotScoring:
+    """How one model's cosine similarities become scores: its family's kind and its trained scale and bias."""
+
+    kind: str = SOFTMAX  # one of SCORINGS
+    logit_scale: float = 1.0
+    logit_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCORINGS:
+            raise ValueError(f"scoring '{self.kind}' not supported; supported: {', '.join(SCORINGS)}")
+
+    def label_scores(self, cosines: np.ndarray) -> np.ndarray:
+        """[B, L] cosines -> label scores: softmax over labels, or a sigmoid probability per label."""
+        if self.kind == SIGMOID:
+            return sigmoid_scores(cosines, self.logit_scale, self.logit_bias)
+        return softmax_scores(cosines, self.logit_scale)
+
+    def presence_scores(self, cosines: np.ndarray) -> np.ndarray:
+        """[B, Q] cosines -> what presence thresholds: the cosine itself (softmax), or the sigmoid probability."""
+        if self.kind == SIGMOID:
+            return sigmoid_scores(cosines, self.logit_scale, self.logit_bias)
+        return np.asarray(cosines, np.float32)
+
+    @property
+    def default_threshold(self) -> float:
+        """Return the presence threshold this kind of score is compared with by default."""
+        return DEFAULT_THRESHOLDS[self.kind]
 
 
 @dataclass(frozen=True)
@@ -53,8 +104,9 @@ class QueryPresence:
     query: str
     similarity: float  # cosine of the image embedding to the query's text embedding
     threshold: float
-    present: bool  # similarity >= threshold
+    present: bool  # score >= threshold
     location: Optional[Localization]  # None when the frame was not localised
+    score: float  # what the threshold applies to: the cosine (softmax scoring) or the sigmoid probability
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,18 +115,20 @@ class ClipFrameResult:
 
     labels: tuple[str, ...]
     templates: tuple[str, ...]
-    scores: np.ndarray  # [L] softmax probabilities over `labels`
+    scores: np.ndarray  # [L] softmax probabilities over `labels` (softmax scoring) or sigmoid per label
     best_index: int
     labels_version: int
     queries: tuple[str, ...]
     similarities: np.ndarray  # [Q] cosine similarity per query
-    present_mask: np.ndarray  # [Q] bool: similarity >= threshold
+    present_mask: np.ndarray  # [Q] bool: presence_scores >= threshold
     threshold: float
     queries_version: Optional[int]  # None when the frame was scored without presence queries
     heatmaps: Optional[np.ndarray]  # [Q, grid_h, grid_w] patch cosine per query; None unless localised or asked
     locations: Optional[tuple[Localization, ...]]  # per query, in source-image pixels; None unless localised
     geometry: PreprocessGeometry  # model-input pixels -> source-image pixels of this frame
     patch_size: int
+    scoring: str = SOFTMAX  # how `scores` and `presence_scores` were computed (SCORINGS)
+    presence_scores: Optional[np.ndarray] = None  # [Q] what the threshold applied to (None: the similarities)
 
     @property
     def best_label(self) -> str:
@@ -87,8 +141,9 @@ class ClipFrameResult:
     @property
     def presence(self) -> tuple[QueryPresence, ...]:
         """Per-query results in query order."""
+        scores = self.similarities if self.presence_scores is None else self.presence_scores
         return tuple(QueryPresence(query, float(self.similarities[q]), self.threshold, bool(self.present_mask[q]),
-                                   self.locations[q] if self.locations is not None else None)
+                                   self.locations[q] if self.locations is not None else None, float(scores[q]))
                      for q, query in enumerate(self.queries))
 
     @property
@@ -112,23 +167,29 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def score_batch(features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
                 queries: Optional[VocabularyEmbeddings] = None, *,
-                threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
-                localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
+                threshold: Optional[float] = None, logit_scale: float, patch_size: int,
+                localize: bool = False, heatmaps: bool = False, scoring: str = SOFTMAX,
+                logit_bias: float = 0.0) -> list[ClipFrameResult]:
     """
     Score a batch of encoded frames with one similarity product for the whole batch.
 
-    Returns label probabilities, presence of each query, and when `localize` the query heatmaps and their
-    localisation; `heatmaps` keeps the heatmaps without localising every query (e.g. for a debug image). `queries`
-    None or empty: no presence.
+    Returns label scores, presence of each query, and when `localize` the query heatmaps and their localisation;
+    `heatmaps` keeps the heatmaps without localising every query (e.g. for a debug image). `queries` None or empty:
+    no presence. `scoring` (with `logit_scale` and `logit_bias`) is the model family's: 'softmax' gives label
+    probabilities summing to 1 and thresholds the cosine; 'sigmoid' gives each label and query its own probability
+    and thresholds that. `threshold` None: the scoring's default (DEFAULT_THRESHOLDS).
     """
     features = list(features)
     if not features:
         return []
+    rule = ZeroShotScoring(scoring, logit_scale, logit_bias)
+    threshold = rule.default_threshold if threshold is None else threshold
     embeddings = np.stack([f.global_embedding for f in features])
-    probs = _read_only(zero_shot_probabilities(embeddings, labels, logit_scale))
+    probs = _read_only(rule.label_scores(cosine_similarities(embeddings, labels)))
     query_labels = queries.labels if queries is not None else ()
     similarities = _read_only(cosine_similarities(embeddings, queries) if query_labels
                               else np.zeros((len(features), 0), np.float32))
+    presence_scores = _read_only(rule.presence_scores(similarities))
     results = []
     for i, feature in enumerate(features):
         maps = None
@@ -139,20 +200,23 @@ def score_batch(features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
         if localize:
             locations = tuple(localize_heatmap(heatmap, patch_size, feature.geometry) for heatmap in maps) \
                 if maps is not None else ()
-        # Compared as Python floats, as a message's float similarity is, whatever the embedding dtype.
-        present_mask = _read_only(np.array([float(s) >= threshold for s in similarities[i]], dtype=bool))
+        # Compared as Python floats, as a message's float score is, whatever the embedding dtype.
+        present_mask = _read_only(np.array([float(s) >= threshold for s in presence_scores[i]], dtype=bool))
         results.append(ClipFrameResult(
             labels=labels.labels, templates=labels.templates, scores=probs[i], best_index=int(np.argmax(probs[i])),
             labels_version=labels.version, queries=query_labels, similarities=similarities[i],
             present_mask=present_mask,
             threshold=float(threshold), queries_version=queries.version if queries is not None else None,
-            heatmaps=maps, locations=locations, geometry=feature.geometry, patch_size=patch_size))
+            heatmaps=maps, locations=locations, geometry=feature.geometry, patch_size=patch_size, scoring=rule.kind,
+            presence_scores=presence_scores[i]))
     return results
 
 
 def score(features: ImageFeatures, labels: VocabularyEmbeddings, queries: Optional[VocabularyEmbeddings] = None,
-          *, threshold: float = DEFAULT_PRESENCE_THRESHOLD, logit_scale: float, patch_size: int,
-          localize: bool = False, heatmaps: bool = False) -> ClipFrameResult:
+          *, threshold: Optional[float] = None, logit_scale: float, patch_size: int,
+          localize: bool = False, heatmaps: bool = False, scoring: str = SOFTMAX,
+          logit_bias: float = 0.0) -> ClipFrameResult:
     """Score one encoded frame; see `score_batch`."""
     return score_batch([features], labels, queries, threshold=threshold, logit_scale=logit_scale,
-                       patch_size=patch_size, localize=localize, heatmaps=heatmaps)[0]
+                       patch_size=patch_size, localize=localize, heatmaps=heatmaps, scoring=scoring,
+                       logit_bias=logit_bias)[0]

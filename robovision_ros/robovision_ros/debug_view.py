@@ -5,13 +5,16 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 # The debug image is rendered at most this long on its longest side (720p and smaller frames keep their size), so
 # its cost does not follow the camera's: a 6000x6000 frame costs a 1280x1280 overlay, all in uint8.
 MAX_DEBUG_SIDE = 1280
+# Box colours (RGB) of the detection view, one per query index (cycled).
+DETECTION_COLOURS = ((255, 64, 64), (64, 160, 255), (64, 220, 64), (255, 210, 0), (220, 64, 255), (0, 230, 230),
+                     (255, 140, 0), (255, 255, 255))
 
 
 def _bounded_copy(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -62,6 +65,32 @@ def render_debug_image(rgb: np.ndarray, title: str, heatmap: Optional[np.ndarray
         if query:
             cv2.putText(out, query, (x, max(y - 6, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                         cv2.LINE_AA)
+    cv2.rectangle(out, (0, 0), (out.shape[1], 26), (0, 0, 0), -1)
+    cv2.putText(out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def render_detections(rgb: np.ndarray, title: str, boxes: Sequence[tuple[float, ...]], captions: Sequence[str],
+                      query_indices: Sequence[int]) -> np.ndarray:
+    """
+    Render an RGB uint8 frame with one box per detection (x0, y0, x1, y1 in its pixels) and its caption.
+
+    Boxes are coloured by query index, so the instances of one query share a colour. The view is at most
+    MAX_DEBUG_SIDE on its longer side (a larger frame is drawn scaled down, its boxes with it).
+    """
+    import cv2
+
+    out, scale = _bounded_copy(rgb, MAX_DEBUG_SIDE)
+    boxes = [tuple(v * scale for v in box) for box in boxes]
+    thickness = max(1, round(min(out.shape[:2]) / 240))
+    for (x0, y0, x1, y1), caption, query in zip(boxes, captions, query_indices):
+        colour = DETECTION_COLOURS[query % len(DETECTION_COLOURS)]
+        top_left, bottom_right = (int(round(x0)), int(round(y0))), (int(round(x1)) - 1, int(round(y1)) - 1)
+        cv2.rectangle(out, top_left, bottom_right, colour, thickness)
+        (width, height), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        text_y = top_left[1] - 4 if top_left[1] - height - 6 >= 26 else top_left[1] + height + 4
+        cv2.rectangle(out, (top_left[0], text_y - height - 2), (top_left[0] + width + 2, text_y + 3), (0, 0, 0), -1)
+        cv2.putText(out, caption, (top_left[0] + 1, text_y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     cv2.rectangle(out, (0, 0), (out.shape[1], 26), (0, 0, 0), -1)
     cv2.putText(out, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     return out

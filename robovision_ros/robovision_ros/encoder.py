@@ -20,12 +20,12 @@ import numpy as np
 from robovision_ros.backends.accuracy_gate import DEFAULT_INT8_MIN_COSINE
 from robovision_ros.backends.base import BackendUnavailableError
 from robovision_ros.backends.registry import create_backend
-from robovision_ros.clip_scoring import DEFAULT_PRESENCE_THRESHOLD, ClipFrameResult, cosine_similarities, \
-    l2_normalize, score, score_batch, zero_shot_probabilities
+from robovision_ros.clip_scoring import ClipFrameResult, ZeroShotScoring, cosine_similarities, l2_normalize, score, \
+    score_batch
 from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFeatures
-from robovision_ros.model_dir import ClassificationHead, ModelInfo, family_of, load_tokenizer, \
+from robovision_ros.model_dir import ClassificationHead, ModelInfo, ModelLoadError, family_of, load_tokenizer, \
     read_classification_head, read_model_info, tokenize
-from robovision_ros.preprocessing import ImagePreprocessor
+from robovision_ros.preprocessing import CROP, FULL_FRAME, INPUT_MODES, ImagePreprocessor
 from robovision_ros.vocabulary import TextEmbeddingCache, VocabularyEmbeddings
 
 LOG = logging.getLogger(__name__)
@@ -37,18 +37,34 @@ class PerceptionEncoder:
     def __init__(self, model_id: str, backend: str = 'auto', device: str = 'cpu', precision: str = 'fp32',
                  cache_dir: Optional[Path] = None, force_rebuild: bool = False,
                  int8_min_cosine: Optional[float] = DEFAULT_INT8_MIN_COSINE,
-                 options: Optional[Mapping[str, Any]] = None) -> None:
+                 options: Optional[Mapping[str, Any]] = None, input_mode: str = CROP) -> None:
         """
         Load `model_id` on one backend, with its preprocessing, tokenizer and vocabulary cache.
 
         `int8_min_cosine`: the accuracy gate of int8 engines (see `create_backend`); None skips it. `options`: the
-        values of the backend's own parameters (e.g. triton_url for backend triton).
+        values of the backend's own parameters (e.g. triton_url for backend triton). `input_mode`: what the model
+        sees of a frame (preprocessing.INPUT_MODES); full_frame needs a family whose vision tower runs other input
+        sizes and a backend without a fixed input size (its capabilities say).
         """
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode '{input_mode}' not supported; supported: {', '.join(INPUT_MODES)}")
         self.info: ModelInfo = read_model_info(model_id)
         self.family = family_of(self.info)
-        self.preprocessor = ImagePreprocessor(self.family.preprocess_config(self.info))
+        if self.family.detector:
+            raise ModelLoadError(f'{model_id} is an open-vocabulary detector ({self.info.family}), not an image '
+                                 'encoder: run it with open_vocab_detector')
+        if input_mode == FULL_FRAME and not self.family.flexible_input:
+            raise ModelLoadError(f'input_mode full_frame: {self.family.name} models run their native input size only')
+        self.preprocessor = ImagePreprocessor(self.family.preprocess_config(self.info),
+                                              full_frame_patch=self.info.patch_size if input_mode == FULL_FRAME
+                                              else None)
         self.backend = create_backend(self.info, backend, device, precision, cache_dir, force_rebuild,
                                       int8_min_cosine, options)
+        problem = self.backend.capabilities.input_size_problem('input_mode full_frame') \
+            if input_mode == FULL_FRAME else None
+        if problem is not None:
+            self.backend.close()
+            raise BackendUnavailableError(problem)
         self.tokenizer = load_tokenizer(self.info) if self.info.has_text else None
         self.vocabulary = TextEmbeddingCache(f'{model_id}', self.encode_texts) if self.info.has_text else None
         # A ViT fine-tuned with a head: its logits are a Linear on the global embedding, applied here for every
@@ -59,6 +75,11 @@ class PerceptionEncoder:
     @property
     def logit_scale(self) -> float:
         return self.backend.logit_scale
+
+    @property
+    def scoring(self) -> ZeroShotScoring:
+        """How this model's cosines become scores: its family's kind with the loaded scale and bias."""
+        return ZeroShotScoring(self.family.scoring, self.backend.logit_scale, self.backend.logit_bias)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> unnormalised text embeddings [T, D] (fixed-length padding, as exported)."""
@@ -76,21 +97,34 @@ class PerceptionEncoder:
 
     def encode_images(self, images: Sequence[np.ndarray], scale: float = 1.0,
                       normalize: bool = False) -> tuple[list[ImageFeatures], EncodeTiming]:
-        """RGB uint8 images (one batch; sizes may differ) -> features per image, and the stage timings."""
-        start = time.perf_counter()
-        pixels = self.prepare(images, scale)
-        prepared = time.perf_counter()
-        encoding = self.backend.encode_image(pixels)
-        done = time.perf_counter()
-        patches, pooled = encoding.patch_tokens, encoding.global_embedding
-        logits = self.head.logits(pooled) if self.head is not None else None
-        if normalize:
-            patches, pooled = l2_normalize(patches), l2_normalize(pooled)
-        features = [ImageFeatures(patches[i], pooled[i], encoding.grid_hw,
-                                  self.preprocessor.geometry(image.shape[:2], scale), scale, normalize,
-                                  None if logits is None else logits[i])
-                    for i, image in enumerate(images)]
-        return features, EncodeTiming((prepared - start) * 1e3, (done - prepared) * 1e3)
+        """
+        RGB uint8 images (one batch; sizes may differ) -> features per image, and the stage timings.
+
+        Frames whose model inputs have the same size run as one batch: all of them in crop mode, frames of the same
+        shape in full_frame mode (whose input follows each frame's aspect).
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(self.preprocessor.input_hw(image.shape[:2], scale), []).append(i)
+        features: list[Optional[ImageFeatures]] = [None] * len(images)
+        preprocess_ms = inference_ms = 0.0
+        for indices in groups.values():
+            start = time.perf_counter()
+            pixels = self.prepare([images[i] for i in indices], scale)
+            prepared = time.perf_counter()
+            encoding = self.backend.encode_image(pixels)
+            done = time.perf_counter()
+            preprocess_ms += (prepared - start) * 1e3
+            inference_ms += (done - prepared) * 1e3
+            patches, pooled = encoding.patch_tokens, encoding.global_embedding
+            logits = self.head.logits(pooled) if self.head is not None else None
+            if normalize:
+                patches, pooled = l2_normalize(patches), l2_normalize(pooled)
+            for row, i in enumerate(indices):
+                features[i] = ImageFeatures(patches[row], pooled[row], encoding.grid_hw,
+                                            self.preprocessor.geometry(images[i].shape[:2], scale), scale, normalize,
+                                            None if logits is None else logits[row])
+        return features, EncodeTiming(preprocess_ms, inference_ms)  # type: ignore[return-value]
 
     def prepare(self, images: Sequence[np.ndarray], scale: float = 1.0) -> Any:
         """
@@ -120,22 +154,30 @@ class PerceptionEncoder:
         return cosine_similarities(global_embeddings, vocabulary)
 
     def zero_shot(self, global_embeddings: np.ndarray, vocabulary: VocabularyEmbeddings) -> np.ndarray:
-        """Softmax over labels of logit_scale * cosine similarity: [B, L] probabilities summing to 1."""
-        return zero_shot_probabilities(global_embeddings, vocabulary, self.logit_scale)
+        """Label scores [B, L]: softmax over labels (CLIP, summing to 1) or a sigmoid per label (SigLIP)."""
+        return self.scoring.label_scores(cosine_similarities(global_embeddings, vocabulary))
 
     def score(self, features: ImageFeatures, labels: VocabularyEmbeddings,
-              queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+              queries: Optional[VocabularyEmbeddings] = None, threshold: Optional[float] = None,
               localize: bool = False, heatmaps: bool = False) -> ClipFrameResult:
-        """One encoded frame -> its zero-shot scores with this model's logit scale and patch size (`clip_scoring`)."""
-        return score(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
-                     patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
+        """
+        One encoded frame -> its zero-shot scores with this model's scoring and patch size (`clip_scoring`).
+
+        `threshold` None: the default of the family's scoring (a cosine for CLIP, a probability for SigLIP).
+        """
+        scoring = self.scoring
+        return score(features, labels, queries, threshold=threshold, logit_scale=scoring.logit_scale,
+                     patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps, scoring=scoring.kind,
+                     logit_bias=scoring.logit_bias)
 
     def score_batch(self, features: Sequence[ImageFeatures], labels: VocabularyEmbeddings,
-                    queries: Optional[VocabularyEmbeddings] = None, threshold: float = DEFAULT_PRESENCE_THRESHOLD,
+                    queries: Optional[VocabularyEmbeddings] = None, threshold: Optional[float] = None,
                     localize: bool = False, heatmaps: bool = False) -> list[ClipFrameResult]:
         """Score the encoded frames of one batch, one result per frame (`clip_scoring.score_batch`)."""
-        return score_batch(features, labels, queries, threshold=threshold, logit_scale=self.logit_scale,
-                           patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps)
+        scoring = self.scoring
+        return score_batch(features, labels, queries, threshold=threshold, logit_scale=scoring.logit_scale,
+                           patch_size=self.info.patch_size, localize=localize, heatmaps=heatmaps,
+                           scoring=scoring.kind, logit_bias=scoring.logit_bias)
 
     def warm_up(self, iterations: int = 2, batch_sizes: Sequence[int] = (1,)) -> dict[int, float]:
         """

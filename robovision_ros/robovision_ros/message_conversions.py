@@ -20,8 +20,10 @@ import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 
 from robovision_ros.clip_scoring import ClipFrameResult
+from robovision_ros.detection import DetectionResult
 from robovision_ros.features import ClassificationResult, EncodeTiming, ImageFeatures
-from robovision_msgs.msg import ClassScores, ObjectPresence, ObjectPresenceArray, PatchFeatures, ZeroShotLabels
+from robovision_msgs.msg import ClassScores, ObjectDetection, ObjectDetectionArray, ObjectPresence, \
+    ObjectPresenceArray, PatchFeatures, ZeroShotLabels
 from robovision_ros.image_codec import encode_raw_image
 
 SUPPORTED_DTYPES: dict[str, np.dtype] = {
@@ -153,14 +155,14 @@ def zero_shot_messages(result: ClipFrameResult, header: Any, model_id: str, timi
     """Return the two output messages of one scored frame; `header` is the input image's header, copied unchanged."""
     preprocess_ms, inference_ms = (timing.preprocess_ms, timing.inference_ms) if timing is not None else (0.0, 0.0)
     labels = ZeroShotLabels(header=header, model_id=model_id, labels=list(result.labels),
-                            scores=packed_array('f', result.scores.astype(np.float32)),
+                            scores=packed_array('f', result.scores.astype(np.float32)), scoring=result.scoring,
                             best_label=result.best_label, best_score=result.best_score,
                             prompt_templates=list(result.templates), vocabulary_version=result.labels_version,
                             preprocess_ms=preprocess_ms, inference_ms=inference_ms, total_ms=total_ms)
     results = []
     for query in result.presence:
         presence = ObjectPresence(query=query.query, similarity=query.similarity, threshold=query.threshold,
-                                  present=query.present)
+                                  present=query.present, score=query.score)
         if query.location is not None:
             x, y, w, h = query.location.roi_xywh
             presence.has_location = True
@@ -170,7 +172,7 @@ def zero_shot_messages(result: ClipFrameResult, header: Any, model_id: str, timi
         results.append(presence)
     presence_array = ObjectPresenceArray(header=header, model_id=model_id,
                                          vocabulary_version=result.queries_version or 0, results=results,
-                                         total_ms=total_ms)
+                                         total_ms=total_ms, scoring=result.scoring)
     return labels, presence_array
 
 
@@ -196,6 +198,23 @@ def class_scores_message(result: ClassificationResult, header: Any, model_id: st
     return ClassScores(header=header, model_id=model_id, labels=list(result.labels),
                        scores=packed_array('f', result.scores.astype(np.float32)), best_label=result.best_label,
                        best_score=result.best_score)
+
+
+def detections_message(result: DetectionResult, query_is_image: Sequence[bool], header: Any, model_id: str,
+                       score_threshold: float, nms_iou: float, timing: Optional[EncodeTiming] = None,
+                       postprocess_ms: float = 0.0, total_ms: float = 0.0) -> ObjectDetectionArray:
+    """Return the ObjectDetectionArray of one frame's detections; `header` is the input image's, copied unchanged."""
+    detections = [ObjectDetection(x_min=d.box_xyxy[0], y_min=d.box_xyxy[1], x_max=d.box_xyxy[2], y_max=d.box_xyxy[3],
+                                  score=d.score, label=d.label, query_index=d.query_index,
+                                  image_query=bool(query_is_image[d.query_index]))
+                  for d in result.detections]
+    msg = ObjectDetectionArray(header=header, model_id=model_id, vocabulary_version=result.version,
+                               queries=list(result.queries), query_is_image=[bool(v) for v in query_is_image],
+                               score_threshold=float(score_threshold), nms_iou=float(nms_iou), detections=detections,
+                               postprocess_ms=float(postprocess_ms), total_ms=float(total_ms))
+    if timing is not None:
+        msg.preprocess_ms, msg.inference_ms = timing.preprocess_ms, timing.inference_ms
+    return msg
 
 
 def image_message(rgb: np.ndarray, header: Any, encoding: str = 'rgb8') -> Image:
@@ -228,7 +247,7 @@ def classification_message(labels: Sequence[str], scores: np.ndarray, header: An
 
 
 def presence_detections_message(result: ClipFrameResult, header: Any) -> Any:
-    """vision_msgs/Detection2DArray: one detection per present, localised presence query (its ROI and similarity)."""
+    """vision_msgs/Detection2DArray: one detection per present, localised presence query (its ROI and score)."""
     from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
     detections = []
@@ -239,8 +258,23 @@ def presence_detections_message(result: ClipFrameResult, header: Any) -> Any:
         box = BoundingBox2D(size_x=float(w), size_y=float(h))
         box.center.position.x, box.center.position.y = x + w / 2.0, y + h / 2.0
         hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = query.query, query.similarity
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = query.query, query.score
         detections.append(Detection2D(header=header, bbox=box, results=[hypothesis], id=query.query))
+    return Detection2DArray(header=header, detections=detections)
+
+
+def detections_vision_message(result: DetectionResult, header: Any) -> Any:
+    """vision_msgs/Detection2DArray of one frame's detections: per detection its box and one hypothesis (the label)."""
+    from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
+
+    detections = []
+    for detection in result.detections:
+        x0, y0, x1, y1 = detection.box_xyxy
+        box = BoundingBox2D(size_x=float(x1 - x0), size_y=float(y1 - y0))
+        box.center.position.x, box.center.position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = detection.label, detection.score
+        detections.append(Detection2D(header=header, bbox=box, results=[hypothesis]))
     return Detection2DArray(header=header, detections=detections)
 
 

@@ -24,8 +24,8 @@ ADAPTERS_KEY = 'robovision_adapters'  # config.json field: bottleneck adapters a
 ADAPTERS_FILE = 'adapters.safetensors'
 EMBEDDED_DIR = Path(__file__).resolve().parent / 'embedded_models'
 
-__all__ = ['ModelInfo', 'ModelLoadError', 'family_of', 'load_tokenizer', 'load_torch_model', 'logit_scale',
-           'read_model_info', 'resolve_model_dir', 'text_encoder_module', 'text_length', 'tokenize',
+__all__ = ['ModelInfo', 'ModelLoadError', 'family_of', 'load_tokenizer', 'load_torch_model', 'logit_bias',
+           'logit_scale', 'read_model_info', 'resolve_model_dir', 'text_encoder_module', 'text_length', 'tokenize',
            'vision_encoder_module']
 
 
@@ -204,8 +204,13 @@ def logit_scale(model: Any, info: ModelInfo) -> float:
     return family_of(info).logit_scale(model)
 
 
+def logit_bias(model: Any, info: ModelInfo) -> float:
+    """Return the model's zero-shot logit bias (0.0 unless its family trained one: SigLIP)."""
+    return family_of(info).logit_bias(model)
+
+
 def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding: bool = False) -> Any:
-    """Wrap the vision tower: pixel_values [B,3,H,W] -> (patch_tokens [B,N,D], global_embedding [B,Dg])."""
+    """Wrap the image graph: pixel_values [B,3,H,W] -> the family's image outputs (`ModelFamily.image_outputs`)."""
     import torch
 
     family = family_of(info)
@@ -215,7 +220,7 @@ def vision_encoder_module(model: Any, info: ModelInfo, interpolate_pos_encoding:
             super().__init__()
             self.model = model
 
-        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return family.vision_forward(self.model, pixel_values, interpolate_pos_encoding)
 
     return VisionEncoder().eval()

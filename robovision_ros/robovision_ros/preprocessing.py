@@ -28,6 +28,11 @@ class PreprocessConfigError(ValueError):
 # line instead of allocating gigabytes per frame.
 MAX_MODEL_INPUT_SIDE = 4096
 
+# What part of a frame the model sees (the `input_mode` parameter).
+CROP = 'crop'  # the model's own preprocessing: resize and centre crop (or squash) to the native input
+FULL_FRAME = 'full_frame'  # the whole frame, aspect kept: short side at the native size, both sides patch multiples
+INPUT_MODES = (CROP, FULL_FRAME)
+
 
 _PIL_RESAMPLE_NAMES = {0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic', 4: 'box', 5: 'hamming'}
 
@@ -43,6 +48,10 @@ class PreprocessConfig:
     rescale_factor: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Pad the frame to a square (bottom and right, black) and resize that to the square `resize_hw`: the whole frame
+    # is seen, undistorted (OWLv2's `do_pad`). Only the frame's own pixels (and the padding its filter reaches) are
+    # resized: the cost follows the frame, not the square.
+    pad_to_square: bool = False
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -92,6 +101,10 @@ class PreprocessConfig:
             'do_normalize', True) else (0.0, 0.0, 0.0)
         std = tuple(float(v) for v in cfg.get('image_std', (1.0, 1.0, 1.0))) if cfg.get(
             'do_normalize', True) else (1.0, 1.0, 1.0)
+        pad_to_square = bool(cfg.get('do_pad', False))
+        if pad_to_square and (resize_hw is None or resize_hw[0] != resize_hw[1] or crop_hw is not None):
+            raise PreprocessConfigError(f'do_pad needs a square size and no centre crop; got size {size!r}, '
+                                        f'crop_size {cfg.get("crop_size")!r}')
         return cls(
             resize_shortest_edge=shortest,
             resize_hw=resize_hw,
@@ -100,6 +113,7 @@ class PreprocessConfig:
             rescale_factor=float(cfg.get('rescale_factor', 1 / 255)) if cfg.get('do_rescale', True) else 1.0,
             mean=mean,  # type: ignore[arg-type]
             std=std,  # type: ignore[arg-type]
+            pad_to_square=pad_to_square,
         )
 
     @classmethod
@@ -154,6 +168,21 @@ def resized_hw(config: PreprocessConfig, source_hw: tuple[int, int], scale: floa
             return (target, int(target * w / h))
         return (int(target * h / w), target)
     return (h, w)
+
+
+def full_frame_hw(native_hw: tuple[int, int], source_hw: tuple[int, int], patch_size: int,
+                  scale: float = 1.0) -> tuple[int, int]:
+    """
+    Return the model input size that shows a whole `source_hw` frame with its aspect kept.
+
+    The shorter side gets the native input's shorter side (times `scale`), the longer side follows the frame's
+    aspect; both are rounded to the nearest multiple of `patch_size` (at least one patch), so that every input pixel
+    falls in a patch: 480x640 with a 224 input and patch 14 -> 224x294.
+    """
+    short = min(native_hw) * scale
+    h, w = source_hw
+    target = (short, short * w / h) if h <= w else (short * h / w, short)
+    return tuple(max(patch_size, int(round(side / patch_size)) * patch_size) for side in target)  # type: ignore
 
 
 def _crop_box(config: PreprocessConfig, hw: tuple[int, int], scale: float) -> tuple[int, int, int, int]:
@@ -251,11 +280,19 @@ class ImagePreprocessor:
     PIL's uint8 rounding between its two passes, whose order PIL picks from the sizes it is given: at most one
     uint8 step on camera-like images (tested). `crop_before_resize=False` resizes the whole frame first and is
     exactly the HF processor.
+
+    `full_frame_patch` (the model's patch size) switches to input mode full_frame: no crop, the whole frame resized
+    to `full_frame_hw` with the config's filter and normalisation; the input size then follows the frame's aspect.
     """
 
-    def __init__(self, config: PreprocessConfig, crop_before_resize: bool = True) -> None:
+    def __init__(self, config: PreprocessConfig, crop_before_resize: bool = True,
+                 full_frame_patch: Optional[int] = None) -> None:
+        if full_frame_patch is not None and config.pad_to_square:
+            raise PreprocessConfigError('input_mode full_frame resizes the whole frame with its aspect kept; this '
+                                        'model pads every frame to a square (do_pad) and takes that square only')
         self.config = config
         self.crop_before_resize = crop_before_resize
+        self.full_frame_patch = full_frame_patch
         mean = np.asarray(config.mean, dtype=np.float32)
         std = np.asarray(config.std, dtype=np.float32)
         # (x * rescale - mean) / std == x * gain + bias
@@ -266,9 +303,32 @@ class ImagePreprocessor:
         self._pinned: dict[tuple[int, tuple[int, ...]], Any] = {}  # CUDA upload staging (pinned host memory)
         self._pool: Any = None  # threads resizing the frames of a batch (made at the first batch)
 
-    def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
+    @property
+    def mode(self) -> str:
+        """Return the input mode: CROP or FULL_FRAME."""
+        return CROP if self.full_frame_patch is None else FULL_FRAME
+
+    def _plan(self, source_hw: tuple[int, int], scale: float) -> tuple[int, int, int, int, int, int]:
+        """(resized h, w, crop top, left, crop h, w) of one frame size: the resize, then the window the model sees."""
+        if self.full_frame_patch is not None:
+            rh, rw = full_frame_hw(self.config.input_hw, source_hw, self.full_frame_patch, scale)
+            return rh, rw, 0, 0, rh, rw
+        if self.config.pad_to_square:  # the padded square is the input, whatever the frame's size
+            side = self._square_side(scale)
+            return side, side, 0, 0, side, side
         rh, rw = resized_hw(self.config, source_hw, scale)
-        top, left, _, _ = _crop_box(self.config, (rh, rw), scale)
+        return (rh, rw) + _crop_box(self.config, (rh, rw), scale)
+
+    def input_hw(self, source_hw: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
+        """Return the model input size of a frame of `source_hw` (the same for every frame size in crop mode)."""
+        return self._plan(source_hw, scale)[4:]
+
+    def geometry(self, source_hw: tuple[int, int], scale: float = 1.0) -> PreprocessGeometry:
+        if self.config.pad_to_square and self.full_frame_patch is None:
+            # The padded square, as large as the longer side, becomes the input: one factor for both axes.
+            factor = self._square_side(scale) / max(source_hw)
+            return PreprocessGeometry(source_hw=source_hw, scale_y=factor, scale_x=factor, crop_y=0, crop_x=0)
+        rh, rw, top, left, _, _ = self._plan(source_hw, scale)
         return PreprocessGeometry(source_hw=source_hw, scale_y=rh / source_hw[0], scale_x=rw / source_hw[1],
                                   crop_y=top, crop_x=left)
 
@@ -281,9 +341,10 @@ class ImagePreprocessor:
         """
         from PIL import Image
 
+        if self.config.pad_to_square:
+            return self._pad_and_resize(rgb, scale)
         source_hw = rgb.shape[:2]
-        rh, rw = resized_hw(self.config, source_hw, scale)
-        top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
+        rh, rw, top, left, ch, cw = self._plan(source_hw, scale)
         y0, y1 = max(top, 0), min(top + ch, rh)  # the part of the crop that the resized image covers
         x0, x1 = max(left, 0), min(left + cw, rw)
         if not self.crop_before_resize and (rh, rw) != source_hw:  # HF's order: resize everything, then crop
@@ -304,6 +365,37 @@ class ImagePreprocessor:
         padded = np.zeros((ch, cw, 3), np.uint8)  # crop larger than the resized image: pad with black
         padded[y0 - top:y1 - top, x0 - left:x1 - left] = visible
         return padded
+
+    def _square_side(self, scale: float) -> int:
+        assert self.config.resize_hw is not None  # from_dict refuses do_pad without a square size
+        return round(self.config.resize_hw[0] * scale)
+
+    def _pad_and_resize(self, rgb: np.ndarray, scale: float) -> np.ndarray:
+        """
+        Pad one RGB uint8 image to a square with black (bottom, right) and resize it to the input square.
+
+        As the HF processor does it (pad, then resize), but PIL resizes only the output rows and columns that the
+        frame reaches through the filter, from the frame plus the black margin the filter reads; the rest of the
+        square is black.
+        """
+        from PIL import Image
+
+        side = self._square_side(scale)
+        h, w = rgb.shape[:2]
+        factor = side / max(h, w)
+        support = _PIL_FILTERS.get(self.config.resample, (0.5, None))[0]
+        reach = int(np.ceil(support)) + 1  # output pixels beyond the frame whose filter still reads it
+        rows, cols = min(side, int(np.ceil(h * factor)) + reach), min(side, int(np.ceil(w * factor)) + reach)
+        margin = int(np.ceil(support * max(1.0, 1.0 / factor))) + 2  # source pixels the filter reads beyond the box
+        longest = max(h, w)  # the canvas never extends past the square: its edge is the image's edge
+        canvas = np.zeros((min(int(np.ceil(rows / factor)) + margin, longest),
+                           min(int(np.ceil(cols / factor)) + margin, longest), 3), np.uint8)
+        canvas[:h, :w] = rgb
+        visible = Image.fromarray(canvas).resize((cols, rows), resample=self.config.resample,
+                                                 box=(0, 0, cols / factor, rows / factor))
+        square = np.zeros((side, side, 3), np.uint8)
+        square[:rows, :cols] = np.asarray(visible)
+        return square
 
     def normalize(self, batch_uint8: np.ndarray) -> np.ndarray:
         """uint8 ``[B, H, W, 3]`` -> float32 ``[B, 3, H, W]`` normalised."""
@@ -336,9 +428,19 @@ class ImagePreprocessor:
         import torch
 
         key = (source_hw, scale, str(device))
+        if key not in self._device_weights_cache and self.config.pad_to_square:
+            # The padded square resized as a whole; the black padding adds nothing, so its taps are left out.
+            side = self._square_side(scale)
+            _, wy = _resample_weights(max(source_hw), side, 0, side, self.config.resample)
+            _, wx = _resample_weights(max(source_hw), side, 0, side, self.config.resample)
+            wy, wx = wy[:, :source_hw[0]], wx[:, :source_hw[1]]
+            if len(self._device_weights_cache) >= 16:  # a few camera sizes in practice
+                self._device_weights_cache.clear()
+            self._device_weights_cache[key] = (0, wy.shape[1], 0, wx.shape[1],
+                                               torch.as_tensor(wy, dtype=torch.float32, device=device),
+                                               torch.as_tensor(wx.T, dtype=torch.float32, device=device))
         if key not in self._device_weights_cache:
-            rh, rw = resized_hw(self.config, source_hw, scale)
-            top, left, ch, cw = _crop_box(self.config, (rh, rw), scale)
+            rh, rw, top, left, ch, cw = self._plan(source_hw, scale)
             if (rh, rw) == source_hw and top >= 0 and left >= 0:
                 entry: tuple[Any, ...] = (top, top + ch, left, left + cw, None, None)
             else:

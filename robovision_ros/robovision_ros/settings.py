@@ -20,9 +20,13 @@ from robovision_ros.backends.accuracy_gate import DEFAULT_INT8_MIN_COSINE
 from robovision_ros.backends.base import DEVICES, PRECISIONS
 from robovision_ros.backends.registry import backend_capabilities, backend_choices, backend_parameters, \
     backend_rules, check_combination
-from robovision_ros.clip_scoring import DEFAULT_PRESENCE_THRESHOLD
+from robovision_ros.clip_scoring import DEFAULT_PRESENCE_PROBABILITY, DEFAULT_PRESENCE_THRESHOLD, SIGMOID
+from robovision_ros.detection import DEFAULT_MAX_DETECTIONS, DEFAULT_NMS_IOU, DEFAULT_SCORE_THRESHOLD
+from robovision_ros.detection_queries import ImageQueryError, check_image_query_paths, query_set_problem, \
+    read_example_image
 from robovision_ros.image_codec import DECODER_LIMITS, DEFAULT_MAX_IMAGE_PIXELS
 from robovision_ros.parameters import FIXED, LIVE, START, ParameterRule, ParameterSpec, ParameterTable, default_of
+from robovision_ros.preprocessing import CROP, FULL_FRAME, INPUT_MODES
 from robovision_ros.vocabulary import DEFAULT_LABELS, DEFAULT_PRESENCE_QUERIES, DEFAULT_TEMPLATES, MAX_LABEL_LENGTH, \
     MAX_LABELS, MAX_VOCABULARY_TEXTS, vocabulary_size_problem, validate_labels, validate_templates
 
@@ -93,7 +97,31 @@ COMMON_PARAMETERS = (
 _TEXT_BOUNDS = (f' At most {MAX_LABELS} entries of {MAX_LABEL_LENGTH} characters; entries x prompt_templates at '
                 f'most {MAX_VOCABULARY_TEXTS}.')
 
+NORMALIZE = ParameterSpec('normalize', 'bool', False, 'L2-normalise patch and global features.', LIVE)
+OUTPUT_DTYPE = ParameterSpec('output_dtype', 'string', 'float32', 'Element type of the feature tensors.', LIVE,
+                             choices=OUTPUT_DTYPES)
+
+# The encoder nodes' own (clip_perception, feature_extractor); a detector sees its model's own input only.
+INPUT_MODE = ParameterSpec(
+    'input_mode', 'string', CROP, "What the model sees of a frame: crop, the model's own preprocessing (a centre crop "
+    'for most, as they were trained); full_frame, the whole frame with its aspect kept (short side at the native '
+    'size, both sides patch multiples; the patch grid follows). full_frame needs a backend without a fixed input size '
+    '(torch).', FIXED, choices=INPUT_MODES)
+
+
+def input_mode_problem(input_mode: str, backend: str) -> Optional[str]:
+    """Why `backend` cannot run `input_mode` (full_frame needs other input sizes); None if it can or is `auto`."""
+    capabilities = backend_capabilities().get(backend)
+    if input_mode == FULL_FRAME and capabilities is not None:
+        return capabilities.input_size_problem('input_mode full_frame')
+    return None
+
+
+INPUT_MODE_RULE = ParameterRule(frozenset({'input_mode', 'backend'}),
+                                lambda values: input_mode_problem(values['input_mode'], values['backend']))
+
 CLIP_PARAMETERS = (
+    INPUT_MODE,
     ParameterSpec('labels', 'string_list', DEFAULT_LABELS, 'Zero-shot label vocabulary.' + _TEXT_BOUNDS, LIVE,
                   check=lambda v: tuple(validate_labels(v))),
     ParameterSpec('prompt_templates', 'string_list', DEFAULT_TEMPLATES,
@@ -104,10 +132,18 @@ CLIP_PARAMETERS = (
                   + _TEXT_BOUNDS, LIVE, allow_empty=True,
                   check=lambda v: tuple(validate_labels(v, 'presence_queries', allow_empty=True))),
     ParameterSpec('presence_threshold', 'double', DEFAULT_PRESENCE_THRESHOLD,
-                  'Cosine-similarity threshold for presence.', LIVE, bounds=(-1.0, 1.0)),
+                  'Presence threshold of families with softmax scoring (CLIP): on the cosine similarity of image and '
+                  'query.', LIVE, bounds=(-1.0, 1.0)),
+    ParameterSpec('presence_probability', 'double', DEFAULT_PRESENCE_PROBABILITY,
+                  'Presence threshold of families with sigmoid scoring (SigLIP): on the probability '
+                  'sigmoid(logit_scale * cosine + logit_bias).', LIVE, bounds=(0.0, 1.0)),
     ParameterSpec('localize', 'bool', True, 'Localise each presence query on the patch grid.', LIVE),
     ParameterSpec('debug_image', 'bool', False, 'Publish ~/debug_image (frame, best label, heatmap and box of the '
                   'top query) while someone subscribes.', LIVE),
+    ParameterSpec('patch_features', 'bool', False, 'Also publish ~/patch_features (PatchFeatures, as feature_extractor '
+                  'does at scale 1) from the same forward pass as the labels: one encoder per frame for both.', LIVE),
+    NORMALIZE,
+    OUTPUT_DTYPE,
 )
 VOCABULARY_PARAMETERS = ('labels', 'prompt_templates', 'presence_queries')
 
@@ -117,15 +153,15 @@ def _vocabulary_rule(values: Mapping[str, Any]) -> Optional[str]:
             or vocabulary_size_problem(values['presence_queries'], values['prompt_templates'], 'presence_queries'))
 
 
-CLIP_RULES = (ParameterRule(frozenset(VOCABULARY_PARAMETERS), _vocabulary_rule),)
+CLIP_RULES = (INPUT_MODE_RULE, ParameterRule(frozenset(VOCABULARY_PARAMETERS), _vocabulary_rule))
 
 FEATURE_PARAMETERS = (
+    INPUT_MODE,
     ParameterSpec('scales', 'double_list', (1.0,), 'Input scales relative to the native size; one PatchFeatures '
                   f'per scale (at most {MAX_SCALES}; a backend with a fixed input size runs 1.0 only).', LIVE,
                   bounds=(0.1, 4.0), check=lambda v: _at_most(v, MAX_SCALES, 'scales')),
-    ParameterSpec('normalize', 'bool', False, 'L2-normalise patch and global features.', LIVE),
-    ParameterSpec('output_dtype', 'string', 'float32', 'Element type of the feature tensors.', LIVE,
-                  choices=OUTPUT_DTYPES),
+    NORMALIZE,
+    OUTPUT_DTYPE,
 )
 
 
@@ -144,8 +180,9 @@ def scales_problem(scales: tuple[float, ...], backend: str) -> Optional[str]:
     return None
 
 
-FEATURE_RULES = (ParameterRule(frozenset({'scales', 'backend'}),
-                               lambda values: scales_problem(values['scales'], values['backend'])),)
+FEATURE_RULES = (INPUT_MODE_RULE,
+                 ParameterRule(frozenset({'scales', 'backend'}),
+                               lambda values: scales_problem(values['scales'], values['backend'])))
 
 
 def _combination_rule(values: Mapping[str, Any]) -> Optional[str]:
@@ -217,13 +254,14 @@ class LoadSettings:
     int8_min_cosine: float
     engine_cache_dir: str
     backend_options: Mapping[str, Any]
+    input_mode: Optional[str] = None  # None: the node has no input_mode parameter (open_vocab_detector)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> 'LoadSettings':
         """Build from validated values; the backend options are every backend-contributed parameter."""
         options = {spec.name: values[spec.name] for spec in backend_parameters()}
         return cls(values['model'], values['backend'], values['device'], values['precision'],
-                   values['int8_min_cosine'], values['engine_cache_dir'], options)
+                   values['int8_min_cosine'], values['engine_cache_dir'], options, values.get('input_mode'))
 
 
 @dataclass(frozen=True)
@@ -231,8 +269,16 @@ class ClipSettings:
     """Live output settings of clip_perception, read once per frame batch and replaced whole after a set."""
 
     presence_threshold: float = _default(CLIP_PARAMETERS, 'presence_threshold')
+    presence_probability: float = _default(CLIP_PARAMETERS, 'presence_probability')
     localize: bool = _default(CLIP_PARAMETERS, 'localize')
     debug_image: bool = _default(CLIP_PARAMETERS, 'debug_image')
+    patch_features: bool = _default(CLIP_PARAMETERS, 'patch_features')
+    normalize: bool = _default(CLIP_PARAMETERS, 'normalize')
+    output_dtype: str = _default(CLIP_PARAMETERS, 'output_dtype')
+
+    def threshold_for(self, scoring: str) -> float:
+        """Return the presence threshold of a family's scoring: a probability for sigmoid, else a cosine."""
+        return self.presence_probability if scoring == SIGMOID else self.presence_threshold
 
 
 @dataclass(frozen=True)
@@ -242,3 +288,62 @@ class FeatureSettings:
     scales: tuple[float, ...] = _default(FEATURE_PARAMETERS, 'scales')
     normalize: bool = _default(FEATURE_PARAMETERS, 'normalize')
     output_dtype: str = _default(FEATURE_PARAMETERS, 'output_dtype')
+
+
+# --- open_vocab_detector ----------------------------------------------------------------------------------------
+DEFAULT_DETECTOR_QUERIES = ('red cup', 'blue bottle', 'green ball', 'yellow box')
+DETECTOR_PARAMETERS = (
+    ParameterSpec('queries', 'string_list', DEFAULT_DETECTOR_QUERIES,
+                  'Text queries: every instance of each is detected (may be empty: ros2 param set ... queries "[]").'
+                  + _TEXT_BOUNDS, LIVE, allow_empty=True,
+                  check=lambda v: tuple(validate_labels(v, 'queries', allow_empty=True))),
+    next(spec for spec in CLIP_PARAMETERS if spec.name == 'prompt_templates'),
+    ParameterSpec('image_queries', 'string_list', (),
+                  'Image queries: example image files (PNG, JPEG or TIFF crops of an object, at most 2048x2048 '
+                  'pixels), each labelled by its file name without the extension; at most 8. The service '
+                  '~/add_image_query adds a region of a recent frame.', LIVE, allow_empty=True,
+                  check=check_image_query_paths),
+    ParameterSpec('score_threshold', 'double', DEFAULT_SCORE_THRESHOLD,
+                  'Keep detections scoring above this (sigmoid of the query logit).', LIVE, bounds=(0.0, 1.0)),
+    ParameterSpec('nms_iou', 'double', DEFAULT_NMS_IOU, 'Non-maximum suppression within each query: a box '
+                  'overlapping a better one of the same query by more than this IoU is dropped (1 = off).', LIVE,
+                  bounds=(0.0, 1.0)),
+    ParameterSpec('max_detections', 'integer', DEFAULT_MAX_DETECTIONS, 'At most this many detections per frame '
+                  '(the best).', LIVE, bounds=(1, 1000)),
+    ParameterSpec('debug_image', 'bool', False, 'Publish ~/debug_image (the frame with every detection\'s box, '
+                  'label and score) while someone subscribes.', LIVE),
+)
+DETECTOR_QUERY_PARAMETERS = ('queries', 'prompt_templates', 'image_queries')
+
+
+def _detector_queries_rule(values: Mapping[str, Any]) -> Optional[str]:
+    return (vocabulary_size_problem(values['queries'], values['prompt_templates'], 'queries')
+            or query_set_problem(values['queries'], values['image_queries']))
+
+
+def _example_images_rule(values: Mapping[str, Any]) -> Optional[str]:
+    """Read each example image when image_queries changes (a rule: checks run at every read of the values)."""
+    for path in values['image_queries']:
+        try:
+            read_example_image(path)
+        except ImageQueryError as error:
+            return str(error)
+    return None
+
+
+DETECTOR_RULES = (ParameterRule(frozenset(DETECTOR_QUERY_PARAMETERS), _detector_queries_rule),
+                  ParameterRule(frozenset({'image_queries'}), _example_images_rule))
+
+
+def detector_table() -> ParameterTable:
+    return perception_table('embedded:tiny_owl', DETECTOR_PARAMETERS, DETECTOR_RULES)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Live output settings of open_vocab_detector, read once per frame batch and replaced whole after a set."""
+
+    score_threshold: float = _default(DETECTOR_PARAMETERS, 'score_threshold')
+    nms_iou: float = _default(DETECTOR_PARAMETERS, 'nms_iou')
+    max_detections: int = _default(DETECTOR_PARAMETERS, 'max_detections')
+    debug_image: bool = _default(DETECTOR_PARAMETERS, 'debug_image')

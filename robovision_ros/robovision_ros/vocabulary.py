@@ -116,6 +116,11 @@ class VocabularySpec:
     templates: tuple[str, ...]
     queries: tuple[str, ...]
 
+    @property
+    def text_count(self) -> int:
+        """Return how many texts the text encoder may have to encode for this vocabulary."""
+        return (len(self.labels) + len(self.queries)) * len(self.templates)
+
 
 @dataclass(frozen=True)
 class Vocabulary:

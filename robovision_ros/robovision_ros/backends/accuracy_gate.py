@@ -61,27 +61,39 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
 
 
+def output_cosine(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """
+    Return the worst image's cosine of one image-graph output ``[B, ...]`` to its reference.
+
+    An output with one row per patch (``[B, N, D]``, D > 1: patch tokens, class embeddings, boxes) is compared row by
+    row and averaged over the patches; any other (``[B, D]`` embeddings, ``[B, N]`` per-patch scalars) as one vector
+    per image.
+    """
+    if ours.ndim == 3 and ours.shape[-1] > 1:
+        per_image = _cosine(ours, theirs).mean(axis=1)
+    else:
+        per_image = _cosine(ours.reshape(len(ours), -1), theirs.reshape(len(theirs), -1))
+    return float(per_image.min())
+
+
 def measure_int8_accuracy(candidate: EncoderBackend, reference: EncoderBackend, pixel_values: Any) -> Int8Accuracy:
-    """Cosine of `candidate`'s outputs to `reference`'s on the same preprocessed batch."""
-    ours = candidate.encode_image(pixel_values)
-    theirs = reference.encode_image(pixel_values)
-    global_cosine = _cosine(ours.global_embedding, theirs.global_embedding)
-    patch_cosine = _cosine(ours.patch_tokens, theirs.patch_tokens).mean(axis=1)
-    return Int8Accuracy(float(global_cosine.min()), float(patch_cosine.min()))
+    """Cosine of `candidate`'s image-graph outputs to `reference`'s on the same preprocessed batch, per output."""
+    ours = candidate.run_image(pixel_values)
+    theirs = reference.run_image(pixel_values)
+    return Int8Accuracy(tuple((name, output_cosine(ours[name], theirs[name])) for name in theirs))
 
 
 def check_int8_accuracy(candidate: EncoderBackend, reference: EncoderBackend, pixel_values: Any,
                         min_cosine: float = DEFAULT_INT8_MIN_COSINE) -> Int8Accuracy:
-    """`measure_int8_accuracy`, raising `Int8AccuracyError` if either cosine is below `min_cosine`."""
+    """`measure_int8_accuracy`, raising `Int8AccuracyError` if any output's cosine is below `min_cosine`."""
     if not 0.0 <= min_cosine <= 1.0:
         raise ValueError(f'int8_min_cosine must be in [0, 1]; got {min_cosine}')
     accuracy = measure_int8_accuracy(candidate, reference, pixel_values)
     if accuracy.worst < min_cosine:
         raise Int8AccuracyError(
             f'{candidate.name} int8 on {candidate.device} is too far from fp32 on the probe images: cosine '
-            f'{accuracy.worst:.4f} (global embedding {accuracy.global_cosine:.4f}, patch tokens '
-            f'{accuracy.patch_cosine:.4f}) is below int8_min_cosine {min_cosine}; use precision fp32 (or lower '
-            'int8_min_cosine if this accuracy is acceptable)')
+            f'{accuracy.worst:.4f} ({accuracy.describe()}) is below int8_min_cosine {min_cosine}; use precision fp32 '
+            '(or lower int8_min_cosine if this accuracy is acceptable)')
     return accuracy
 
 

@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from robovision_ros.families.base import ModelInfo
+from robovision_ros.families import family_named
+from robovision_ros.families.base import ImageEncoding, ModelInfo
 from robovision_ros.parameters import ParameterRule, ParameterSpec
 
 DEVICES = ('cpu', 'cuda')
@@ -69,6 +70,13 @@ class BackendCapabilities:
     def runs(self, device: str, precision: str) -> bool:
         return precision in self.precisions_on(device)
 
+    def input_size_problem(self, what: str) -> Optional[str]:
+        """Return why `what` (an input of another size than the model's native one) cannot run here, or None."""
+        if self.fixed_input_size:
+            return (f'{what} needs a backend without a fixed input size (torch); {self.name} engines take the '
+                    'native size only')
+        return None
+
     def rank_on(self, device: str, precision: str = '') -> Optional[int]:
         """
         Return this backend's `auto` rank on `device` for `precision` (None: `auto` never picks it there).
@@ -105,31 +113,44 @@ class BackendCapabilities:
 
 @dataclass(frozen=True)
 class Int8Accuracy:
-    """How close an int8 engine is to fp32 on the probe images (cosine similarity, 1.0 is identical)."""
+    """
+    How close an int8 engine is to fp32 on the probe images (cosine similarity, 1.0 is identical).
 
-    global_cosine: float  # the worst probe image's global-embedding cosine
-    patch_cosine: float  # the worst probe image's mean cosine over its patch tokens
+    One cosine per output of the family's image graph: the worst probe image's (for outputs with one row per patch,
+    its mean over the patches).
+    """
+
+    cosines: tuple[tuple[str, float], ...]  # (image-graph output name, cosine), in the graph's output order
 
     @property
     def worst(self) -> float:
-        return min(self.global_cosine, self.patch_cosine)
+        return min(cosine for _, cosine in self.cosines)
+
+    def cosine(self, output: str) -> float:
+        return dict(self.cosines)[output]
+
+    def describe(self) -> str:
+        return ', '.join(f'{name} {cosine:.4f}' for name, cosine in self.cosines)
 
 
-@dataclass(frozen=True)
-class ImageEncoding:
-    """Vision-encoder output for a batch: patch tokens on the grid and one global embedding per image."""
-
-    patch_tokens: np.ndarray  # [B, grid_h * grid_w, D], float32
-    global_embedding: np.ndarray  # [B, D_global], float32
-    grid_hw: tuple[int, int]
+__all__ = ['BackendCapabilities', 'BackendEntry', 'BackendRequest', 'BackendUnavailableError', 'DEVICES',
+           'EncoderBackend', 'INT8_DYNAMIC', 'INT8_STATIC_QDQ', 'ImageEncoding', 'Int8Accuracy', 'PRECISIONS',
+           'TransientBackendError']
 
 
 class EncoderBackend(ABC):
-    """Runs a model's vision (and, for CLIP, text) encoder on preprocessed inputs."""
+    """
+    Runs a model's image graph (and, for families with text, its text encoder) on preprocessed inputs.
+
+    A backend runs whatever image graph the model's family declares and returns its outputs by name (`run_image`);
+    `encode_image` hands them to the family for its typed result, so no backend knows what a family computes.
+    """
 
     name: str = ''
     capabilities: BackendCapabilities  # the module's CAPABILITIES
+    info: ModelInfo  # the model it runs (set by each backend's constructor)
     logit_scale: float = 1.0  # CLIP: multiplier of cosine similarities in zero-shot logits
+    logit_bias: float = 0.0  # SigLIP: offset added to the scaled cosine before the sigmoid
     text_length: int = 0  # fixed token length of the text encoder input (0: the tokenizer decides)
     int8_accuracy: Optional[Int8Accuracy] = None  # int8: what the accuracy gate measured at load
 
@@ -138,8 +159,15 @@ class EncoderBackend(ABC):
         self.precision = precision
 
     @abstractmethod
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
-        """float32 ``[B, 3, H, W]`` normalised pixels -> `ImageEncoding` (float32 arrays)."""
+    def run_image(self, pixel_values: Any) -> dict[str, np.ndarray]:
+        """float32 ``[B, 3, H, W]`` normalised pixels -> every output of the family's image graph by name (float32)."""
+
+    def encode_image(self, pixel_values: Any) -> Any:
+        """float32 ``[B, 3, H, W]`` normalised pixels -> the family's typed result (`ImageEncoding` for encoders)."""
+        outputs = self.run_image(pixel_values)
+        height, width = pixel_values.shape[-2:]
+        grid = (int(height) // self.info.patch_size, int(width) // self.info.patch_size)
+        return family_named(self.info.family).image_result(outputs, grid)
 
     @abstractmethod
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -167,6 +195,21 @@ class EncoderBackend(ABC):
         """Free the model and any device memory."""
 
 
+REFERENCE_PIXELS = 'pixel_values'  # the key of the probe pixels in a stored reference (the rest: image outputs)
+
+
+def store_reference(path: Any, pixels: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+    """Write fp32 outputs on the probe pixels, apart and renamed into place (never a half-written reference)."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    partial = path.with_name(f'.partial-{os.getpid()}-{path.name}')
+    np.savez(partial, **{REFERENCE_PIXELS: np.asarray(pixels, np.float32)},
+             **{name: np.asarray(value, np.float32) for name, value in outputs.items()})
+    partial.replace(path)
+
+
 class StoredReference(EncoderBackend):
     """
     fp32 outputs of the gate's probe batch, computed when an int8 engine was made, as a backend.
@@ -178,22 +221,31 @@ class StoredReference(EncoderBackend):
 
     name = 'stored fp32 reference'
 
-    def __init__(self, pixels: np.ndarray, encoding: ImageEncoding, capabilities: BackendCapabilities,
-                 fallback: Callable[[], 'EncoderBackend']) -> None:
+    def __init__(self, info: ModelInfo, pixels: np.ndarray, outputs: dict[str, np.ndarray],
+                 capabilities: BackendCapabilities, fallback: Callable[[], 'EncoderBackend']) -> None:
         super().__init__('cpu', 'fp32')
+        self.info = info
         self.capabilities = capabilities
         self.pixels = pixels
-        self.encoding = encoding
+        self.outputs = outputs
         self._fallback = fallback
         self._loaded: Optional[EncoderBackend] = None
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+    @classmethod
+    def load(cls, info: ModelInfo, path: Any, capabilities: BackendCapabilities,
+             fallback: Callable[[], 'EncoderBackend']) -> 'StoredReference':
+        """Read a reference written by `store_reference`: the probe pixels and every image output by name."""
+        with np.load(path) as stored:
+            outputs = {name: stored[name] for name in stored.files if name != REFERENCE_PIXELS}
+            return cls(info, stored[REFERENCE_PIXELS], outputs, capabilities, fallback)
+
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.asarray(pixel_values, np.float32)
         if pixels.shape == self.pixels.shape and np.allclose(pixels, self.pixels, rtol=0.0, atol=1e-3):
-            return self.encoding
+            return self.outputs
         if self._loaded is None:
             self._loaded = self._fallback()
-        return self._loaded.encode_image(pixel_values)
+        return self._loaded.run_image(pixel_values)
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise BackendUnavailableError('a stored fp32 reference has image outputs only')

@@ -5,7 +5,8 @@
 Where the TensorRT engine is cached, and under which key.
 
 An engine is only valid for the exact ONNX graph, TensorRT version, GPU model and compute capability,
-precision and input-shape profile it was built for; all of them go into the key, so a mismatch is a cache
+precision and input-shape profile it was built for, and is read as the outputs of one model family; all of them go
+into the key, so a mismatch is a cache
 miss (a rebuild), never a silently wrong engine. The key logic needs no TensorRT and is tested on its own.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ class EngineKey:
     compute_capability: str  # e.g. "9.0"
     precision: str
     profile: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]  # name, min, opt, max
+    family: str  # the model family whose export the engine runs (ModelInfo.family)
 
     @property
     def digest(self) -> str:

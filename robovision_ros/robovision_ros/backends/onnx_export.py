@@ -5,10 +5,11 @@
 Hugging Face model -> ONNX image and text encoders, fp16 and int8 variants, cached by model fingerprint.
 
 Layout of an export directory:
-    image_encoder.onnx          pixel_values [B,3,H,W] -> patch_tokens [B,N,D], global_embedding [B,Dg]
+    image_encoder.onnx          pixel_values [B,3,H,W] -> the family's image outputs (`ModelFamily.image_outputs`;
+                                encoders: patch_tokens [B,N,D], global_embedding [B,Dg])
     text_encoder.onnx           input_ids, attention_mask [B,L] (L fixed) -> text_embedding [B,D]   (CLIP)
     *.fp16.onnx / *.int8.onnx   precision variants, made on demand (int8: the image encoder only, see text_precision)
-    export.json                 model fingerprint, logit scale, text length, input size
+    export.json                 model fingerprint, family, logit scale and bias, text length, input size
 """
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, IMAGE_INPUTS, IMAGE_OUTPUTS, INPUT_IDS, \
-    MAX_IMAGE_SIZE, MAX_TEXT_LENGTH, PATCH_TOKENS, PIXEL_VALUES, TEXT_EMBEDDING, TEXT_INPUTS, TEXT_OUTPUTS, ModelInfo
-from robovision_ros.model_dir import family_of, load_tokenizer, load_torch_model, logit_scale, text_encoder_module, \
-    text_length, tokenize, vision_encoder_module
+from robovision_ros.families.base import ATTENTION_MASK, IMAGE_INPUTS, INPUT_IDS, MAX_IMAGE_SIZE, MAX_TEXT_LENGTH, \
+    PIXEL_VALUES, TEXT_EMBEDDING, TEXT_INPUTS, TEXT_OUTPUTS, ModelInfo
+from robovision_ros.model_dir import family_of, load_tokenizer, load_torch_model, logit_bias, logit_scale, \
+    text_encoder_module, text_length, tokenize, vision_encoder_module
 from robovision_ros.model_files import ModelLoadError, bounded_float, bounded_int, read_json
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class ExportedModel:
     logit_scale: float
     text_length: int
     input_size: int
+    logit_bias: float = 0.0  # SigLIP's; 0.0 for families without one (and exports that predate it)
+    family: str = ''  # the family name the export was made for ('' in exports that predate it)
 
     def variant(self, path: Optional[Path], precision: str) -> Optional[Path]:
         """Return the path of `path`'s variant in `precision` (fp32: the file itself)."""
@@ -82,20 +85,22 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_torch_model(info)
+    image_outputs = family_of(info).image_outputs
     size = info.image_size
+    family_of(info).prepare_export(model, (size, size))  # the export runs this one input size
     image_path = out_dir / IMAGE_FILE
     progress(f'exporting image encoder ({size}x{size}) to {image_path}')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # tracer and deprecation chatter from the TorchScript exporter
         torch.onnx.export(
             vision_encoder_module(model, info), (torch.zeros(1, 3, size, size),), str(image_path),
-            input_names=list(IMAGE_INPUTS), output_names=list(IMAGE_OUTPUTS),
-            dynamic_axes={name: {0: 'batch'} for name in IMAGE_INPUTS + IMAGE_OUTPUTS},
+            input_names=list(IMAGE_INPUTS), output_names=list(image_outputs),
+            dynamic_axes={name: {0: 'batch'} for name in IMAGE_INPUTS + image_outputs},
             opset_version=OPSET, dynamo=False)
     onnx.checker.check_model(str(image_path))
     text_path = None
     length = 0
-    scale = 1.0
+    scale, bias = 1.0, 0.0
     if info.has_text:
         tokenizer = load_tokenizer(info)
         length = text_length(tokenizer, model, info)
@@ -110,9 +115,10 @@ def export_onnx(info: ModelInfo, out_dir: Path, progress: Callable[[str], None] 
                 dynamic_axes={name: {0: 'batch'} for name in TEXT_INPUTS + TEXT_OUTPUTS},
                 opset_version=OPSET, dynamo=False)
         onnx.checker.check_model(str(text_path))
-        scale = logit_scale(model, info)
+        scale, bias = logit_scale(model, info), logit_bias(model, info)
     metadata = {'fingerprint': info.fingerprint, 'model_id': info.model_id, 'family': info.family,
-                'logit_scale': scale, 'text_length': length, 'input_size': size, 'opset': OPSET}
+                'logit_scale': scale, 'logit_bias': bias, 'text_length': length, 'input_size': size,
+                'opset': OPSET}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return load_export(out_dir)
 
@@ -131,11 +137,13 @@ def load_export(out_dir: Path) -> ExportedModel:
         text_length = bounded_int(metadata, 'text_length', 0, 0, MAX_TEXT_LENGTH, metadata_path)
         input_size = bounded_int(metadata, 'input_size', 0, 8, MAX_IMAGE_SIZE, metadata_path)
         scale = bounded_float(metadata, 'logit_scale', 0.0, 1e6, metadata_path)
+        bias = bounded_float(metadata, 'logit_bias', -1e6, 1e6, metadata_path) if 'logit_bias' in metadata else 0.0
     except ModelLoadError as error:
         raise ExportError(f'{error}; delete {out_dir} to export again') from None
+    family = metadata.get('family', '')
     text_path = out_dir / TEXT_FILE
     return ExportedModel(out_dir, out_dir / IMAGE_FILE, text_path if text_path.is_file() else None,
-                         scale, text_length, input_size)
+                         scale, text_length, input_size, bias, family if isinstance(family, str) else '')
 
 
 def cached_export(info: ModelInfo, cache_dir: Optional[Path] = None) -> ExportedModel:
@@ -408,11 +416,12 @@ def parity_check(info: ModelInfo, exported: ExportedModel, precision: str = 'fp3
     pixels = rng.standard_normal((2, 3, exported.input_size, exported.input_size)).astype(np.float32)
     image_path = precision_variant(exported, exported.image_path, precision)
     session = ort.InferenceSession(str(image_path), providers=['CPUExecutionProvider'])
-    patches, pooled = session.run([PATCH_TOKENS, GLOBAL_EMBEDDING], {PIXEL_VALUES: pixels})
+    names = family_of(info).image_outputs
+    outputs = session.run(list(names), {PIXEL_VALUES: pixels})
     with torch.inference_mode():
-        ref_patches, ref_pooled = vision_encoder_module(model, info)(torch.from_numpy(pixels))
-    result = {PATCH_TOKENS: float(np.abs(patches - ref_patches.numpy()).max()),
-              GLOBAL_EMBEDDING: float(np.abs(pooled - ref_pooled.numpy()).max())}
+        references = vision_encoder_module(model, info)(torch.from_numpy(pixels))
+    result = {name: float(np.abs(ours - reference.numpy()).max())
+              for name, ours, reference in zip(names, outputs, references)}
     if exported.text_path is not None:
         tokenizer = load_tokenizer(info)
         ids, mask = tokenize(tokenizer, ['a photo of a red cup', 'blue bottle'], exported.text_length)

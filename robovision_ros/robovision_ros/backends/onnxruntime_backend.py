@@ -12,10 +12,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from robovision_ros.backends.base import INT8_DYNAMIC, BackendCapabilities, BackendEntry, BackendRequest, \
-    BackendUnavailableError, EncoderBackend, ImageEncoding, StoredReference
+    BackendUnavailableError, EncoderBackend, StoredReference, store_reference
 from robovision_ros.backends.onnx_export import cached_export, precision_variant, text_precision
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ModelInfo
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING, ModelInfo
+from robovision_ros.model_dir import family_of
 
 LOG = logging.getLogger(__name__)
 # Beside an int8 file: the fp32 outputs on the int8 gate's probe images (np.savez adds the .npz).
@@ -50,9 +50,11 @@ class OnnxRuntimeBackend(EncoderBackend):
 
         super().__init__(device, precision)
         self.info = info
+        self.output_names = list(family_of(info).image_outputs)
         self.providers = providers_for(device, precision, ort.get_available_providers())
         self.exported = cached_export(info, cache_dir)
         self.logit_scale = self.exported.logit_scale
+        self.logit_bias = self.exported.logit_bias
         self.text_length = self.exported.text_length
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -70,15 +72,14 @@ class OnnxRuntimeBackend(EncoderBackend):
             self.text_session = ort.InferenceSession(str(text_path), options, providers=self.providers)
         LOG.info('onnxruntime %s %s with providers %s', device, precision, self.image_session.get_providers())
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.ascontiguousarray(pixel_values, dtype=np.float32)
         if pixels.shape[-2:] != (self.exported.input_size, self.exported.input_size):
             raise BackendUnavailableError(
                 f'onnxruntime engine takes {self.exported.input_size}x{self.exported.input_size} inputs; '
                 f'got {pixels.shape[-2]}x{pixels.shape[-1]} (multi-scale runs on the torch backend)')
-        patches, pooled = self.image_session.run([PATCH_TOKENS, GLOBAL_EMBEDDING], {PIXEL_VALUES: pixels})
-        grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
-        return ImageEncoding(patches, pooled, grid)
+        outputs = self.image_session.run(self.output_names, {PIXEL_VALUES: pixels})
+        return dict(zip(self.output_names, outputs))
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self.text_session is None:
@@ -98,11 +99,7 @@ class OnnxRuntimeBackend(EncoderBackend):
             return None
         path = self.exported.variant(self.exported.image_path, 'int8').with_suffix(REFERENCE_SUFFIX)
         if path.is_file():
-            with np.load(path) as stored:
-                encoding = ImageEncoding(stored['patch_tokens'], stored['global_embedding'],
-                                         (self.exported.input_size // self.info.patch_size,) * 2)
-                pixels = stored['pixel_values']
-            return StoredReference(pixels, encoding, CAPABILITIES, fallback)
+            return StoredReference.load(self.info, path, CAPABILITIES, fallback)
         return _StoringReference(fallback(), path)
 
     def close(self) -> None:
@@ -118,16 +115,14 @@ class _StoringReference(EncoderBackend):
 
     def __init__(self, reference: EncoderBackend, path: Path) -> None:
         super().__init__('cpu', 'fp32')
+        self.info = reference.info
         self.reference = reference
         self.path = path
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
-        encoding = self.reference.encode_image(pixel_values)
-        partial = self.path.with_name(f'.partial-{os.getpid()}-{self.path.name}')
-        np.savez(partial, pixel_values=np.asarray(pixel_values, np.float32), patch_tokens=encoding.patch_tokens,
-                 global_embedding=encoding.global_embedding)
-        partial.replace(self.path)  # written apart and renamed: never a half-written reference
-        return encoding
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.reference.run_image(pixel_values)
+        store_reference(self.path, pixel_values, outputs)
+        return outputs
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         raise BackendUnavailableError('the fp32 reference has image outputs only')

@@ -40,11 +40,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from robovision_ros.backends.base import INT8_STATIC_NNCF, BackendCapabilities, BackendEntry, BackendRequest, \
-    BackendUnavailableError, EncoderBackend, ImageEncoding, StoredReference
+    BackendUnavailableError, EncoderBackend, StoredReference, store_reference
 from robovision_ros.backends.onnx_export import ExportError, ExportedModel, cached_export, default_cache_dir, \
     export_child, remove_stale_partials, written_apart
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ModelInfo
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING, ModelInfo
+from robovision_ros.model_dir import family_of
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
 LOG = logging.getLogger(__name__)
@@ -200,17 +200,23 @@ def _images_digest(images: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
+def image_int8_recipe(info: ModelInfo) -> str:
+    """Return the recipe of `info`'s int8 image entry: `INT8_RECIPE` and the float scopes its family declares."""
+    scopes = family_of(info).int8_float_scopes
+    return INT8_RECIPE + (f"+float:{'|'.join(scopes)}" if scopes else '')
+
+
 def quantize_image_int8(fp32: IrEntry, info: ModelInfo, images: Sequence[np.ndarray]) -> Any:
     """
     NNCF post-training quantization of the fp32 image encoder on `images` (RGB uint8, preprocessed as at run time).
 
     Transformer preset (MIXED: symmetric weights, asymmetric activations), fast bias correction. SmoothQuant is off:
-    NNCF's SmoothQuant step fails on the CLIP graph this project exports.
+    NNCF's SmoothQuant step fails on the CLIP graph this project exports. The nodes the family keeps in float
+    (`ModelFamily.int8_float_scopes`) are NNCF's ignored scope, validated: a scope that names no node fails here.
     """
     import nncf
     import openvino as ov
 
-    from robovision_ros.model_dir import family_of
     from robovision_ros.preprocessing import ImagePreprocessor
 
     if not images:
@@ -219,9 +225,11 @@ def quantize_image_int8(fp32: IrEntry, info: ModelInfo, images: Sequence[np.ndar
     feeds = [{PIXEL_VALUES: preprocess([image])} for image in images]
     advanced = nncf.AdvancedQuantizationParameters(
         smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1, convolution=-1))
+    scopes = family_of(info).int8_float_scopes
+    ignored = {'ignored_scope': nncf.IgnoredScope(patterns=list(scopes), validate=True)} if scopes else {}
     return nncf.quantize(ov.Core().read_model(str(fp32.xml)), nncf.Dataset(feeds), subset_size=len(feeds),
                          model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=True,
-                         advanced_parameters=advanced)
+                         advanced_parameters=advanced, **ignored)
 
 
 def write_fp32_reference(fp32: IrEntry, info: ModelInfo, directory: Path) -> None:
@@ -233,16 +241,14 @@ def write_fp32_reference(fp32: IrEntry, info: ModelInfo, directory: Path) -> Non
     (~1e-6 relative), far below what the gate tolerates, so a cache copied to another machine stays valid.
     """
     from robovision_ros.backends.accuracy_gate import probe_pixels
-    from robovision_ros.model_dir import family_of
     from robovision_ros.preprocessing import ImagePreprocessor
 
     pixels = probe_pixels(ImagePreprocessor(family_of(info).preprocess_config(info)), info.image_size)
     core = _make_core()
     compiled = core.compile_model(str(fp32.xml), 'CPU', compile_config('CPU', 'fp32', os.cpu_count() or 1))
     outputs = compiled.create_infer_request().infer({PIXEL_VALUES: pixels})
-    np.savez(directory / REFERENCE_FILE, pixel_values=pixels,
-             patch_tokens=np.array(outputs[compiled.output(PATCH_TOKENS)], np.float32),
-             global_embedding=np.array(outputs[compiled.output(GLOBAL_EMBEDDING)], np.float32))
+    store_reference(directory / REFERENCE_FILE, pixels,
+                    {name: outputs[compiled.output(name)] for name in family_of(info).image_outputs})
 
 
 def compress_text_int8(fp32: IrEntry) -> Any:
@@ -277,7 +283,7 @@ def ir_for(info: ModelInfo, cache_dir: Optional[Path], precision: str,
         raise ExportError(f'at most {MAX_CALIBRATION_IMAGES} calibration images; got {len(images)}')
     source = calibration_source or f'{len(images)} generated test cards and scenes (seed {CALIBRATION_SEED})'
     fp32_image = image
-    image = cached_ir(root, 'image.int8', INT8_RECIPE, lambda: quantize_image_int8(fp32_image, info, images),
+    image = cached_ir(root, 'image.int8', image_int8_recipe(info), lambda: quantize_image_int8(fp32_image, info, images),
                       {'calibration': source, 'calibration_images': len(images),
                        'calibration_digest': _images_digest(images)}, replace=replace,
                       extra=lambda directory: write_fp32_reference(fp32_image, info, directory))
@@ -291,8 +297,10 @@ def _cached_entries(info: ModelInfo, cache_dir: Optional[Path], precision: str,
                     has_text: bool) -> Optional[tuple[IrEntry, Optional[IrEntry]]]:
     """Return the (image, text) entries for `precision` if the cache holds them all, else None."""
     root = openvino_root(cache_dir, info)
-    names = (('image.int8', INT8_RECIPE), ('text.int8w', TEXT_INT8W_RECIPE)) if precision == 'int8' else \
-        (('image.fp32', IR_RECIPE), ('text.fp32', IR_RECIPE))
+    if precision == 'int8':
+        names = (('image.int8', image_int8_recipe(info)), ('text.int8w', TEXT_INT8W_RECIPE))
+    else:
+        names = (('image.fp32', IR_RECIPE), ('text.fp32', IR_RECIPE))
     image = _read_entry(root / names[0][0], names[0][1])
     text = _read_entry(root / names[1][0], names[1][1]) if has_text else None
     if image is None or (has_text and text is None):
@@ -386,9 +394,11 @@ class OpenVinoBackend(EncoderBackend):
                    f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}); use fp32 or int8"
                    if ov_device == 'CPU' else f'openvino_device {ov_device} runs fp32 or int8'))
         self.info = info
+        self.output_names = family_of(info).image_outputs
         self.ov_device = ov_device
         exported = cached_export(info, cache_dir)
         self.logit_scale = exported.logit_scale
+        self.logit_bias = exported.logit_bias
         self.text_length = exported.text_length
         self.input_size = exported.input_size
         image_ir, text_ir = ensure_ir(info, cache_dir, precision, exported)
@@ -412,21 +422,17 @@ class OpenVinoBackend(EncoderBackend):
         self._batch_one = ov_device == 'NPU'
         LOG.info('openvino %s %s on %s from %s', device, precision, ov_device, image_ir.directory)
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.ascontiguousarray(pixel_values, dtype=np.float32)
         if pixels.shape[-2:] != (self.input_size, self.input_size):
             raise BackendUnavailableError(
                 f'openvino model takes {self.input_size}x{self.input_size} inputs; '
                 f'got {pixels.shape[-2]}x{pixels.shape[-1]} (multi-scale runs on the torch backend)')
         if self._batch_one and pixels.shape[0] > 1:
-            parts = [self.encode_image(pixels[i:i + 1]) for i in range(pixels.shape[0])]
-            return ImageEncoding(np.concatenate([p.patch_tokens for p in parts]),
-                                 np.concatenate([p.global_embedding for p in parts]), parts[0].grid_hw)
+            parts = [self.run_image(pixels[i:i + 1]) for i in range(pixels.shape[0])]
+            return {name: np.concatenate([part[name] for part in parts]) for name in self.output_names}
         outputs = self._image_request.infer({PIXEL_VALUES: pixels})
-        patches = np.array(outputs[self._image.output(PATCH_TOKENS)], np.float32)
-        pooled = np.array(outputs[self._image.output(GLOBAL_EMBEDDING)], np.float32)
-        grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
-        return ImageEncoding(patches, pooled, grid)
+        return {name: np.array(outputs[self._image.output(name)], np.float32) for name in self.output_names}
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self._text_request is None:
@@ -439,11 +445,7 @@ class OpenVinoBackend(EncoderBackend):
         path = self.ir.directory / REFERENCE_FILE
         if self.precision != 'int8' or not path.is_file():
             return None
-        with np.load(path) as stored:
-            pixels = stored['pixel_values']
-            encoding = ImageEncoding(stored['patch_tokens'], stored['global_embedding'],
-                                     (self.input_size // self.info.patch_size,) * 2)
-        return StoredReference(pixels, encoding, CAPABILITIES, fallback)
+        return StoredReference.load(self.info, path, CAPABILITIES, fallback)
 
     def close(self) -> None:
         self._image_request = self._text_request = None

@@ -149,9 +149,8 @@ def create_backend(info: ModelInfo, backend: str = AUTO, device: str = 'cpu', pr
     if precision == 'int8' and int8_min_cosine is not None and not loaded.capabilities.remote:
         loaded.int8_accuracy = gate_int8(loaded, lambda: _fp32_reference(backend, request, loaded),
                                          _probe_preprocessor(info), info.image_size, int8_min_cosine)
-        LOG.info('int8 accuracy gate passed: cosine to fp32 %.4f (global %.4f, patches %.4f) >= %s',
-                 loaded.int8_accuracy.worst, loaded.int8_accuracy.global_cosine, loaded.int8_accuracy.patch_cosine,
-                 int8_min_cosine)
+        LOG.info('int8 accuracy gate passed: cosine to fp32 %.4f (%s) >= %s', loaded.int8_accuracy.worst,
+                 loaded.int8_accuracy.describe(), int8_min_cosine)
     return loaded
 
 

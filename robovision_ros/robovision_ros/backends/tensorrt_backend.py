@@ -24,12 +24,12 @@ from typing import Any, Optional
 import numpy as np
 
 from robovision_ros.backends.base import INT8_STATIC_QDQ, BackendCapabilities, BackendEntry, BackendRequest, \
-    BackendUnavailableError, EncoderBackend, ImageEncoding
+    BackendUnavailableError, EncoderBackend
 from robovision_ros.backends.engine_cache import EngineCache, EngineKey, file_sha256
 from robovision_ros.backends.onnx_export import ExportedModel, ExportError, cached_export, default_cache_dir, \
     precision_variant
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ModelInfo
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING, ModelInfo
+from robovision_ros.model_dir import family_of
 
 LOG = logging.getLogger(__name__)
 CAPABILITIES = BackendCapabilities(
@@ -169,11 +169,13 @@ class TensorRTBackend(EncoderBackend):
         trt = _import_tensorrt()
         self.trt = trt
         self.info = info
+        self.output_names = family_of(info).image_outputs
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         cache_root = cache_dir or default_cache_dir()
         self.exported = exported or cached_export(info, cache_root)
         self.logit_scale = self.exported.logit_scale
+        self.logit_bias = self.exported.logit_bias
         self.text_length = self.exported.text_length
         self.cache = EngineCache(cache_root / 'tensorrt')
         size = self.exported.input_size
@@ -201,7 +203,7 @@ class TensorRTBackend(EncoderBackend):
     def _key(self, onnx_path: Path, profile: tuple) -> EngineKey:
         return EngineKey(onnx_sha256=file_sha256(onnx_path), tensorrt_version=self.trt.__version__,
                          gpu_name=DEVICE.name(), compute_capability=DEVICE.compute_capability(),
-                         precision=self.precision, profile=profile)
+                         precision=self.precision, profile=profile, family=self.info.family)
 
     def _engine(self, stem: str, onnx_path: Path, profile: tuple, force_rebuild: bool) -> tuple[_Engine, EngineKey]:
         """
@@ -249,7 +251,7 @@ class TensorRTBackend(EncoderBackend):
     def cache_key(self) -> Optional[str]:
         return self._image_key.digest
 
-    def encode_image(self, pixel_values: Any) -> ImageEncoding:
+    def run_image(self, pixel_values: Any) -> dict[str, np.ndarray]:
         import torch
 
         pixels = torch.as_tensor(pixel_values).to(DEVICE.torch_device, torch.float32).contiguous()
@@ -259,10 +261,8 @@ class TensorRTBackend(EncoderBackend):
                 f'tensorrt engine takes {size}x{size} inputs; got {pixels.shape[-2]}x{pixels.shape[-1]} '
                 '(multi-scale runs on the torch backend)')
         outputs = self.image_engine.run({PIXEL_VALUES: pixels})
-        patches, pooled = outputs[PATCH_TOKENS], outputs[GLOBAL_EMBEDDING]
         DEVICE.synchronize()
-        grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
-        return ImageEncoding(patches.float().cpu().numpy(), pooled.float().cpu().numpy(), grid)
+        return {name: outputs[name].float().cpu().numpy() for name in self.output_names}
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch

@@ -9,9 +9,9 @@ from typing import Any, Optional
 import numpy as np
 
 from robovision_ros.backends.base import BackendCapabilities, BackendEntry, BackendRequest, BackendUnavailableError, \
-    EncoderBackend, ImageEncoding
-from robovision_ros.model_dir import ModelInfo, load_tokenizer, load_torch_model, logit_scale, text_encoder_module, \
-    text_length, vision_encoder_module
+    EncoderBackend
+from robovision_ros.model_dir import ModelInfo, family_of, load_tokenizer, load_torch_model, logit_bias, logit_scale, \
+    text_encoder_module, text_length, vision_encoder_module
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
 
@@ -45,6 +45,7 @@ class TorchBackend(EncoderBackend):
             raise BackendUnavailableError('device cuda requested but torch finds no CUDA GPU')
         dtypes = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
         self.info = info
+        self.output_names = family_of(info).image_outputs
         self.dtype = dtypes[precision]
         self.model = load_torch_model(info).to(device=device, dtype=self.dtype)
         self.vision = vision_encoder_module(self.model, info)
@@ -52,25 +53,25 @@ class TorchBackend(EncoderBackend):
         self.text = text_encoder_module(self.model, info) if info.has_text else None
         if info.has_text:
             self.logit_scale = logit_scale(self.model, info)
+            self.logit_bias = logit_bias(self.model, info)
             self.text_length = text_length(load_tokenizer(info), self.model, info)
         self.cuda_graphs = cuda_graphs and device == 'cuda'
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
 
-    def encode_image(self, pixel_values: Any) -> ImageEncoding:
-        """Encode a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
+    def run_image(self, pixel_values: Any) -> dict[str, np.ndarray]:
+        """Run a numpy array or a torch tensor already on the device (the GPU preprocessing path)."""
         import torch
 
         with torch.inference_mode():
             pixels = torch.as_tensor(pixel_values).to(self.device, self.dtype)
             native = tuple(pixels.shape[-2:]) == (self.info.image_size, self.info.image_size)
             if self.cuda_graphs and native:
-                patches, pooled = self._run_graph(pixels)
+                outputs = self._run_graph(pixels)
             else:
-                patches, pooled = (self.vision if native else self.vision_interpolating)(pixels)
-            grid = (pixels.shape[-2] // self.info.patch_size, pixels.shape[-1] // self.info.patch_size)
-            return ImageEncoding(patches.float().cpu().numpy(), pooled.float().cpu().numpy(), grid)
+                outputs = (self.vision if native else self.vision_interpolating)(pixels)
+            return {name: tensor.float().cpu().numpy() for name, tensor in zip(self.output_names, outputs)}
 
-    def _run_graph(self, pixels: Any) -> tuple[Any, Any]:
+    def _run_graph(self, pixels: Any) -> tuple[Any, ...]:
         """Replay a captured CUDA graph for this input shape (captured on first use)."""
         import torch
 
@@ -91,7 +92,7 @@ class TorchBackend(EncoderBackend):
         graph, static_in, static_out = self._graphs[key]
         static_in.copy_(pixels)
         graph.replay()
-        return static_out[0].clone(), static_out[1].clone()
+        return tuple(tensor.clone() for tensor in static_out)
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch

@@ -25,9 +25,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from robovision_ros.backends.base import BackendCapabilities, BackendEntry, BackendRequest, BackendUnavailableError, \
-    EncoderBackend, ImageEncoding, TransientBackendError
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING, ModelInfo
+    EncoderBackend, TransientBackendError
+from robovision_ros.families import family_named
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING, ModelInfo
 from robovision_ros.parameters import FIXED, ParameterRule, ParameterSpec
 
 LOG = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ PARAMETER_PRECISION = 'robovision.precision'
 PARAMETER_FINGERPRINT = 'robovision.fingerprint'
 PARAMETER_MODEL = 'robovision.model_id'
 PARAMETER_LOGIT_SCALE = 'robovision.logit_scale'
+PARAMETER_LOGIT_BIAS = 'robovision.logit_bias'  # SigLIP's; a family without one (CLIP) may omit it (0.0)
 PARAMETER_ENGINE = 'robovision.engine'  # "<backend> <device>" the server runs, for logs and diagnostics
 # Triton data types of the tensors (model config spelling); pixels may travel as fp16 (half the bytes).
 PIXEL_TYPES = {'TYPE_FP32': np.float32, 'TYPE_FP16': np.float16}
@@ -183,6 +184,7 @@ class ServedModels:
     text_length: int
     logit_scale: float
     engine: str
+    logit_bias: float = 0.0
 
 
 def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
@@ -210,14 +212,14 @@ def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
         if parameters[PARAMETER_PRECISION] != precision:
             raise TritonModelError(f"{where}: model '{name}' runs {parameters[PARAMETER_PRECISION]}; this node asks "
                                    f'for {precision} (set precision:={parameters[PARAMETER_PRECISION]})')
-    size, grid = info.image_size, info.image_size // info.patch_size
+    size = info.image_size
     image_where = f"{where}: model '{image_config.get('name', '?')}'"
     pixel_type = _require_tensor(PIXEL_VALUES, image_where, _tensors(image_config, 'input'), (3, size, size),
                                  tuple(PIXEL_TYPES))
     outputs = _tensors(image_config, 'output')
-    _require_tensor(PATCH_TOKENS, image_where, outputs, (grid * grid, info.patch_dim), ('TYPE_FP32',))
-    _require_tensor(GLOBAL_EMBEDDING, image_where, outputs, (info.global_dim,), ('TYPE_FP32',))
-    text_length, text_batch, logit_scale = 0, 0, 1.0
+    for name, dims in family_named(info.family).image_output_shapes(info).items():
+        _require_tensor(name, image_where, outputs, dims, ('TYPE_FP32',))
+    text_length, text_batch, logit_scale, logit_bias = 0, 0, 1.0, 0.0
     if text_config is not None:
         text_where = f"{where}: model '{text_config.get('name', '?')}'"
         inputs = _tensors(text_config, 'input')
@@ -235,8 +237,30 @@ def check_served(info: ModelInfo, precision: str, image_config: dict[str, Any],
             logit_scale = float(_parameters(text_config)[PARAMETER_LOGIT_SCALE])
         except (KeyError, ValueError):
             raise TritonModelError(f'{text_where}: no numeric {PARAMETER_LOGIT_SCALE} parameter')
+        logit_bias = _served_bias(info, _parameters(text_config), text_where)
     return ServedModels(PIXEL_TYPES[pixel_type], int(image_config['max_batch_size']), text_batch, text_length,
-                        logit_scale, _parameters(image_config).get(PARAMETER_ENGINE, ''))
+                        logit_scale, _parameters(image_config).get(PARAMETER_ENGINE, ''), logit_bias)
+
+
+def _served_bias(info: ModelInfo, parameters: dict[str, str], where: str) -> float:
+    """
+    Return the logit bias a served text model declares.
+
+    Required for a family that scores with a sigmoid (its scores depend on the bias); a family without one may omit
+    it, as servers that predate it do.
+    """
+    from robovision_ros.clip_scoring import SIGMOID
+
+    if PARAMETER_LOGIT_BIAS not in parameters:
+        if family_named(info.family).scoring == SIGMOID:
+            raise TritonModelError(f'{where}: no {PARAMETER_LOGIT_BIAS} parameter; {info.family} scores need the '
+                                   "model's logit bias (serve it with this version of robovision_serve)")
+        return 0.0
+    try:
+        return float(parameters[PARAMETER_LOGIT_BIAS])
+    except ValueError:
+        raise TritonModelError(f'{where}: {PARAMETER_LOGIT_BIAS} is not a number: '
+                               f'{parameters[PARAMETER_LOGIT_BIAS]!r}') from None
 
 
 def _import_client() -> tuple[Any, Any]:
@@ -278,6 +302,7 @@ class TritonBackend(EncoderBackend):
             self.close()
             raise
         self.logit_scale = self.served.logit_scale
+        self.logit_bias = self.served.logit_bias
         self.text_length = self.served.text_length
         LOG.info('triton %s: %s%s (%s %s, pixels as %s)', self.url, self.image_model,
                  f', {self.text_model}' if self.text_model else '', self.served.engine, precision,
@@ -350,7 +375,7 @@ class TritonBackend(EncoderBackend):
         with self._health_lock:
             return self._health
 
-    def encode_image(self, pixel_values: np.ndarray) -> ImageEncoding:
+    def run_image(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
         pixels = np.asarray(pixel_values)
         size = self.info.image_size
         if pixels.shape[-2:] != (size, size):
@@ -359,15 +384,12 @@ class TritonBackend(EncoderBackend):
                                           'backend)')
         pixels = np.ascontiguousarray(pixels, dtype=self.served.pixel_dtype)
         kind = 'FP16' if self.served.pixel_dtype == np.float16 else 'FP32'
-        patches, pooled = [], []
-        for start in range(0, len(pixels), self.served.image_batch):
-            p, g = self._infer(self.image_model, {PIXEL_VALUES: pixels[start:start + self.served.image_batch]},
-                               {PIXEL_VALUES: kind}, (PATCH_TOKENS, GLOBAL_EMBEDDING))
-            patches.append(p)
-            pooled.append(g)
-        grid = (size // self.info.patch_size, size // self.info.patch_size)
-        return ImageEncoding(np.concatenate(patches).astype(np.float32, copy=False),
-                             np.concatenate(pooled).astype(np.float32, copy=False), grid)
+        names = family_named(self.info.family).image_outputs
+        chunks = [self._infer(self.image_model, {PIXEL_VALUES: pixels[start:start + self.served.image_batch]},
+                              {PIXEL_VALUES: kind}, names)
+                  for start in range(0, len(pixels), self.served.image_batch)]
+        return {name: np.concatenate([chunk[i] for chunk in chunks]).astype(np.float32, copy=False)
+                for i, name in enumerate(names)}
 
     def encode_text(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self.text_model is None:

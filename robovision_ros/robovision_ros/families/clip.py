@@ -19,6 +19,7 @@ class ClipFamily(ModelFamily):
     model_types = ('clip',)
     has_text = True
     tokenizer_files = (('tokenizer.json',), ('vocab.json', 'merges.txt'))
+    description = 'CLIP: softmax zero-shot scores'
 
     def read_info(self, model_id: str, path: Path, config: dict[str, Any]) -> ModelInfo:
         where = path / 'config.json'

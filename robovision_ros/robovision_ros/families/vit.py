@@ -17,6 +17,7 @@ class VitFamily(ModelFamily):
 
     name = 'vit'
     model_types = ('vit',)
+    description = 'ViT: supervised ViT features (a classification head, if any, gives class scores)'
 
     def read_info(self, model_id: str, path: Path, config: dict[str, Any]) -> ModelInfo:
         where = path / 'config.json'

@@ -4,8 +4,10 @@
 """
 clip_perception: camera images -> ZeroShotLabels (~/zero_shot_labels) and ObjectPresenceArray (~/object_presence).
 
-The vocabulary changes live through `ros2 param set`: validated in the set (settings.py), encoded on the vocabulary
-worker's thread, swapped in whole.
+Any family with a text tower (CLIP, SigLIP): the messages say which scoring produced them. With `patch_features`
+the same forward pass also gives PatchFeatures (~/patch_features), so labels, presence and features cost one
+encoder per frame. The vocabulary changes live through `ros2 param set`: validated in the set (settings.py),
+encoded on the vocabulary worker's thread, swapped in whole.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from sensor_msgs.msg import Image
 
 from robovision_ros.debug_view import render_debug_image
 from robovision_ros.message_conversions import classification_message, image_message, label_info_message, \
-    presence_detections_message, zero_shot_messages
-from robovision_msgs.msg import ObjectPresenceArray, ZeroShotLabels
+    patch_features_message, presence_detections_message, zero_shot_messages
+from robovision_msgs.msg import ObjectPresenceArray, PatchFeatures, ZeroShotLabels
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
 from robovision_ros.nodes.perception_node import FrameOutputs, PerceptionNode
@@ -50,7 +52,8 @@ def vocabulary_spec(values: dict[str, Any]) -> VocabularySpec:
 class ClipPerceptionNode(PerceptionNode):
     OUTPUTS = {'labels': (ZeroShotLabels, '~/zero_shot_labels', 10),
                'presence': (ObjectPresenceArray, '~/object_presence', 10),
-               'debug': (Image, '~/debug_image', 1)}
+               'debug': (Image, '~/debug_image', 1),
+               'features': (PatchFeatures, '~/patch_features', 10)}
 
     def __init__(self, **kwargs: Any) -> None:
         self._vocabulary: Optional[Vocabulary] = None
@@ -154,17 +157,24 @@ class ClipPerceptionNode(PerceptionNode):
         assert self.encoder is not None
         vocabulary, settings = self._vocabulary, self._settings  # one consistent snapshot for the batch
         assert vocabulary is not None
-        features, timing = self.encoder.encode_images(images)
+        # One forward pass: the labels, presence and (when asked) the patch features all come from it. L2
+        # normalisation changes no cosine, so the scores are the same with `normalize` on or off.
+        features, timing = self.encoder.encode_images(images, normalize=settings.patch_features and settings.normalize)
         start = time.perf_counter()
         debug = settings.debug_image and self.output_wanted('debug')
-        results = self.encoder.score_batch(features, vocabulary.labels, vocabulary.queries,
-                                           settings.presence_threshold, localize=settings.localize, heatmaps=debug)
+        threshold = settings.threshold_for(self.encoder.family.scoring)
+        results = self.encoder.score_batch(features, vocabulary.labels, vocabulary.queries, threshold,
+                                           localize=settings.localize, heatmaps=debug)
         outputs = FrameOutputs(preprocess_ms=timing.preprocess_ms, inference_ms=timing.inference_ms)
-        model_id = self.encoder.info.model_id
+        info = self.encoder.info
+        model_id = info.model_id
         for frame, image, feature, result in zip(frames, images, features, results):
-            labels_msg, presence_msg = zero_shot_messages(result, frame.msg.header, model_id, timing,
-                                                          (time.monotonic() - frame.arrival) * 1e3)
+            total_ms = (time.monotonic() - frame.arrival) * 1e3
+            labels_msg, presence_msg = zero_shot_messages(result, frame.msg.header, model_id, timing, total_ms)
             outputs.messages += [('labels', labels_msg), ('presence', presence_msg)]
+            if settings.patch_features:
+                outputs.messages.append(('features', patch_features_message(
+                    feature, frame.msg.header, model_id, info.patch_size, settings.output_dtype, timing, total_ms)))
             if self.standard_outputs:
                 outputs.messages += [('classification', classification_message(result.labels, result.scores,
                                                                                frame.msg.header)),
@@ -188,8 +198,8 @@ class ClipPerceptionNode(PerceptionNode):
             query = f'{result.queries[top]} {result.similarities[top]:.2f}'
             heatmap = result.heatmaps[top]
             roi = result.locate(top).roi_xywh
-        overlay = render_debug_image(image, title, heatmap, roi,
-                                     feature.geometry.visible_box(self.encoder.preprocessor.config.input_hw), query)
+        visible = feature.geometry.visible_box(self.encoder.preprocessor.input_hw(image.shape[:2]))
+        overlay = render_debug_image(image, title, heatmap, roi, visible, query)
         return image_message(overlay, frame.msg.header)
 
 

@@ -57,6 +57,8 @@ class PerceptionNode(LifecycleNode):
     """Base lifecycle node: camera frames in, one inference worker, outputs defined by the subclass."""
 
     OUTPUTS: dict[str, tuple[type, str, Any]] = {}  # output name -> (message type, topic, depth or QoSProfile)
+    # The engine configure loads: an image encoder, or a detector (DetectorEncoder) with the same constructor.
+    ENCODER: type = PerceptionEncoder
 
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -170,8 +172,11 @@ class PerceptionNode(LifecycleNode):
             values = self.parameters.validated()
             load = LoadSettings.from_values(values)
             cache = Path(load.engine_cache_dir) if load.engine_cache_dir else None
-            self.encoder = PerceptionEncoder(load.model, load.backend, load.device, load.precision, cache,
-                                             int8_min_cosine=load.int8_min_cosine, options=load.backend_options)
+            # The encoder nodes' input_mode (the detector has none: its model's own input only).
+            encoder_options = {} if load.input_mode is None else {'input_mode': load.input_mode}
+            self.encoder = self.ENCODER(load.model, load.backend, load.device, load.precision, cache,
+                                        int8_min_cosine=load.int8_min_cosine, options=load.backend_options,
+                                        **encoder_options)
             self._batched = self._choose_batching(values)
             release_memory()  # what loading and the int8 gate allocated once goes back to the system
             if not self.standard_outputs and not self._said_standard_outputs_off:

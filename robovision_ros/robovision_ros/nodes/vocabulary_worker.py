@@ -6,9 +6,11 @@ Vocabulary encoding off the executor thread, without ROS.
 
 A vocabulary set returns at once; this worker encodes the newest requested vocabulary in batches on its own
 thread (a newer request supersedes one in progress between batches) and hands the finished embeddings to the
-node, which swaps them in whole. Frames keep being scored against the previous vocabulary until then. A build that
-fails (a remote text encoder unreachable) is retried with a growing delay until it is applied or superseded; while
-it fails, `failing()` says why, for /diagnostics.
+node, which swaps them in whole. A vocabulary is clip_perception's labels and presence queries, or
+open_vocab_detector's text and image queries: any request with a `text_count`, built into a snapshot with a
+`version` and the `spec` it was built from. Frames keep being scored against the previous vocabulary until then.
+A build that fails (a remote text encoder unreachable) is retried with a growing delay until it is applied or
+superseded; while it fails, `failing()` says why, for /diagnostics.
 """
 from __future__ import annotations
 
@@ -16,13 +18,30 @@ import ctypes
 import threading
 import time
 import traceback
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from robovision_ros.backends.base import TransientBackendError
-from robovision_ros.vocabulary import ENCODE_BATCH, Vocabulary, VocabularyCancelled, VocabularySpec
+from robovision_ros.vocabulary import ENCODE_BATCH, VocabularyCancelled
 
 
-BuildFunction = Callable[[VocabularySpec, int, Callable[[], bool]], Vocabulary]
+class VocabularyRequest(Protocol):
+    """What a node asks to encode (`vocabulary.VocabularySpec`, `detection_queries.DetectionQuerySpec`)."""
+
+    @property
+    def text_count(self) -> int: ...
+
+
+class VocabularySnapshot(Protocol):
+    """What a build returns (`vocabulary.Vocabulary`, `detection_queries.DetectionQueries`)."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def spec(self) -> Any: ...
+
+
+BuildFunction = Callable[[Any, int, Callable[[], bool]], Any]
 # Delays between attempts at a vocabulary whose build failed: doubling from the first, at most the last.
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
@@ -39,9 +58,9 @@ def release_freed_memory() -> None:
 class VocabularyWorker:
     """Encodes the newest requested vocabulary on its own thread and reports it through `on_ready`."""
 
-    def __init__(self, build: BuildFunction, on_ready: Callable[[Vocabulary, int, float], None],
-                 on_error: Callable[[VocabularySpec, BaseException, Optional[str]], None],
-                 current: Callable[[], Optional[Vocabulary]]) -> None:
+    def __init__(self, build: BuildFunction, on_ready: Callable[[VocabularySnapshot, int, float], None],
+                 on_error: Callable[[VocabularyRequest, BaseException, Optional[str]], None],
+                 current: Callable[[], Optional[VocabularySnapshot]]) -> None:
         """
         Start the worker thread.
 
@@ -53,18 +72,18 @@ class VocabularyWorker:
         self._on_error = on_error
         self._current = current
         self._cv = threading.Condition()
-        self._wanted: Optional[VocabularySpec] = None
+        self._wanted: Optional[VocabularyRequest] = None
         self._generation = 0  # bumped by every request; a build whose generation is outdated stops
         self._busy = False
         self._running = True
-        self._failed: Optional[VocabularySpec] = None  # a request whose build failed, to retry
+        self._failed: Optional[VocabularyRequest] = None  # a request whose build failed, to retry
         self._failure = ''  # why it failed
         self._retry_delay = RETRY_FIRST_S
         self._retry_at = 0.0
         self._thread = threading.Thread(target=self._run, name='vocabulary', daemon=True)
         self._thread.start()
 
-    def request(self, request: VocabularySpec) -> None:
+    def request(self, request: VocabularyRequest) -> None:
         """Encode `request` next (unless it is the vocabulary already in use); supersedes older requests."""
         with self._cv:
             self._wanted = request
@@ -98,7 +117,7 @@ class VocabularyWorker:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout_s)
 
-    def _next(self) -> Optional[VocabularySpec]:
+    def _next(self) -> Optional[VocabularyRequest]:
         """Return the request to build now: a new one, or a failed one whose retry time came (under the lock)."""
         if self._wanted is not None:
             request, self._wanted = self._wanted, None
@@ -126,7 +145,7 @@ class VocabularyWorker:
                     self._busy = False
                     self._cv.notify_all()
 
-    def _serve(self, request: VocabularySpec, generation: int) -> None:
+    def _serve(self, request: VocabularyRequest, generation: int) -> None:
         current = self._current()
         if current is not None and current.spec == request:
             return  # the same vocabulary again: nothing to encode, no new version
@@ -146,7 +165,7 @@ class VocabularyWorker:
             self._on_error(request, error,
                            None if isinstance(error, TransientBackendError) else traceback.format_exc())
             return
-        texts = (len(request.labels) + len(request.queries)) * len(request.templates)
+        texts = request.text_count
         if texts > ENCODE_BATCH:
             release_freed_memory()
         with self._cv:

@@ -2,13 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-robovision_evaluate: quality of a CLIP model on held-out generated scenes, measured through the encoder engine.
+robovision_evaluate: quality of a CLIP or SigLIP model on held-out generated scenes, through the encoder engine.
 
     robovision_evaluate [MODEL] [--backend onnxruntime] [--scenes 200]
 
 Metrics (all on scene seeds never used in training):
   zero_shot_top1     single-object scenes, argmax over the 20 colour+object labels equals the object's label;
-  presence_precision / presence_recall   1-3 object scenes, cosine >= threshold for each of the 20 labels;
+  presence_precision / presence_recall   1-3 object scenes, each of the 20 labels present when its presence score
+                     reaches the family's default threshold (CLIP: cosine 0.25; SigLIP: probability 0.5);
   localization_hit   each object's label query: the heatmap peak (source pixel) lies inside the object's box;
   rb_swap_colour_kept  single red/blue-object scenes with R and B swapped: fraction still given the original
                      colour (low means colour words really read the right channel).
@@ -30,9 +31,13 @@ DEFAULT_TEMPLATE = 'a photo of a {}.'
 
 
 def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime', scenes: int = 200,
-                  threshold: float = 0.25, height: int = 240, width: int = 320,
+                  threshold: Optional[float] = None, height: int = 240, width: int = 320,
                   seeds: tuple[int, int] = EVAL_SEEDS) -> dict[str, float]:
-    """Measure the metrics above; `seeds` are the generator seeds of the single- and the multi-object scenes."""
+    """
+    Measure a model with text (CLIP, SigLIP) on held-out scenes; `threshold` None: its family's default.
+
+    `seeds` are the generator seeds of the single- and the multi-object scenes.
+    """
     encoder = PerceptionEncoder(model, backend, 'cpu', 'fp32')
     try:
         vocabulary = encoder.build_vocabulary(LABELS, [DEFAULT_TEMPLATE], 1)

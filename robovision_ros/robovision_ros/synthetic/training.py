@@ -2,15 +2,22 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """
-robovision_train: train the embedded tiny CLIP and tiny ViT on generated tabletop scenes (2 CPU cores, minutes).
+robovision_train: train the embedded tiny CLIP, tiny SigLIP and tiny ViT on generated tabletop scenes (2 CPU cores).
 
-    robovision_train --out robovision_ros/robovision_ros/embedded_models [--clip-steps N] [--vit-steps N] [--seed S]
+    robovision_train --out robovision_ros/robovision_ros/embedded_models [--models clip siglip vit] [--clip-steps N]
+                     [--siglip-steps N] [--vit-steps N] [--seed S]
 
-Seeded and reproducible for the same versions and thread count (training pins torch to 2 threads). The CLIP is
-trained for what the nodes do with it:
+Seeded and reproducible for the same versions and thread count (torch pinned to 2 threads for CLIP and ViT, 1 for
+SigLIP). The CLIP is trained for what the nodes do with it:
   * zero-shot: softmax over the 20 colour+object labels of logit_scale * cosine (soft targets for several objects);
   * presence: sigmoid(10 * (cosine - 0.25)) against the multi-hot ground truth, so 0.25 is the decision threshold;
   * localisation: the same presence loss per patch token, against which patches lie on which object.
+The SigLIP has the same towers' sizes and data, and SigLIP's own objective instead of the three CLIP terms:
+  * the sigmoid loss: every (image, label text) pair is its own binary decision on sigmoid(logit_scale * cosine +
+    logit_bias) against the multi-hot ground truth (Zhai et al., "Sigmoid Loss for Language Image Pre-Training"),
+    with the trained scale and bias; zero-shot is its argmax and presence its probability >= 0.5;
+  * localisation: the same sigmoid decision per patch token (each token pooled alone by the attention-pooling
+    head, as the family publishes patch features) against which patches lie on which object.
 The ViT is trained as a multi-label colour+object classifier on its CLS token; only the encoder is saved.
 """
 from __future__ import annotations
@@ -28,8 +35,8 @@ import numpy as np
 from robovision_ros.model_dir import tokenize
 from robovision_ros.preprocessing import ImagePreprocessor, PreprocessConfig
 from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
-from robovision_ros.synthetic.tiny_models import clip_preprocessor_config, make_tiny_vit, save_clip_model, \
-    vit_preprocessor_config, write_clip_tokenizer
+from robovision_ros.synthetic.tiny_models import clip_preprocessor_config, make_tiny_siglip, make_tiny_vit, \
+    save_clip_model, vit_preprocessor_config, write_clip_tokenizer
 
 TEMPLATES = ('a photo of a {}.', 'a {}.', 'a {} on a table.', 'a photo of the {}.', 'there is a {}.')
 PRESENCE_THRESHOLD = 0.25
@@ -159,6 +166,99 @@ def train_clip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 40
     return save_clip_model(clip_dir, model, IMAGE_SIZE)
 
 
+def train_siglip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 4000, batch: int = 32,
+                 lr: float = 1e-3, threads: int = 1, log: Callable[[str], None] = print) -> Path:
+    """
+    Train the tiny SigLIP with the sigmoid loss on the tiny CLIP's scenes.
+
+    One torch thread by default: on a machine shared with other jobs, two threads spent most of each step
+    spin-waiting for each other (measured 4.6 s a step with two, 0.7 s with one, under a load of 10 on 2 cores).
+    Reproducible for the same versions and thread count.
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers import SiglipConfig, SiglipModel
+
+    from robovision_ros.families.siglip import pooled_per_token
+
+    torch.manual_seed(seed + 2)
+    torch.set_num_threads(threads)
+    # SigLIP's processor squashes the frame to the square input (no crop); the scenes keep their objects central.
+    preprocessor = ImagePreprocessor(PreprocessConfig.from_dict(vit_preprocessor_config(IMAGE_SIZE)))
+    start = time.monotonic()
+    data = make_dataset(seed * 1000 + TRAIN_SEED_OFFSET, scenes, preprocessor)
+    log(f'rendered {scenes} training scenes in {time.monotonic() - start:.0f} s')
+    siglip_dir = out_dir / 'tiny_siglip'
+    tokenizer = write_clip_tokenizer(siglip_dir, corpus(), num_merges=300, max_length=16)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, projection_size=96,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id),
+        vision_config=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+                           image_size=IMAGE_SIZE, patch_size=PATCH_SIZE))
+    model = SiglipModel(config)
+    present_fraction = float(data.present.mean())
+    with torch.no_grad():
+        # SigLIP's scale initialisation (t' = log 10); the bias at the log-odds of a label being present. The
+        # paper's b = -10 is that prior for its batches of 32k texts with one match each; here about 2 of 20
+        # labels are present, and -10 cost most of a short run to undo.
+        model.logit_scale.fill_(float(np.log(10.0)))
+        model.logit_bias.fill_(float(np.log(present_fraction / (1 - present_fraction))))
+    tokens = [tokenize(tokenizer, [t.format(label) for label in LABELS], 16, 'pt') for t in TEMPLATES]
+    # No weight decay on the scale and bias: decay would pull the scale towards exp(0) = 1.
+    scalars = [model.logit_scale, model.logit_bias]
+    weights = [p for p in model.parameters() if all(p is not s for s in scalars)]
+    optimizer = torch.optim.AdamW([{'params': weights}, {'params': scalars, 'weight_decay': 0.0}], lr=lr,
+                                  weight_decay=0.05)
+    pixels = torch.from_numpy(data.pixels)
+    present = torch.from_numpy(data.present)
+    patch_targets = torch.from_numpy(data.patch_targets)
+    generator = torch.Generator().manual_seed(seed + 2)
+    grid = IMAGE_SIZE // PATCH_SIZE
+    model.train()
+    start = time.monotonic()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group['lr'] = _schedule(step, steps, lr)
+        idx = torch.randint(0, len(pixels), (batch,), generator=generator)
+        images, targets, patch_t = pixels[idx], present[idx], patch_targets[idx]
+        flip = torch.rand(batch, generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        patch_t = torch.where(flip[:, None, None],
+                              patch_t.view(batch, grid, grid, -1).flip(2).reshape(batch, grid * grid, -1), patch_t)
+        images = images * (1 + 0.1 * (torch.rand(batch, 1, 1, 1, generator=generator) - 0.5))
+        template = int(torch.randint(0, len(TEMPLATES), (1,), generator=generator))
+        vision = model.vision_model(pixel_values=images)
+        image_emb = F.normalize(vision.pooler_output, dim=-1)
+        patch_emb = F.normalize(pooled_per_token(model.vision_model.head, vision.last_hidden_state), dim=-1)
+        ids, mask = tokens[template]
+        text_emb = F.normalize(model.text_model(input_ids=ids, attention_mask=mask).pooler_output, dim=-1)
+        scale, bias = model.logit_scale.exp(), model.logit_bias
+        logits = scale * (image_emb @ text_emb.T) + bias
+        # The sigmoid loss over every (image, label) pair, summed over labels and averaged over images as SigLIP
+        # does; present labels (1-3 of 20) weighted up so that recall holds in scenes with several objects.
+        sigmoid = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(3.0),
+                                                     reduction='sum') / batch
+        patch_logits = scale * (patch_emb @ text_emb.T) + bias
+        localisation = F.binary_cross_entropy_with_logits(patch_logits, patch_t, pos_weight=torch.tensor(8.0))
+        loss = sigmoid + 2.0 * localisation
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, np.log(100))
+        if step % 100 == 0 or step == steps - 1:
+            top1 = float((targets.gather(1, logits.argmax(1, keepdim=True)) > 0).float().mean())
+            log(f'siglip step {step}/{steps} loss {loss.item():.3f} (sigmoid {sigmoid.item():.3f}, localisation '
+                f'{localisation.item():.3f}), scale {scale.item():.1f} bias {bias.item():.2f}, batch top-1 '
+                f'{top1:.2f}, {time.monotonic() - start:.0f} s')
+    model.eval()
+    return make_tiny_siglip(siglip_dir, corpus(), image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_merges=300,
+                            max_length=16, model=model)
+
+
 def train_vit(out_dir: Path, steps: int = 1500, seed: int = 0, scenes: int = 3000, batch: int = 64,
               log: Callable[[str], None] = print) -> Path:
     import torch
@@ -196,8 +296,12 @@ def train_vit(out_dir: Path, steps: int = 1500, seed: int = 0, scenes: int = 300
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robovision_train', description=__doc__.strip().split('\n')[0])
-    parser.add_argument('--out', type=Path, required=True, help='directory for tiny_clip/ and tiny_vit/')
+    parser.add_argument('--out', type=Path, required=True,
+                        help='directory for tiny_clip/, tiny_siglip/ and tiny_vit/')
+    parser.add_argument('--models', nargs='+', choices=('clip', 'siglip', 'vit'), default=['clip', 'siglip', 'vit'],
+                        help='which models to train (default: all three)')
     parser.add_argument('--clip-steps', type=int, default=3000)
+    parser.add_argument('--siglip-steps', type=int, default=3000)
     parser.add_argument('--vit-steps', type=int, default=1500)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
@@ -205,14 +309,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def log(message: str) -> None:
         print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
 
-    clip_dir = train_clip(args.out, args.clip_steps, args.seed, log=log)
-    vit_dir = train_vit(args.out, args.vit_steps, args.seed, log=log)
     from robovision_ros.synthetic.evaluation import evaluate_clip
 
-    report = evaluate_clip(str(clip_dir))
-    (clip_dir / 'quality.json').write_text(json.dumps(report, indent=2))
-    log(f'tiny_clip quality on held-out scenes: {json.dumps(report)}')
-    log(f'wrote {clip_dir} and {vit_dir}')
+    written = []
+    for name, train, steps in (('clip', train_clip, args.clip_steps), ('siglip', train_siglip, args.siglip_steps)):
+        if name in args.models:
+            model_dir = train(args.out, steps, args.seed, log=log)
+            report = evaluate_clip(str(model_dir))
+            (model_dir / 'quality.json').write_text(json.dumps(report, indent=2))
+            log(f'tiny_{name} quality on held-out scenes: {json.dumps(report)}')
+            written.append(model_dir)
+    if 'vit' in args.models:
+        written.append(train_vit(args.out, args.vit_steps, args.seed, log=log))
+    log(f"wrote {', '.join(str(d) for d in written)}")
     return 0
 
 

@@ -9,6 +9,7 @@ runs on.
 
     robovision_bench [--models embedded clip-b32 clip-b16] [--iterations 20] [--ros-seconds 10]
                      [--out docs/benchmarks.md] [--skip-ros]
+    robovision_bench --detector [--detector-models tiny owlvit-b32 owlv2-b16]   (tools/detector_benchmark.py)
 
 Model level (one process, variants interleaved round-robin per iteration, warm-up excluded, p50/p95):
   naive      the tutorial pipeline: HF processor on a PIL image, CLIPModel.get_image_features, text features of
@@ -624,6 +625,11 @@ def plot(path: Path, all_results: dict[str, list[VariantResult]]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if '--detector' in (sys.argv[1:] if argv is None else argv):  # its own section (tools/detector_benchmark.py)
+        from robovision_ros.tools.detector_benchmark import main as detector_main
+
+        return detector_main([a for a in (sys.argv[1:] if argv is None else argv) if a != '--detector'],
+                             machine_description())
     parser = argparse.ArgumentParser(prog='robovision_bench', description=__doc__.strip().split('\n')[0])
     parser.add_argument('--models', nargs='+', default=['embedded', 'clip-b32', 'clip-b16'])
     parser.add_argument('--iterations', type=int, default=20)
@@ -638,10 +644,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--max-foreign-load', type=float, default=0.25 * (os.cpu_count() or 1),
                         help='a table during which other processes used more CPU cores than this on average is '
                              'marked not comparable (default: a quarter of the cores)')
+    parser.add_argument('--families', action='store_true',
+                        help='run only the model-family section (SigLIP-B/16, DINOv2-S/14 and -B/14, one pass vs two '
+                             'nodes) and write it to --out')
+    parser.add_argument('--family-rate', type=float, default=2.0, help='camera rate of the family section (Hz)')
     args = parser.parse_args(argv)
 
     def log(message: str) -> None:
         print(f'[{time.strftime("%H:%M:%S")}] {message}', flush=True)
+
+    if args.families:
+        report = families_report(args, log)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+        log(f'wrote {args.out}')
+        return 0
 
     sections = [f'Machine: {machine_description()}', '']
     if args.device == 'cpu' and not args.skip_ros:
@@ -683,6 +700,229 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     plot(args.out.with_suffix('.png'), all_results)
     log(f'wrote {args.out} and {args.out.with_suffix(".png")}')
     return 0
+
+
+# --- model families and one pass (robovision_bench --families) -------------------------------------------------
+# A section of its own: random-weight SigLIP and DINOv2 at their released sizes through the node end to end, and
+# clip_perception's one-pass patch features against a second node, each measured side by side in one run.
+
+FAMILY_MODELS = ('siglip-b16', 'dinov2-s14', 'dinov2-b14')
+
+
+def family_model_dir(name: str, cache: Path) -> str:
+    """Return a random-weight model directory at a released model's sizes: 'siglip-b16', 'dinov2-s14', 'dinov2-b14'."""
+    directory = cache / f'{name}-random'
+    if (directory / 'model.safetensors').is_file():
+        return str(directory)
+    import torch
+    import transformers
+
+    from robovision_ros.synthetic.tiny_models import dino_preprocessor_config, make_tiny_siglip
+    from robovision_ros.synthetic.training import corpus
+
+    torch.manual_seed(0)
+    if name == 'siglip-b16':  # google/siglip-base-patch16-224's sizes (its own tokenizer replaced by a small BPE)
+        from robovision_ros.synthetic.tiny_models import write_clip_tokenizer
+
+        tokenizer = write_clip_tokenizer(directory, corpus(), 300, 64)
+        model = transformers.SiglipModel(transformers.SiglipConfig(
+            text_config={'vocab_size': len(tokenizer), 'max_position_embeddings': 64,
+                         'pad_token_id': tokenizer.pad_token_id, 'eos_token_id': tokenizer.eos_token_id},
+            vision_config={'image_size': 224, 'patch_size': 16}))
+        return str(make_tiny_siglip(directory, corpus(), image_size=224, patch_size=16, num_merges=300,
+                                    max_length=64, model=model))
+    width, heads = {'dinov2-s14': (384, 6), 'dinov2-b14': (768, 12)}[name]  # facebook/dinov2-small / -base
+    model = transformers.Dinov2Model(transformers.Dinov2Config(hidden_size=width, num_attention_heads=heads,
+                                                               image_size=518, patch_size=14))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory))
+    (directory / 'preprocessor_config.json').write_text(json.dumps(dino_preprocessor_config(224)))
+    return str(directory)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+@dataclass
+class NodeRun:
+    """One end-to-end run: nodes on one camera, latencies per output, the nodes' CPU time."""
+
+    config: str
+    latency_ms: dict[str, list[float]]  # output topic suffix -> publish-to-receive latencies
+    published: int
+    seconds: float
+    cpu_s: float  # CPU time of the node processes while the camera ran
+
+
+def measure_nodes(nodes: Sequence[tuple[str, dict[str, Any]]], outputs: Sequence[tuple[str, str, Any]], config: str,
+                  seconds: float, rate_hz: float) -> NodeRun:
+    """
+    Run perception nodes (kind, parameters) on one image_source camera; time the `outputs` (node kind, suffix, type).
+
+    Each node runs in its own process and is configured and activated before the camera starts; their CPU time is
+    read from /proc over the stream only (loading and export excluded). The models' ONNX exports are made here
+    first, so that configure only loads them.
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from robovision_ros.backends.registry import create_backend
+    from robovision_ros.model_dir import read_model_info
+    from robovision_ros.tools import lifecycle_client
+
+    for _, params in nodes:
+        create_backend(read_model_info(params['model']), params['backend'], 'cpu', params['precision']).close()
+
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(_shipped_profile()))
+    namespace = f'/fbench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}'
+    topic = f'{namespace}/cam0/image_raw'
+    frames = int(seconds * rate_hz)
+    processes = []
+    for kind, params in nodes:
+        command = [sys.executable, '-m', f'robovision_ros.nodes.{kind}', '--ros-args', '-r', f'__ns:={namespace}',
+                   '-p', f'image_topics:={json.dumps([topic])}']
+        for name, value in params.items():
+            command += ['-p', f'{name}:={json.dumps(value) if not isinstance(value, str) else value}']
+        processes.append(subprocess.Popen(command, env=env, cwd='/', stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('family_bench_receiver', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    latencies: dict[str, list[float]] = {suffix: [] for _, suffix, _ in outputs}
+
+    def receiver(suffix: str) -> Callable[[Any], None]:
+        def on_message(msg: Any) -> None:
+            now = node.get_clock().now().nanoseconds
+            latencies[suffix].append((now - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6)
+        return on_message
+
+    for kind, suffix, msg_type in outputs:
+        node.create_subscription(msg_type, f'{namespace}/{kind}/{suffix}', receiver(suffix), 100)
+    try:
+        for kind, _ in nodes:
+            target = f'{namespace}/{kind}'
+            if not (lifecycle_client.change_state(node, executor, target, 'configure', 900.0)
+                    and lifecycle_client.change_state(node, executor, target, 'activate')):
+                raise RuntimeError(f'{kind} did not activate ({config})')
+        cpu_before = sum(_cpu_seconds(p.pid) for p in processes)
+        camera = subprocess.Popen(
+            [sys.executable, '-m', 'robovision_ros.nodes.image_source', '--ros-args', '-r', f'image_raw:={topic}',
+             '-p', f'rate_hz:={rate_hz}', '-p', f'max_frames:={frames}', '-p', 'seed:=0',
+             '-p', 'wait_for_subscribers:=1', '-p', 'pregenerate:=16'],
+            env=env, cwd='/', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(camera)
+        lifecycle_client.spin_until(executor, lambda: camera.poll() is not None, seconds + 60.0)
+        lifecycle_client.spin_until(executor, lambda: False, 5.0)  # the last results
+        cpu = sum(_cpu_seconds(p.pid) for p in processes[:-1]) - cpu_before
+    finally:
+        stop_processes(processes)
+        lifecycle_client.forget_clients(node)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    return NodeRun(config, latencies, frames, frames / rate_hz, cpu)
+
+
+def family_model_rows(name: str, model_dir: str, iterations: int, log: Callable[[str], None]) -> str:
+    """Model level: torch fp32, onnxruntime fp32 and int8 interleaved on the same frames; agreement with torch fp32."""
+    from robovision_ros.encoder import PerceptionEncoder
+
+    frames = [decode_raw_image(data, 'bgr8', FRAME_HW[1], FRAME_HW[0], FRAME_HW[1] * 3) for data, _ in bench_frames(4)]
+    variants = [('torch', 'fp32'), ('onnxruntime', 'fp32'), ('onnxruntime', 'int8')]
+    encoders = []
+    for backend, precision in variants:
+        log(f'  {name}: loading {backend} {precision}')
+        encoders.append(PerceptionEncoder(model_dir, backend, 'cpu', precision))
+    timings: list[list[float]] = [[] for _ in variants]
+    outputs: list[list[Any]] = [[] for _ in variants]
+    for iteration in range(1 + iterations):
+        for k in (list(range(len(variants))) * 2)[iteration % len(variants):][:len(variants)]:
+            start = time.perf_counter()
+            (feature,), _ = encoders[k].encode_images([frames[iteration % len(frames)]])
+            if iteration:  # the first round is the warm-up
+                timings[k].append((time.perf_counter() - start) * 1e3)
+                if iteration <= len(frames):
+                    outputs[k].append(feature)
+    info = encoders[0].info
+    grid = outputs[0][0].grid_hw
+    lines = [f'### {name} (random weights: {info.family}, {info.image_size}px, patch {info.patch_size}, '
+             f'grid {grid[0]}x{grid[1]}, {info.patch_dim}-d patches)', '',
+             '| Backend | Frame (ms) p50 / p95 | Cosine vs torch fp32: global (worst) / patches (worst mean) |',
+             '|---|---|---|']
+    for (backend, precision), times, features in zip(variants, timings, outputs):
+        pooled = min(_unit_cosine(a.global_embedding, b.global_embedding) for a, b in zip(features, outputs[0]))
+        patches = min(float(np.mean([_unit_cosine(p, q) for p, q in zip(a.patch_tokens, b.patch_tokens)]))
+                      for a, b in zip(features, outputs[0]))
+        lines.append(f'| {backend} {precision} | {_p(times, 50):.1f} / {_p(times, 95):.1f} | '
+                     f'{pooled:.4f} / {patches:.4f} |')
+    for encoder in encoders:
+        encoder.close()
+    return '\n'.join(lines) + '\n'
+
+
+def _unit_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def family_node_rows(runs: Sequence[NodeRun]) -> str:
+    lines = ['| Configuration | Output | Publish-to-result p50 / p95 (ms) | Results/s | Results / frames | '
+             'Node CPU per frame (ms) |', '|---|---|---|---|---|---|']
+    for run in runs:
+        for suffix, values in run.latency_ms.items():
+            lines.append(f'| {run.config} | {suffix} | {_p(values, 50):.1f} / {_p(values, 95):.1f} | '
+                         f'{len(values) / run.seconds:.1f} | {len(values)}/{run.published} | '
+                         f'{run.cpu_s * 1e3 / max(run.published, 1):.0f} |')
+    return '\n'.join(lines) + '\n'
+
+
+def families_report(args: argparse.Namespace, log: Callable[[str], None]) -> str:
+    """Return the families section: model-level rows, node rows per model, then one pass against two nodes."""
+    from robovision_msgs.msg import PatchFeatures, ZeroShotLabels
+
+    sections = [f'Machine: {machine_description()}', '']
+    node_runs = []
+    for name in FAMILY_MODELS:
+        model_dir = family_model_dir(name, args.cache)
+        sections.append(family_model_rows(name, model_dir, args.iterations, log))
+        if name.startswith('siglip'):
+            nodes = [('clip_perception', {'model': model_dir, 'backend': 'onnxruntime', 'precision': 'int8',
+                                          'labels': list(LABELS), 'presence_queries': ['red cup'],
+                                          'localize': False})]
+            outputs = [('clip_perception', 'zero_shot_labels', ZeroShotLabels)]
+        else:
+            nodes = [('feature_extractor', {'model': model_dir, 'backend': 'onnxruntime', 'precision': 'int8'})]
+            outputs = [('feature_extractor', 'patch_features', PatchFeatures)]
+        log(f'{name}: through the node, {args.ros_seconds:.0f} s at {args.family_rate} Hz')
+        node_runs.append(measure_nodes(nodes, outputs, f'{name}, {nodes[0][0]}, onnxruntime int8',
+                                       args.ros_seconds, args.family_rate))
+    sections += ['### Through the node (1 camera, 480x640 bgr8, onnxruntime int8)', '', family_node_rows(node_runs)]
+    # One pass against two nodes: labels + features of one camera from CLIP ViT-B/16 (random weights).
+    clip = benchmark_model_dir('clip-b16', args.cache)
+    common = {'model': clip, 'backend': 'onnxruntime', 'precision': 'int8', 'labels': list(LABELS),
+              'presence_queries': ['red cup'], 'localize': False}
+    one_pass = ([('clip_perception', {**common, 'patch_features': True})],
+                [('clip_perception', 'zero_shot_labels', ZeroShotLabels),
+                 ('clip_perception', 'patch_features', PatchFeatures)], 'one pass: clip_perception patch_features')
+    two_nodes = ([('clip_perception', common),
+                  ('feature_extractor', {'model': clip, 'backend': 'onnxruntime', 'precision': 'int8'})],
+                 [('clip_perception', 'zero_shot_labels', ZeroShotLabels),
+                  ('feature_extractor', 'patch_features', PatchFeatures)], 'two nodes: + feature_extractor')
+    pass_runs = []
+    for nodes, outputs, config in (one_pass, two_nodes, one_pass, two_nodes):  # alternated: drift hits both
+        log(f'clip-b16: {config}')
+        pass_runs.append(measure_nodes(nodes, outputs, config, args.ros_seconds, args.family_rate))
+    cpu = {config: [r.cpu_s / r.published for r in pass_runs if r.config == config]
+           for config in (one_pass[2], two_nodes[2])}
+    ratio = np.mean(cpu[one_pass[2]]) / np.mean(cpu[two_nodes[2]])
+    sections += ['### One pass vs two nodes: labels + patch features of one camera (clip-b16, onnxruntime int8)', '',
+                 f'Node CPU per frame, one pass / two nodes: **{ratio:.2f}** (mean of two alternated runs each).', '',
+                 family_node_rows(pass_runs)]
+    return '\n'.join(sections)
 
 
 if __name__ == '__main__':

@@ -11,9 +11,10 @@ robovision_serve: serve a model's image and text encoders on a Triton Inference 
 
 The server is nvidia-pytriton's bundled Triton. The encoders run through this package's own engine
 (`create_backend`, the same code and caches as a node), one engine per instance, behind Triton's dynamic batcher,
-so requests from several nodes are batched together. Served as `<prefix>_image` (pixel_values -> patch_tokens,
-global_embedding) and `<prefix>_text` (input_ids, attention_mask -> text_embedding); `<prefix>` defaults to the
-model directory's name, which is also what a node with `backend:=triton` looks for.
+so requests from several nodes are batched together. Served as `<prefix>_image` (pixel_values -> the outputs of the
+model family's image graph: patch_tokens and global_embedding for CLIP and ViT, per-patch class embeddings, logit
+shifts and scales and boxes for OWL detectors) and `<prefix>_text` (input_ids, attention_mask -> text_embedding);
+`<prefix>` defaults to the model directory's name, which is also what a node with `backend:=triton` looks for.
 
 pytriton needs its own venv made from the system Python (scripts/setup_serve.sh); run from another interpreter,
 this tool re-executes itself there with this package's source on PYTHONPATH.
@@ -36,12 +37,12 @@ import numpy as np
 
 from robovision_ros.backends.base import DEVICES, PRECISIONS, BackendUnavailableError, EncoderBackend
 from robovision_ros.backends.registry import backend_capabilities, create_backend
-from robovision_ros.backends.triton_backend import PARAMETER_ENGINE, PARAMETER_FINGERPRINT, PARAMETER_LOGIT_SCALE, \
-    PARAMETER_MODEL, PARAMETER_PRECISION, served_names, served_prefix
+from robovision_ros.backends.triton_backend import PARAMETER_ENGINE, PARAMETER_FINGERPRINT, PARAMETER_LOGIT_BIAS, \
+    PARAMETER_LOGIT_SCALE, PARAMETER_MODEL, PARAMETER_PRECISION, served_names, served_prefix
 from robovision_ros.model_dir import ModelInfo, ModelLoadError, read_model_info
 from robovision_ros.backends.onnx_export import ExportError, process_alive
-from robovision_ros.families.base import ATTENTION_MASK, GLOBAL_EMBEDDING, INPUT_IDS, PATCH_TOKENS, PIXEL_VALUES, \
-    TEXT_EMBEDDING
+from robovision_ros.families import family_named
+from robovision_ros.families.base import ATTENTION_MASK, INPUT_IDS, PIXEL_VALUES, TEXT_EMBEDDING
 
 SERVE_VENV_ENV = 'ROBOVISION_SERVE_VENV'
 _CHILD_ENV = 'ROBOVISION_SERVE_CHILD'
@@ -76,14 +77,18 @@ def config_parameters(info: ModelInfo, backend: EncoderBackend) -> dict[str, str
     """Return the model-config parameters a node's triton backend checks (see triton_backend.check_served)."""
     return {PARAMETER_PRECISION: backend.precision, PARAMETER_FINGERPRINT: info.fingerprint,
             PARAMETER_MODEL: info.model_id, PARAMETER_LOGIT_SCALE: repr(float(backend.logit_scale)),
-            PARAMETER_ENGINE: engine_description(backend)}
+            PARAMETER_LOGIT_BIAS: repr(float(backend.logit_bias)), PARAMETER_ENGINE: engine_description(backend)}
+
+
+def image_outputs(info: ModelInfo) -> tuple[str, ...]:
+    """Return the names of the image model's outputs: those of the family's image graph."""
+    return family_named(info.family).image_outputs
 
 
 def image_shapes(info: ModelInfo) -> dict[str, tuple[int, ...]]:
     """Per-item shapes of the image model's tensors (the batch dimension is Triton's)."""
-    grid = info.image_size // info.patch_size
-    return {PIXEL_VALUES: (3, info.image_size, info.image_size), PATCH_TOKENS: (grid * grid, info.patch_dim),
-            GLOBAL_EMBEDDING: (info.global_dim,)}
+    return {PIXEL_VALUES: (3, info.image_size, info.image_size),
+            **family_named(info.family).image_output_shapes(info)}
 
 
 def text_shapes(info: ModelInfo, text_length: int) -> dict[str, tuple[int, ...]]:
@@ -93,8 +98,8 @@ def text_shapes(info: ModelInfo, text_length: int) -> dict[str, tuple[int, ...]]
 def check_engine_shapes(info: ModelInfo, backend: EncoderBackend) -> None:
     """Run the engine once and check its outputs have the shapes the configs will declare."""
     shapes = image_shapes(info)
-    encoding = backend.encode_image(np.zeros((1, *shapes[PIXEL_VALUES]), np.float32))
-    got = {PATCH_TOKENS: encoding.patch_tokens.shape[1:], GLOBAL_EMBEDDING: encoding.global_embedding.shape[1:]}
+    outputs = backend.run_image(np.zeros((1, *shapes[PIXEL_VALUES]), np.float32))
+    got = {name: outputs[name].shape[1:] for name in image_outputs(info)}
     if info.has_text:
         ids = np.zeros((1, backend.text_length), np.int64)
         got[TEXT_EMBEDDING] = backend.encode_text(ids, np.ones_like(ids)).shape[1:]
@@ -107,9 +112,8 @@ def check_engine_shapes(info: ModelInfo, backend: EncoderBackend) -> None:
 def image_infer(backend: EncoderBackend) -> Callable[..., dict[str, np.ndarray]]:
     """Make a batched infer function for the image model (pixels arrive as fp16 or fp32; the engine takes fp32)."""
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        encoding = backend.encode_image(inputs[PIXEL_VALUES].astype(np.float32, copy=False))
-        return {PATCH_TOKENS: np.ascontiguousarray(encoding.patch_tokens, np.float32),
-                GLOBAL_EMBEDDING: np.ascontiguousarray(encoding.global_embedding, np.float32)}
+        outputs = backend.run_image(inputs[PIXEL_VALUES].astype(np.float32, copy=False))
+        return {name: np.ascontiguousarray(value, np.float32) for name, value in outputs.items()}
     return infer
 
 
@@ -187,8 +191,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         triton.bind(image_name, [batch(image_infer(e)) for e in engines],
                     inputs=[Tensor(name=PIXEL_VALUES, dtype=pixel_dtype, shape=shapes[PIXEL_VALUES])],
-                    outputs=[Tensor(name=n, dtype=np.float32, shape=shapes[n]) for n in (PATCH_TOKENS,
-                                                                                         GLOBAL_EMBEDDING)],
+                    outputs=[Tensor(name=n, dtype=np.float32, shape=shapes[n]) for n in image_outputs(info)],
                     config=config, strict=True)
         _add_parameters(triton, image_name, parameters)
         if text_name is not None:
@@ -271,11 +274,12 @@ def export_repository(args: argparse.Namespace) -> list[Path]:
     image_name, text_name = served_names(prefix, info.has_text)
     parameters = {PARAMETER_PRECISION: args.precision, PARAMETER_FINGERPRINT: info.fingerprint,
                   PARAMETER_MODEL: info.model_id, PARAMETER_LOGIT_SCALE: repr(float(exported.logit_scale)),
+                  PARAMETER_LOGIT_BIAS: repr(float(exported.logit_bias)),
                   PARAMETER_ENGINE: f'onnxruntime {args.device}'}
     shapes = image_shapes(info)
     models = [(image_name, precision_variant(exported, exported.image_path, args.precision),
                {PIXEL_VALUES: (np.float32, shapes[PIXEL_VALUES])},
-               {n: (np.float32, shapes[n]) for n in (PATCH_TOKENS, GLOBAL_EMBEDDING)})]
+               {n: (np.float32, shapes[n]) for n in image_outputs(info)})]
     if text_name is not None:
         shapes = text_shapes(info, exported.text_length)
         models.append((text_name, precision_variant(exported, exported.text_path, text_precision(args.precision)),
