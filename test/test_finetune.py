@@ -35,7 +35,7 @@ def make_folder(root: Path, labels=('red', 'blue', 'green'), per_label: int = 4,
 
 def quick(method: str = 'lora', **kwargs) -> FinetuneOptions:
     values = dict(method=method, rank=4, alpha=8.0, bottleneck=8, steps=4, batch=4, checkpoint_every=2,
-                  heldout_scenes=0, seed=3)
+                  heldout_scenes=0, seed=3, replay_scenes=4)
     values.update(kwargs)
     return FinetuneOptions(**values)
 
@@ -82,6 +82,8 @@ def test_lora_clip_output_loads_like_any_model(tiny_clip_dir, model_cache, tmp_p
     assert [Path(s['path']).name for s in report['skipped_images']] == ['broken.png']
     assert report['trainable_params'] < report['total_params'] / 10 and report['adapter_bytes'] > 0
     assert 0 <= report['val_accuracy_after'] <= 1 and (out / 'report.md').is_file()
+    assert report['training_cpu_s'] > 0
+    assert f"({report['training_cpu_s']:.0f} s of CPU)" in (out / 'report.md').read_text()
     info = read_model_info(str(out))
     assert info.model_type == 'clip' and info.fingerprint != read_model_info(str(tiny_clip_dir)).fingerprint
     base, tuned = load_file(str(tiny_clip_dir / 'model.safetensors')), load_file(str(out / 'model.safetensors'))
@@ -132,7 +134,11 @@ def test_vit_class_scores_equal_hf_logits_softmax(tiny_vit_dir, model_cache, tmp
     out = tmp_path / 'vit_lora'
     report = finetune(str(tiny_vit_dir), make_folder(tmp_path / 'data'), out, quick(lr=5e-3), progress=False,
                       log=lambda _: None)
-    assert 'val_accuracy_linear_probe' in report
+    assert 'val_accuracy_linear_probe' in report and 'val_accuracy_before' not in report  # no head before
+    text = (out / 'report.md').read_text()
+    assert 'nan' not in text.lower() and 'validation top-1 before' not in text
+    assert '| frozen backbone + linear head (validation top-1) |' in text
+    json.loads((out / 'report.json').read_text(), parse_constant=lambda name: pytest.fail(f'{name} in report.json'))
     image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
     hf = ViTForImageClassification.from_pretrained(str(out)).eval()
     for backend in ('torch', 'onnxruntime'):
@@ -152,7 +158,7 @@ def knows_everything(self, pixels, targets, chunk=256):
     import torch
 
     self.base_text = self.text_embeddings(self.base).detach()
-    self.known = torch.ones(len(self.base_text), dtype=torch.bool)
+    self.known = torch.ones(self.label_count, dtype=torch.bool)
 
 
 @pytest.mark.parametrize('kind', ['vit', 'clip'])
@@ -169,7 +175,7 @@ def test_resume_continues_to_the_same_weights(kind, tiny_vit_dir, tiny_clip_dir,
     finetune(model_dir, data, tmp_path / 'straight', options, progress=False, log=lambda _: None)
     stopped = finetune(model_dir, data, tmp_path / 'resumed', options, stop_after=3, progress=False,
                        log=lambda _: None)
-    assert stopped == {'stopped_at': 3} and not (tmp_path / 'resumed' / 'config.json').exists()
+    assert stopped == {'stopped_at': 3, 'interrupted': False} and not (tmp_path / 'resumed' / 'config.json').exists()
     report = finetune(model_dir, data, tmp_path / 'resumed', options, resume=True, progress=False,
                       log=lambda _: None)
     assert report['steps'] == 6
@@ -258,7 +264,7 @@ def test_composites_count_only_towards_preservation(tiny_clip_dir, tmp_path, mon
 
     monkeypatch.setattr(TrainableModel, 'loss', spy)
     monkeypatch.setattr(TrainableModel, 'remember_base', knows_everything)
-    finetune(str(tiny_clip_dir), tmp_path / 'data', tmp_path / 'out', quick(batch=8, mix=0.25, steps=2),
+    finetune(str(tiny_clip_dir), tmp_path / 'data', tmp_path / 'out', quick(batch=8, mix=0.25, steps=2, replay=0),
              progress=False, log=lambda _: None)
     assert len(seen) == 2 and all(len(t) == 8 and t[-2:] == [-1, -1] and min(t[:6]) >= 0 for t in seen)
 
@@ -296,7 +302,7 @@ def test_cli_options_are_the_tools_options(tmp_path, monkeypatch, capsys):
 
     seen = []
 
-    def fake_finetune(model_id, data, out, options, resume=False):
+    def fake_finetune(model_id, data, out, options, resume=False, overwrite=False):
         seen.append((model_id, data, options, resume))
         out.mkdir(parents=True, exist_ok=True)
         (out / 'report.md').write_text('# report\n')

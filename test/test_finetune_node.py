@@ -17,7 +17,8 @@ from test_finetune import make_folder
 
 def test_feature_extractor_switches_to_a_fine_tuned_model(tiny_vit_dir, model_cache, tmp_path):
     tuned = tmp_path / 'vit_tuned'
-    options = FinetuneOptions(method='lora', rank=4, alpha=8.0, steps=4, batch=4, heldout_scenes=0, lr=5e-3)
+    options = FinetuneOptions(method='lora', rank=4, alpha=8.0, steps=4, batch=4, heldout_scenes=0, lr=5e-3,
+                              replay_scenes=4)
     finetune(str(tiny_vit_dir), make_folder(tmp_path / 'data'), tuned, options, progress=False, log=lambda _: None)
 
     namespace = unique_name('/rvft')

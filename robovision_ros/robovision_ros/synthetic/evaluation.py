@@ -31,12 +31,17 @@ DEFAULT_TEMPLATE = 'a photo of a {}.'
 
 
 def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime', scenes: int = 200,
-                  threshold: Optional[float] = None, height: int = 240, width: int = 320) -> dict[str, float]:
-    """Measure a model with text (CLIP, SigLIP) on held-out scenes; `threshold` None: its family's default."""
+                  threshold: Optional[float] = None, height: int = 240, width: int = 320,
+                  seeds: tuple[int, int] = EVAL_SEEDS) -> dict[str, float]:
+    """
+    Measure a model with text (CLIP, SigLIP) on held-out scenes; `threshold` None: its family's default.
+
+    `seeds` are the generator seeds of the single- and the multi-object scenes.
+    """
     encoder = PerceptionEncoder(model, backend, 'cpu', 'fp32')
     try:
         vocabulary = encoder.build_vocabulary(LABELS, [DEFAULT_TEMPLATE], 1)
-        single = SceneGenerator(EVAL_SEEDS[0], height, width, 1, 1)
+        single = SceneGenerator(seeds[0], height, width, 1, 1)
         correct = kept = swapped_total = 0
         for i in range(scenes):
             scene = single.scene(i)
@@ -47,7 +52,7 @@ def evaluate_clip(model: str = 'embedded:tiny_clip', backend: str = 'onnxruntime
                 swapped, _ = encoder.encode_images([np.ascontiguousarray(scene.image[..., ::-1])])
                 kept += encoder.score(swapped[0], vocabulary).best_label.split()[0] == colour
                 swapped_total += 1
-        multi = SceneGenerator(EVAL_SEEDS[1], height, width, 1, 3)
+        multi = SceneGenerator(seeds[1], height, width, 1, 3)
         tp = fp = fn = hits = objects = 0
         for i in range(scenes):
             scene = multi.scene(i)
