@@ -351,8 +351,10 @@ def run_demo(work: Path, doc: Optional[Path], per_label: int = 48, kind_per_labe
              parts: Sequence[str] = ('demo', 'new-labels', 'new-labels-timing'),
              timed: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """
-    Measure everything the doc's tables report: `parts` 'demo' (the first tables), 'new-labels' and
-    'new-labels-timing' (its recipes' training time at 2 torch threads).
+    Measure what the doc's tables report and return the results.
+
+    `parts`: 'demo' (the first tables), 'new-labels' and 'new-labels-timing' (its recipes' training time at 2 torch
+    threads).
 
     Writes results.json in `work`, and with `doc` the doc and <doc>_results.json next to it; a part not measured
     keeps the results recorded there. `timed` limits 'new-labels-timing' to some recipes (the others' recorded
