@@ -110,9 +110,18 @@ class ModelFamily(ABC):
     def read_info(self, model_id: str, path: Path, config: dict[str, Any]) -> ModelInfo:
         """Return the model's sizes from its config.json (bounded: ModelLoadError on an unusable value)."""
 
-    @abstractmethod
+    # The transformers class the weights load into, and the options its from_pretrained takes.
+    model_class: str = ''
+    load_options: tuple[tuple[str, Any], ...] = ()
+
     def load_torch(self, info: ModelInfo) -> Any:
-        """Load the transformers model (fp32, CPU, eval mode; adapters are added by the caller)."""
+        """Load the transformers model `model_class` (fp32, CPU; adapters are added by the caller)."""
+        import transformers
+
+        try:
+            return getattr(transformers, self.model_class).from_pretrained(str(info.path), **dict(self.load_options))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
 
     @abstractmethod
     def vision_forward(self, model: Any, pixel_values: Any, interpolate_pos_encoding: bool) -> tuple[Any, ...]:

@@ -9,13 +9,14 @@ from typing import Any
 
 from robovision_ros.families.base import MAX_HIDDEN_SIZE, MAX_IMAGE_SIZE, MAX_TEXT_LENGTH, ModelFamily, ModelInfo, \
     check_transformer_sizes, sub_config
-from robovision_ros.model_files import ModelLoadError, bounded_int
+from robovision_ros.model_files import bounded_int
 
 
 class ClipFamily(ModelFamily):
     """OpenAI CLIP and its fine-tunes (transformers CLIPModel)."""
 
     name = 'clip'
+    model_class = 'CLIPModel'
     model_types = ('clip',)
     has_text = True
     tokenizer_files = (('tokenizer.json',), ('vocab.json', 'merges.txt'))
@@ -33,14 +34,6 @@ class ClipFamily(ModelFamily):
         patch_size = bounded_int(vision, 'patch_size', 32, 1, image_size, where)
         projection_dim = bounded_int(config, 'projection_dim', 512, 1, MAX_HIDDEN_SIZE, where)
         return ModelInfo(model_id, path, self.name, image_size, patch_size, projection_dim, projection_dim, True)
-
-    def load_torch(self, info: ModelInfo) -> Any:
-        from transformers import CLIPModel
-
-        try:
-            return CLIPModel.from_pretrained(str(info.path))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
 
     def vision_forward(self, model: Any, pixel_values: Any, interpolate_pos_encoding: bool) -> tuple[Any, Any]:
         vision = model.vision_model

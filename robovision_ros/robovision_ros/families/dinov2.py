@@ -25,7 +25,7 @@ class Dinov2Family(ModelFamily):
 
     name = 'dinov2'
     model_types = ('dinov2',)
-    model_class = 'Dinov2Model'  # the transformers class the weights load into
+    model_class = 'Dinov2Model'
     default_patch_size = 14
     description = 'DINOv2: self-supervised ViT features'
 
@@ -44,14 +44,6 @@ class Dinov2Family(ModelFamily):
         if image_size < patch_size:
             raise ModelLoadError(f'{path}: model input {image_size} is smaller than one patch ({patch_size})')
         return ModelInfo(model_id, path, self.name, image_size, patch_size, hidden, hidden, False)
-
-    def load_torch(self, info: ModelInfo) -> Any:
-        import transformers
-
-        try:
-            return getattr(transformers, self.model_class).from_pretrained(str(info.path))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
 
     def prepare_export(self, model: Any, input_hw: tuple[int, int]) -> None:
         """

@@ -60,14 +60,6 @@ class OwlVitFamily(ModelFamily):
                                  f'{projection_dim} (class embeddings and query embeddings are compared)')
         return ModelInfo(model_id, path, self.name, image_size, patch_size, text_width, projection_dim, True)
 
-    def load_torch(self, info: ModelInfo) -> Any:
-        import transformers
-
-        try:
-            return getattr(transformers, self.model_class).from_pretrained(str(info.path))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
-
     def vision_forward(self, model: Any, pixel_values: Any, interpolate_pos_encoding: bool) -> tuple[Any, ...]:
         feature_map = model.image_embedder(pixel_values=pixel_values,
                                            interpolate_pos_encoding=interpolate_pos_encoding)[0]

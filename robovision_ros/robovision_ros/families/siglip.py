@@ -41,6 +41,7 @@ class SiglipFamily(ModelFamily):
     """SigLIP and fixed-resolution SigLIP 2 (transformers SiglipModel)."""
 
     name = 'siglip'
+    model_class = 'SiglipModel'
     model_types = ('siglip',)
     has_text = True
     scoring = SIGMOID
@@ -71,14 +72,6 @@ class SiglipFamily(ModelFamily):
         if vision.get('vision_use_head', True) is not True:
             raise ModelLoadError(f'{where}: vision_use_head is false: the model has no pooled image embedding')
         return ModelInfo(model_id, path, self.name, image_size, patch_size, hidden, hidden, True)
-
-    def load_torch(self, info: ModelInfo) -> Any:
-        from transformers import SiglipModel
-
-        try:
-            return SiglipModel.from_pretrained(str(info.path))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
 
     def vision_forward(self, model: Any, pixel_values: Any, interpolate_pos_encoding: bool) -> tuple[Any, Any]:
         vision = model.vision_model

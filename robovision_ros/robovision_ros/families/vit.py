@@ -9,13 +9,15 @@ from typing import Any
 
 from robovision_ros.families.base import MAX_HIDDEN_SIZE, MAX_IMAGE_SIZE, ModelFamily, ModelInfo, \
     check_transformer_sizes
-from robovision_ros.model_files import ModelLoadError, bounded_int
+from robovision_ros.model_files import bounded_int
 
 
 class VitFamily(ModelFamily):
     """google/vit-* and fine-tunes (a classification head, if any, is read by model_dir)."""
 
     name = 'vit'
+    model_class = 'ViTModel'
+    load_options = (('add_pooling_layer', False),)
     model_types = ('vit',)
     description = 'ViT: supervised ViT features (a classification head, if any, gives class scores)'
 
@@ -26,14 +28,6 @@ class VitFamily(ModelFamily):
         image_size = bounded_int(config, 'image_size', 224, 8, MAX_IMAGE_SIZE, where)
         patch_size = bounded_int(config, 'patch_size', 16, 1, image_size, where)
         return ModelInfo(model_id, path, self.name, image_size, patch_size, hidden, hidden, False)
-
-    def load_torch(self, info: ModelInfo) -> Any:
-        from transformers import ViTModel
-
-        try:
-            return ViTModel.from_pretrained(str(info.path), add_pooling_layer=False)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f'could not load weights from {info.path}: {error}') from error
 
     def vision_forward(self, model: Any, pixel_values: Any, interpolate_pos_encoding: bool) -> tuple[Any, Any]:
         hidden = model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
