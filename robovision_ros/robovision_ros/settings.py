@@ -80,7 +80,8 @@ COMMON_PARAMETERS = (
     ParameterSpec('qos_depth', 'integer', 1, 'Image subscription depth.', FIXED, bounds=(1, 100)),
     ParameterSpec('batch', 'bool', False, 'Run the newest frame of every camera in one inference.', FIXED),
     ParameterSpec('executor', 'string', 'multi', 'multi: lifecycle and parameter services answer while the model '
-                  'loads; single: one thread for all callbacks.', START, choices=EXECUTORS),
+                  'loads; single: one thread for all callbacks, which costs less CPU per frame (several cameras on a '
+                  'small CPU: use it).', START, choices=EXECUTORS),
     ParameterSpec('max_rate_hz', 'double', 0.0, 'Process at most this many frames per second (0 = as fast as '
                   'possible).', LIVE, bounds=(0.0, 1000.0), check=_rate),
     ParameterSpec('max_frame_age_ms', 'double', 0.0, 'Drop frames whose header stamp is further than this from '

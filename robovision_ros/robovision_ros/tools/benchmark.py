@@ -600,7 +600,9 @@ ROS_RUNS = ((1, False, True, 'single', FASTEST, 'int8', True),
             (4, False, True, 'single', FASTEST, 'int8', True),
             (4, False, True, 'multi', FASTEST, 'int8', False),
             (4, True, True, 'multi', FASTEST, 'int8', False),
-            (4, True, True, 'multi', RUNNER_UP, 'int8', False))
+            (4, True, True, 'multi', RUNNER_UP, 'int8', False),
+            (4, False, True, 'single', FASTEST, 'int8', False),
+            (4, True, True, 'single', FASTEST, 'int8', False))
 
 
 def plot(path: Path, all_results: dict[str, list[VariantResult]]) -> None:
