@@ -25,7 +25,7 @@ from robovision_msgs.msg import ObjectPresenceArray, PatchFeatures, ZeroShotLabe
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
 from robovision_ros.nodes.perception_node import FrameOutputs, PerceptionNode
-from robovision_ros.nodes.vocabulary_worker import VocabularyWorker
+from robovision_ros.nodes.live_vocabulary import LiveVocabulary, Wording
 from robovision_ros.parameters import ParameterTable, build_settings
 from robovision_ros.settings import VOCABULARY_PARAMETERS, ClipSettings, clip_table
 from robovision_ros.vocabulary import Vocabulary, VocabularySpec
@@ -49,6 +49,10 @@ def vocabulary_spec(values: dict[str, Any]) -> VocabularySpec:
     return VocabularySpec(values['labels'], values['prompt_templates'], values['presence_queries'])
 
 
+VOCABULARY_WORDING = Wording('vocabulary of {n} labels', 'the vocabulary set last is', 'scoring',
+                             'retrying until it is')
+
+
 class ClipPerceptionNode(PerceptionNode):
     OUTPUTS = {'labels': (ZeroShotLabels, '~/zero_shot_labels', 10),
                'presence': (ObjectPresenceArray, '~/object_presence', 10),
@@ -56,10 +60,9 @@ class ClipPerceptionNode(PerceptionNode):
                'features': (PatchFeatures, '~/patch_features', 10)}
 
     def __init__(self, **kwargs: Any) -> None:
-        self._vocabulary: Optional[Vocabulary] = None
-        self._last_version = 0
-        self._vocabulary_worker: Optional[VocabularyWorker] = None
-        self._vocabulary_causes: set[str] = set()  # causes of failed builds already logged
+        self._vocabulary = LiveVocabulary(self._build, describe_vocabulary, VOCABULARY_WORDING,
+                                          lambda line: self.get_logger().info(line),
+                                          lambda line: self.get_logger().error(line))
         self._label_info_version = 0  # the vocabulary version the last LabelInfo described
         self._settings = ClipSettings()
         super().__init__('clip_perception', **kwargs)
@@ -93,69 +96,33 @@ class ClipPerceptionNode(PerceptionNode):
     def prepare(self, values: dict[str, Any]) -> None:
         self._settings = build_settings(ClipSettings, values)
         self._label_info_version = 0  # the publishers are new: LabelInfo goes out again with the next frame
-        start = time.perf_counter()
-        request = vocabulary_spec(values)
-        # Versions keep counting across cleanup/configure, so a consumer never sees a number reused.
-        self._vocabulary = self._build(request, self._last_version + 1)
-        texts = (len(request.labels) + len(request.queries)) * len(request.templates)
-        self.get_logger().info(describe_vocabulary(self._vocabulary, texts, (time.perf_counter() - start) * 1e3))
-        self._vocabulary_worker = VocabularyWorker(self._build, self._on_vocabulary_ready,
-                                                   self._on_vocabulary_error, self.vocabulary)
+        self._vocabulary.start(vocabulary_spec(values))
         # A set accepted while the model loaded asked for a vocabulary this one may predate.
-        self._vocabulary_worker.request(vocabulary_spec(self.parameters.values()))
+        self._vocabulary.request(vocabulary_spec(self.parameters.values()))
 
     def release(self) -> None:
-        if self._vocabulary_worker is not None:
-            self._vocabulary_worker.stop()
-            self._vocabulary_worker = None
-        if self._vocabulary is not None:
-            self._last_version = self._vocabulary.version
-        self._vocabulary = None
-
-    def _on_vocabulary_ready(self, vocabulary: Vocabulary, texts: int, elapsed_ms: float) -> None:
-        self._vocabulary = vocabulary  # one reference swap: the next frame is scored against all of it
-        self._last_version = vocabulary.version
-        self._vocabulary_causes.clear()
-        self.get_logger().info(describe_vocabulary(vocabulary, texts, elapsed_ms))
-
-    def _on_vocabulary_error(self, request: VocabularySpec, error: BaseException, trace: Optional[str]) -> None:
-        """Log a failed vocabulary build once per cause (retries are silent); /diagnostics warns while it lasts."""
-        cause = f'{type(error).__name__}: {error}'
-        if cause in self._vocabulary_causes:
-            return
-        self._vocabulary_causes.add(cause)
-        version = self._vocabulary.version if self._vocabulary else 0
-        self.get_logger().error(f'vocabulary of {len(request.labels)} labels not applied yet ({cause}); still '
-                                f'scoring with v{version}; retrying until it is' + (f'\n{trace}' if trace else ''))
+        self._vocabulary.stop()
 
     def apply_live(self, names: set[str], values: dict[str, Any]) -> None:
         self._settings = build_settings(ClipSettings, values)
-        if self._vocabulary_worker is not None and names & set(VOCABULARY_PARAMETERS):
-            self._vocabulary_worker.request(vocabulary_spec(values))
+        if names & set(VOCABULARY_PARAMETERS):
+            self._vocabulary.request(vocabulary_spec(values))
 
     def vocabulary(self) -> Optional[Vocabulary]:
         """Return the (labels, presence queries) snapshot the next frame will be scored against."""
-        return self._vocabulary
+        return self._vocabulary.current
 
     def extra_diagnostics(self) -> dict[str, Any]:
-        vocabulary = self._vocabulary
-        worker = self._vocabulary_worker
-        return {'vocabulary_version': vocabulary.version if vocabulary else 0,
-                'vocabulary_labels': len(vocabulary.labels.labels) if vocabulary else 0,
-                'vocabulary_pending': bool(worker and not worker.idle()),
-                'vocabulary_error': (worker.failing() if worker else None) or ''}
+        vocabulary = self._vocabulary.current
+        return self._vocabulary.diagnostics({'vocabulary_labels': len(vocabulary.labels.labels) if vocabulary else 0})
 
     def health_warnings(self) -> list[str]:
-        failing = self._vocabulary_worker.failing() if self._vocabulary_worker else None
-        if failing is None:
-            return []
-        version = self._vocabulary.version if self._vocabulary else 0
-        return [f'the vocabulary set last is not in use ({failing}); scoring with v{version}, retrying']
+        return self._vocabulary.warnings()
 
     # --- the frame hook (worker thread) ---------------------------------------------------------------------
     def infer(self, frames: list[Frame], images: list[np.ndarray]) -> FrameOutputs:
         assert self.encoder is not None
-        vocabulary, settings = self._vocabulary, self._settings  # one consistent snapshot for the batch
+        vocabulary, settings = self._vocabulary.current, self._settings  # one consistent snapshot for the batch
         assert vocabulary is not None
         # One forward pass: the labels, presence and (when asked) the patch features all come from it. L2
         # normalisation changes no cosine, so the scores are the same with `normalize` on or off.

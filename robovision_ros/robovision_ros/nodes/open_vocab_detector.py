@@ -36,7 +36,7 @@ from robovision_msgs.msg import ObjectDetectionArray
 from robovision_ros.nodes.frame_worker import Frame
 from robovision_ros.nodes.node_process import run_node
 from robovision_ros.nodes.perception_node import FrameOutputs, PerceptionNode
-from robovision_ros.nodes.vocabulary_worker import VocabularyWorker
+from robovision_ros.nodes.live_vocabulary import LiveVocabulary, Wording
 from robovision_ros.parameters import ParameterTable, build_settings
 from robovision_ros.settings import DETECTOR_QUERY_PARAMETERS, DetectorSettings, detector_table
 from robovision_msgs.srv import AddImageQuery
@@ -60,6 +60,9 @@ def query_spec(values: dict[str, Any]) -> DetectionQuerySpec:
     return DetectionQuerySpec(values['queries'], values['prompt_templates'], values['image_queries'])
 
 
+QUERIES_WORDING = Wording('queries of {n} entries', 'the queries set last are', 'detecting', 'retrying until they are')
+
+
 def label_problem(label: str) -> Optional[str]:
     """Why `label` cannot name an image query saved by the service (it becomes a file name), or None."""
     if not label.strip():
@@ -77,10 +80,9 @@ class OpenVocabDetectorNode(PerceptionNode):
                'debug': (Image, '~/debug_image', 1)}
 
     def __init__(self, **kwargs: Any) -> None:
-        self._queries: Optional[DetectionQueries] = None
-        self._last_version = 0
-        self._vocabulary_worker: Optional[VocabularyWorker] = None
-        self._vocabulary_causes: set[str] = set()  # causes of failed builds already logged
+        self._queries = LiveVocabulary(self._build, describe_queries, QUERIES_WORDING,
+                                       lambda line: self.get_logger().info(line),
+                                       lambda line: self.get_logger().error(line))
         self._label_info_version = 0  # the query-set version the last LabelInfo described
         self._settings = DetectorSettings()
         self._recent: dict[str, tuple[Any, np.ndarray]] = {}  # camera topic -> (header, RGB image) processed last
@@ -114,71 +116,35 @@ class OpenVocabDetectorNode(PerceptionNode):
     def prepare(self, values: dict[str, Any]) -> None:
         self._settings = build_settings(DetectorSettings, values)
         self._label_info_version = 0  # the publishers are new: LabelInfo goes out again with the next frame
-        start = time.perf_counter()
-        request = query_spec(values)
-        # Versions keep counting across cleanup/configure, so a consumer never sees a number reused.
-        self._queries = self._build(request, self._last_version + 1)
-        self.get_logger().info(describe_queries(self._queries, request.text_count,
-                                                (time.perf_counter() - start) * 1e3))
-        self._vocabulary_worker = VocabularyWorker(self._build, self._on_queries_ready, self._on_queries_error,
-                                                   self.queries)
+        self._queries.start(query_spec(values))
         # A set accepted while the model loaded asked for queries this set may predate.
-        self._vocabulary_worker.request(query_spec(self.parameters.values()))
+        self._queries.request(query_spec(self.parameters.values()))
         self._service = self.create_service(AddImageQuery, '~/add_image_query', self._add_image_query)
 
     def release(self) -> None:
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
-        if self._vocabulary_worker is not None:
-            self._vocabulary_worker.stop()
-            self._vocabulary_worker = None
-        if self._queries is not None:
-            self._last_version = self._queries.version
-        self._queries = None
+        self._queries.stop()
         with self._recent_lock:
             self._recent.clear()
 
-    def _on_queries_ready(self, queries: DetectionQueries, texts: int, elapsed_ms: float) -> None:
-        self._queries = queries  # one reference swap: the next frame is decoded against all of it
-        self._last_version = queries.version
-        self._vocabulary_causes.clear()
-        self.get_logger().info(describe_queries(queries, texts, elapsed_ms))
-
-    def _on_queries_error(self, request: DetectionQuerySpec, error: BaseException, trace: Optional[str]) -> None:
-        """Log a failed query build once per cause (retries are silent); /diagnostics warns while it lasts."""
-        cause = f'{type(error).__name__}: {error}'
-        if cause in self._vocabulary_causes:
-            return
-        self._vocabulary_causes.add(cause)
-        version = self._queries.version if self._queries else 0
-        self.get_logger().error(f'queries of {len(request.labels)} entries not applied yet ({cause}); still '
-                                f'detecting with v{version}; retrying until they are' + (f'\n{trace}' if trace else ''))
-
     def apply_live(self, names: set[str], values: dict[str, Any]) -> None:
         self._settings = build_settings(DetectorSettings, values)
-        if self._vocabulary_worker is not None and names & set(DETECTOR_QUERY_PARAMETERS):
-            self._vocabulary_worker.request(query_spec(values))
+        if names & set(DETECTOR_QUERY_PARAMETERS):
+            self._queries.request(query_spec(values))
 
     def queries(self) -> Optional[DetectionQueries]:
         """Return the query snapshot the next frame will be decoded against."""
-        return self._queries
+        return self._queries.current
 
     def extra_diagnostics(self) -> dict[str, Any]:
-        queries = self._queries
-        worker = self._vocabulary_worker
-        return {'vocabulary_version': queries.version if queries else 0,
-                'text_queries': len(queries.texts.labels) if queries else 0,
-                'image_queries': len(queries.images.labels) if queries else 0,
-                'vocabulary_pending': bool(worker and not worker.idle()),
-                'vocabulary_error': (worker.failing() if worker else None) or ''}
+        queries = self._queries.current
+        return self._queries.diagnostics({'text_queries': len(queries.texts.labels) if queries else 0,
+                                          'image_queries': len(queries.images.labels) if queries else 0})
 
     def health_warnings(self) -> list[str]:
-        failing = self._vocabulary_worker.failing() if self._vocabulary_worker else None
-        if failing is None:
-            return []
-        version = self._queries.version if self._queries else 0
-        return [f'the queries set last are not in use ({failing}); detecting with v{version}, retrying']
+        return self._queries.warnings()
 
     # --- image queries from a recent frame (service, executor thread) ---------------------------------------
     def _add_image_query(self, request: Any, response: Any) -> Any:
@@ -241,7 +207,7 @@ class OpenVocabDetectorNode(PerceptionNode):
     # --- the frame hook (worker thread) ---------------------------------------------------------------------
     def infer(self, frames: list[Frame], images: list[np.ndarray]) -> FrameOutputs:
         assert self.encoder is not None
-        queries, settings = self._queries, self._settings  # one consistent snapshot for the batch
+        queries, settings = self._queries.current, self._settings  # one consistent snapshot for the batch
         assert queries is not None
         outputs_, geometries, timing = self.encoder.encode_images(images)
         start = time.perf_counter()
