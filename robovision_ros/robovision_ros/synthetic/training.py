@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -151,12 +151,7 @@ def train_clip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 40
         localisation = F.binary_cross_entropy_with_logits(
             PRESENCE_SHARPNESS * (patch_cos - PRESENCE_THRESHOLD), patch_t, pos_weight=torch.tensor(8.0))
         loss = zero_shot + 2.0 * presence + 0.5 * localisation
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, np.log(100))
+        _contrastive_step(model, optimizer, loss)
         if step % 100 == 0 or step == steps - 1:
             top1 = float((targets.gather(1, cosine.argmax(1, keepdim=True)) > 0).float().mean())
             log(f'clip step {step}/{steps} loss {loss.item():.3f} (zero-shot {zero_shot.item():.3f}, presence '
@@ -164,6 +159,18 @@ def train_clip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 40
                 f'{time.monotonic() - start:.0f} s')
     model.eval()
     return save_clip_model(clip_dir, model, IMAGE_SIZE)
+
+
+def _contrastive_step(model: Any, optimizer: Any, loss: Any) -> None:
+    """One optimizer step of a two-tower model: gradients clipped to norm 1, the logit scale kept in [1, 100]."""
+    import torch
+
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, np.log(100))
 
 
 def train_siglip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 4000, batch: int = 32,
@@ -243,12 +250,7 @@ def train_siglip(out_dir: Path, steps: int = 3000, seed: int = 0, scenes: int = 
         patch_logits = scale * (patch_emb @ text_emb.T) + bias
         localisation = F.binary_cross_entropy_with_logits(patch_logits, patch_t, pos_weight=torch.tensor(8.0))
         loss = sigmoid + 2.0 * localisation
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, np.log(100))
+        _contrastive_step(model, optimizer, loss)
         if step % 100 == 0 or step == steps - 1:
             top1 = float((targets.gather(1, logits.argmax(1, keepdim=True)) > 0).float().mean())
             log(f'siglip step {step}/{steps} loss {loss.item():.3f} (sigmoid {sigmoid.item():.3f}, localisation '

@@ -43,6 +43,7 @@ import numpy as np
 
 from robovision_ros.image_codec import decode_raw_image, encode_raw_image
 from robovision_ros.synthetic.scenes import LABELS, SceneGenerator
+from robovision_ros.tools.child_processes import stop_processes
 
 TEMPLATE = 'a photo of a {}.'
 FRAME_HW = (480, 640)
@@ -379,17 +380,6 @@ def process_maps_torch(pid: int) -> Optional[bool]:
         return 'libtorch' in Path(f'/proc/{pid}/maps').read_text()
     except OSError:
         return None
-
-
-def stop_processes(processes: Sequence[Any]) -> None:
-    """Terminate benchmark child processes (cameras, nodes), killing those that do not end within 20 s."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def measure_ros(model_dir: str, backend: str, precision: str, cameras: int, batch: bool, profile: bool,

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from robovision_ros.synthetic.scenes import LABELS
+from robovision_ros.tools.child_processes import stop_processes
 
 SECTION_BEGIN = '<!-- detector begin -->'
 SECTION_END = '<!-- detector end -->'
@@ -162,23 +163,12 @@ def measure_detector_ros(model_dir: str, name: str, backend: str, seconds: float
             run.applied_ms.append((arrivals[before + first] - answered) * 1e3)
             lifecycle_client.spin_until(executor, lambda: False, max(1.0, 2.0 / rate_hz))
     finally:
-        _stop(processes)
+        stop_processes(processes)
         lifecycle_client.forget_clients(node)
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
     return run
-
-
-def _stop(processes: Sequence[Any]) -> None:
-    """Terminate the benchmark's child processes, killing those that do not end within 20 s."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def measure_query_change_in_process(model_dir: str, backend: str, run: DetectorRun) -> None:

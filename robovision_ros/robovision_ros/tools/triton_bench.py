@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from robovision_ros.tools.benchmark import _p, _shipped_profile, machine_description, stop_processes
+from robovision_ros.tools.benchmark import _p, _shipped_profile, machine_description
+from robovision_ros.tools.child_processes import stop_processes
 from robovision_ros.synthetic.scenes import LABELS
 
 
