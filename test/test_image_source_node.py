@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from rclpy._rclpy_pybind11 import NodeNameNonExistentError
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -113,8 +114,19 @@ def test_compressed_topic_follows_image_transport_naming(tmp_path, remap_compres
             return any((j.header.stamp.sec, j.header.stamp.nanosec) in stamps for j in jpegs)
 
         assert ros.spin_until(same_frame_on_both, 30.0), process.output()
-        published = {name for name, _ in ros.node.get_publisher_names_and_types_by_node('image_source', '/')}
-        assert {raw, compressed} <= published, published
+        published: set[str] = set()
+
+        def node_publishes_both() -> bool:
+            # Data can arrive before this process's graph cache knows the node by name (discovery of the node
+            # and of its endpoints are separate): until then the query raises, so poll with a deadline.
+            nonlocal published
+            try:
+                published = {name for name, _ in ros.node.get_publisher_names_and_types_by_node('image_source', '/')}
+            except NodeNameNonExistentError:
+                return False
+            return {raw, compressed} <= published
+
+        assert ros.spin_until(node_publishes_both, 15.0), published
         assert not any(name.endswith('/compressed') and name != compressed for name in published), published
         assert jpegs[0].format == 'jpeg'
     finally:
